@@ -1,0 +1,71 @@
+"""dwarf: a durable, embeddable workflow-orchestration engine on SQLite and PostgreSQL.
+
+The workflow types are imported eagerly; the engine (and with it the database drivers) only when one of
+its names is first touched, so ``import dwarf.workflow`` stays free of the engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dwarf.errors import (
+    BadRequestError,
+    ConflictError,
+    DwarfError,
+    EngineStateError,
+    InvalidGraphError,
+    NotFoundError,
+    SubgraphError,
+)
+from dwarf.workflow import (
+    END,
+    Flow,
+    FlowOptions,
+    FlowOutcome,
+    FlowStep,
+    FlowSummary,
+    Graph,
+    Query,
+    Reducer,
+    ShardSummary,
+    Status,
+    current_baggage,
+)
+
+if TYPE_CHECKING:
+    from dwarf.engine import Engine, Host, TestProxy
+
+__all__ = [
+    "END",
+    "BadRequestError",
+    "ConflictError",
+    "DwarfError",
+    "Engine",
+    "EngineStateError",
+    "Flow",
+    "FlowOptions",
+    "FlowOutcome",
+    "FlowStep",
+    "FlowSummary",
+    "Graph",
+    "Host",
+    "InvalidGraphError",
+    "NotFoundError",
+    "Query",
+    "Reducer",
+    "ShardSummary",
+    "Status",
+    "SubgraphError",
+    "TestProxy",
+    "current_baggage",
+]
+
+_ENGINE_NAMES = frozenset({"Engine", "Host", "TestProxy"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE_NAMES:
+        from dwarf import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'dwarf' has no attribute {name!r}")

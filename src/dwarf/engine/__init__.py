@@ -1,0 +1,8 @@
+"""The durable engine: ``Engine``, the ``Host`` protocol it talks to, and the in-process ``TestProxy``."""
+
+from dwarf.engine.engine import Engine
+from dwarf.engine.host import Host
+from dwarf.engine.testproxy import TaskHandler, TestProxy
+from dwarf.workflow.records import ShardSummary
+
+__all__ = ["Engine", "Host", "ShardSummary", "TaskHandler", "TestProxy"]

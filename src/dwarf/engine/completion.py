@@ -1,0 +1,415 @@
+"""Committing a step's outcome: everything that follows a task run happens in one transaction here.
+
+A worker that ran a task calls one of the ``commit_*`` functions with an open transaction. They record the
+step's outcome (guarded by the worker's lease: a worker that lost it commits nothing), create the next
+steps, count fan-in arrivals, and stop the flow when it is done. What the caller must do once the
+transaction committed (ring doorbells, wake waiters) is collected in ``Effects``.
+
+Cohort bookkeeping (SPEC §6). A step whose route fans out becomes a *spawn*: its row holds the cohort's
+size and arrival count, and each branch step carries ``lineage_id`` = the spawn's id and its fan-out
+position in ``fan_out_ordinal``. A branch's chain of steps keeps both. Each member step carries the
+*carry*: the composition of the changes its chain made since the fan-out, which is exactly what the
+member contributes at the join. Trunk steps (lineage 0) carry nothing. When a member routes into a
+fan-in node (or END, or nowhere), it *arrives*: an UPDATE on the spawn row bumps the arrival count, and
+the row lock that update holds makes exactly one arrival the last. The last one merges the members'
+carries in fan-out order with the graph's reducers and starts the fan-in step, or, when the cohort ended
+at END, stops the flow (or arrives, in turn, at the enclosing cohort).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dwarf.engine.flowinfo import FlowInfo, dumps
+from dwarf.engine.keys import new_token
+from dwarf.engine.transitions import Route
+from dwarf.store.base import Row, Tx
+from dwarf.workflow.graph import END
+from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
+from dwarf.workflow.status import Status
+
+__all__ = ["Effects", "LeaseLostError", "StepCommit"]
+
+
+class LeaseLostError(Exception):
+    """The worker's lease on the step is gone (expired and re-claimed, or the flow was cancelled)."""
+
+
+@dataclass
+class Effects:
+    """What to do after the transaction committed."""
+
+    new_work: bool = False
+    stopped: Status | None = None
+
+    def merge(self, other: Effects) -> None:
+        self.new_work = self.new_work or other.new_work
+        self.stopped = other.stopped or self.stopped
+
+
+@dataclass
+class StepCommit:
+    """The transaction that records one claimed step's outcome."""
+
+    tx: Tx
+    info: FlowInfo
+    step: Row
+    lease_token: str
+    effects: Effects = field(default_factory=Effects)
+
+    # --- building blocks ---
+
+    async def _finish(
+        self,
+        status: Status,
+        changes: Mapping[str, Any],
+        *,
+        error: str = "",
+        interrupt_payload: Mapping[str, Any] | None = None,
+        successor_id: int = 0,
+        carry: Mapping[str, Any] | None = None,
+        arrived: bool = False,
+        cohort_size: int = 0,
+        cohort_arrivals: int = 0,
+        for_each_as: str = "",
+        join_target: str = "",
+    ) -> None:
+        count = await self.tx.execute(
+            "finish_step",
+            step_id=self.step["step_id"],
+            lease_token=self.lease_token,
+            status=status.value,
+            changes=dumps(changes),
+            error=error,
+            interrupt_payload=dumps(interrupt_payload or {}),
+            successor_id=successor_id,
+            carry=dumps(carry or {}),
+            arrived=1 if arrived else 0,
+            cohort_size=cohort_size,
+            cohort_arrivals=cohort_arrivals,
+            for_each_as=for_each_as,
+            join_target=join_target,
+        )
+        if count != 1:
+            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+
+    async def _insert_step(
+        self,
+        node: str,
+        state: Mapping[str, Any],
+        *,
+        depth: int,
+        predecessor_id: int,
+        lineage_id: int,
+        ordinal: int,
+        delay: float = 0.0,
+        carry: Mapping[str, Any] | None = None,
+    ) -> int:
+        info = self.info
+        step_id = await self.tx.fetch_value(
+            "insert_step",
+            flow_id=info.flow_id,
+            step_token=new_token(),
+            step_depth=depth,
+            task_name=node,
+            task_url=info.graph.url_of(node),
+            state=dumps(state),
+            changes="{}",
+            carry=dumps(carry or {}),
+            status=Status.PENDING.value,
+            attempt=0,
+            time_budget_ms=info.time_budget_ms,
+            priority=info.priority,
+            fairness_key=info.fairness_key,
+            fairness_weight=info.fairness_weight,
+            predecessor_id=predecessor_id,
+            lineage_id=lineage_id,
+            fan_out_ordinal=ordinal,
+            delay=max(0.0, delay),
+        )
+        self.effects.new_work = True
+        return int(step_id)
+
+    async def _stop_flow(
+        self,
+        status: Status,
+        *,
+        final_state: Mapping[str, Any] | None = None,
+        error: str = "",
+        interrupt_payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        count = await self.tx.execute(
+            "finish_flow",
+            flow_id=self.info.flow_id,
+            status=status.value,
+            final_state=dumps(final_state or {}),
+            error=error,
+            interrupt_payload=dumps(interrupt_payload or {}),
+        )
+        if count == 1:
+            self.effects.stopped = status
+
+    async def _fail_flow(self, error: str) -> None:
+        """Fail the flow and cancel everything else still pending in it."""
+        await self.tx.execute(
+            "cancel_unfinished_steps", flow_id=self.info.flow_id, keep_step_id=self.step["step_id"]
+        )
+        await self._stop_flow(Status.FAILED, error=error)
+
+    # --- outcomes ---
+
+    async def commit_retry(self, merged: Mapping[str, Any], delay: float, error: str = "") -> None:
+        """Schedule another attempt; this attempt's changes become part of the next attempt's input."""
+        count = await self.tx.execute(
+            "retry_step",
+            step_id=self.step["step_id"],
+            lease_token=self.lease_token,
+            state=dumps(merged),
+            error=error,
+            delay=max(0.0, delay),
+        )
+        if count != 1:
+            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+        self.effects.new_work = True
+
+    async def commit_interrupt(self, changes: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+        """Park the step awaiting resume; the flow becomes interrupted unless it already is."""
+        await self._finish(Status.INTERRUPTED, changes, interrupt_payload=payload, carry=self._carry(changes))
+        await self._stop_flow(Status.INTERRUPTED, interrupt_payload=payload)
+
+    async def commit_failure(self, changes: Mapping[str, Any], error: str) -> None:
+        """The task failed and nothing routes the error: the flow fails, its other steps are cancelled."""
+        await self._finish(Status.FAILED, changes, error=error)
+        await self._fail_flow(error)
+
+    async def commit_error_route(
+        self, changes: Mapping[str, Any], merged: Mapping[str, Any], error: str, handler: str
+    ) -> None:
+        """The task failed and onError routes it: the step completes and the handler runs next.
+
+        ``merged`` already holds the ``onErr`` field. Inside a cohort the failed branch's siblings are
+        cancelled and the handler continues at the level of the fan-out that started the branch (the
+        cohort will never join), carrying the branch's contribution outward.
+        """
+        step = self.step
+        lineage_id = int(step["lineage_id"])
+        ordinal = int(step["fan_out_ordinal"])
+        carry = self._carry(changes)
+        handler_carry = _compose(carry, {"onErr": merged.get("onErr")})
+        if lineage_id:
+            spawn = await self.tx.fetch_one("get_step", step_id=lineage_id)
+            assert spawn is not None
+            await self._cancel_cohort(lineage_id)
+            lineage_id, ordinal = int(spawn["lineage_id"]), int(spawn["fan_out_ordinal"])
+            handler_carry = _compose(json.loads(spawn["carry"]), handler_carry)
+        successor_id = await self._insert_step(
+            handler,
+            merged,
+            depth=int(step["step_depth"]) + 1,
+            predecessor_id=int(step["step_id"]),
+            lineage_id=lineage_id,
+            ordinal=ordinal,
+            carry=handler_carry if lineage_id else None,
+        )
+        await self._finish(Status.COMPLETED, changes, error=error, successor_id=successor_id, carry=carry)
+
+    async def commit_success(
+        self, changes: Mapping[str, Any], merged: Mapping[str, Any], route: Route, sleep: float
+    ) -> None:
+        """The task succeeded: start the successors the route names, arrive at a join, or complete."""
+        step = self.step
+        step_id = int(step["step_id"])
+        lineage_id = int(step["lineage_id"])
+        carry = self._carry(changes)
+        depth = int(step["step_depth"]) + 1
+        graph = self.info.graph
+
+        if route.is_fan_out:
+            await self._spawn(changes, merged, route, sleep, carry)
+            return
+
+        if route.branches:
+            node = route.branches[0].node
+            if lineage_id and graph.is_fan_in(node):
+                await self._finish(Status.COMPLETED, changes, carry=carry, arrived=True)
+                await self._arrive(lineage_id, node, abandoned=False)
+                return
+            successor_id = await self._insert_step(
+                node,
+                merged,
+                depth=depth,
+                predecessor_id=step_id,
+                lineage_id=lineage_id,
+                ordinal=int(step["fan_out_ordinal"]),
+                delay=sleep,
+                carry=carry if lineage_id else None,
+            )
+            await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
+            return
+
+        # END, or no transition matched.
+        if lineage_id:
+            await self._finish(Status.COMPLETED, changes, carry=carry, arrived=True)
+            await self._arrive(lineage_id, END, abandoned=route.ends == 0)
+            return
+        await self._finish(Status.COMPLETED, changes)
+        await self._stop_flow(Status.COMPLETED, final_state=merged)
+
+    # --- fan-out and fan-in ---
+
+    def _carry(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        if not int(self.step["lineage_id"]):
+            return {}
+        return _compose(json.loads(self.step["carry"]), changes)
+
+    async def _spawn(
+        self,
+        changes: Mapping[str, Any],
+        merged: Mapping[str, Any],
+        route: Route,
+        sleep: float,
+        carry: Mapping[str, Any],
+    ) -> None:
+        step = self.step
+        step_id = int(step["step_id"])
+        graph = self.info.graph
+        # Branches straight into a fan-in node, and transitions straight into END, arrive at once: they
+        # count towards the cohort and contribute no changes.
+        immediate = route.ends
+        join_target = ""
+        runnable = []
+        for ordinal, branch in enumerate(route.branches):
+            if graph.is_fan_in(branch.node):
+                immediate += 1
+                join_target = branch.node
+            else:
+                runnable.append((ordinal, branch))
+        size = len(route.branches) + route.ends
+        for_each_as = next((str(key) for key in route.branches[0].extra if route.for_each), "") if route.branches else ""
+        first_successor = 0
+        for ordinal, branch in runnable:
+            state = dict(merged)
+            if branch.strip:
+                state.pop(branch.strip, None)
+            state.update(branch.extra)
+            branch_id = await self._insert_step(
+                branch.node,
+                state,
+                depth=int(step["step_depth"]) + 1,
+                predecessor_id=step_id,
+                lineage_id=step_id,
+                ordinal=ordinal,
+                delay=sleep,
+            )
+            first_successor = first_successor or branch_id
+        await self._finish(
+            Status.COMPLETED,
+            changes,
+            successor_id=first_successor,
+            carry=carry,
+            cohort_size=size,
+            cohort_arrivals=immediate,
+            for_each_as=for_each_as,
+            join_target=join_target,
+        )
+        if immediate == size:
+            spawn = await self.tx.fetch_one("get_step", step_id=step_id)
+            assert spawn is not None
+            await self._join(spawn)
+
+    async def _arrive(self, spawn_id: int, target: str, *, abandoned: bool) -> None:
+        """Count one member's arrival at its cohort's join; the last arrival performs the join."""
+        spawn = await self.tx.fetch_one(
+            "count_arrival", spawn_id=spawn_id, target=target, abandoned=1 if abandoned else 0
+        )
+        if spawn is None or int(spawn["cohort_arrivals"]) < int(spawn["cohort_size"]):
+            return
+        await self._join(spawn)
+
+    async def _join(self, spawn: Row) -> None:
+        """Every member arrived: merge their carries and continue after the cohort.
+
+        A loop, not recursion, walks outward through cohorts that end at END (nesting has no depth limit).
+        """
+        while True:
+            spawn_id = int(spawn["step_id"])
+            if int(spawn["cohort_failures"]):
+                target = spawn["join_target"] or "its fan-in"
+                await self._fail_flow(
+                    f"a branch of the fan-out at {spawn['task_name']!r} ended without reaching {target}"
+                )
+                return
+            members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
+            deltas = [json.loads(member["carry"]) for member in members]
+            reducers = self.info.graph.reducers
+            base = apply_changes(json.loads(spawn["state"]), json.loads(spawn["changes"]))
+            outer_lineage = int(spawn["lineage_id"])
+            try:
+                merged = merge_fan_in(base, deltas, reducers)
+                outer_carry = merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
+            except ReducerError as error:
+                await self._fail_flow(f"merging the branches of {spawn['task_name']!r}: {error}")
+                return
+            as_ = spawn["for_each_as"]
+            if as_:
+                for key in (as_, f"{as_}Index", f"{as_}Count"):
+                    _restore(merged, base, key)
+                    _restore(outer_carry, json.loads(spawn["carry"]), key)
+            target = spawn["join_target"] or END
+            if target != END:
+                depth = max((int(m["step_depth"]) for m in members), default=int(spawn["step_depth"])) + 1
+                predecessor = int(members[-1]["step_id"]) if members else spawn_id
+                fan_in_id = await self._insert_step(
+                    target,
+                    merged,
+                    depth=depth,
+                    predecessor_id=predecessor,
+                    lineage_id=outer_lineage,
+                    ordinal=int(spawn["fan_out_ordinal"]),
+                    carry=outer_carry if outer_lineage else None,
+                )
+                await self.tx.execute("link_members_to_fan_in", spawn_id=spawn_id, fan_in_id=fan_in_id)
+                await self.tx.execute("set_fan_in_step", spawn_id=spawn_id, fan_in_id=fan_in_id)
+                return
+            if not outer_lineage:
+                await self._stop_flow(Status.COMPLETED, final_state=merged)
+                return
+            # The cohort ended at END inside an enclosing cohort: the spawn arrives there in its turn.
+            await self.tx.execute("mark_arrived", step_id=spawn_id, carry=dumps(outer_carry))
+            outer = await self.tx.fetch_one("count_arrival", spawn_id=outer_lineage, target=END, abandoned=0)
+            if outer is None or int(outer["cohort_arrivals"]) < int(outer["cohort_size"]):
+                return
+            spawn = outer
+
+    async def _cancel_cohort(self, spawn_id: int) -> None:
+        """Cancel every unfinished step descending from a spawn (its branches and their nested cohorts)."""
+        flow_id = self.info.flow_id
+        parents = {int(r["step_id"]): int(r["lineage_id"]) for r in await self.tx.fetch_all("spawn_steps", flow_id=flow_id)}
+        own = int(self.step["step_id"])
+        for row in await self.tx.fetch_all("unfinished_steps", flow_id=flow_id):
+            step_id = int(row["step_id"])
+            if step_id == own:
+                continue
+            lineage = int(row["lineage_id"])
+            while lineage and lineage != spawn_id:
+                lineage = parents.get(lineage, 0)
+            if lineage == spawn_id:
+                await self.tx.execute("cancel_step", step_id=step_id)
+
+
+def _compose(carry: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Compose a chain's changes: later writes replace earlier ones; deletions (None) are kept as markers."""
+    composed = dict(carry)
+    composed.update(changes)
+    return composed
+
+
+def _restore(target: dict[str, Any], original: Mapping[str, Any], key: str) -> None:
+    """Undo a forEach bookkeeping key at the join: back to its pre-fan-out value, or absent."""
+    if key in original:
+        target[key] = original[key]
+    else:
+        target.pop(key, None)

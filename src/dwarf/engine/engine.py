@@ -1,0 +1,887 @@
+"""The Engine: configuration, lifecycle and the operations of the public API.
+
+An engine runs flows against one or more shards. Setters split in two: construction-time ones (DSN, host,
+workers, shards, telemetry, test mode) raise EngineStateError once the engine started; live ones apply at
+once (the time budget and default priority are read at each create and frozen onto the flow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dwarf.engine.completion import Effects
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps
+from dwarf.engine.history import build_history, load_step
+from dwarf.engine.host import Host
+from dwarf.engine.keys import ParsedKey, correlation_id, format_key, new_token, parse_key, tokens_match
+from dwarf.engine.scheduler import Scheduler
+from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
+from dwarf.engine.testproxy import sending_engine
+from dwarf.errors import BadRequestError, ConflictError, EngineStateError, InvalidGraphError, NotFoundError
+from dwarf.store.base import Row, Store
+from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
+from dwarf.workflow.baggage import baggage_scope
+from dwarf.workflow.durations import Duration, to_seconds
+from dwarf.workflow.flow import Flow
+from dwarf.workflow.graph import Graph
+from dwarf.workflow.jsonvalue import check_json
+from dwarf.workflow.mermaid import history_mermaid
+from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
+from dwarf.workflow.reducers import ReducerError, apply_changes, apply_with_reducers
+from dwarf.workflow.status import TERMINAL_STATUSES, Status
+
+__all__ = ["Engine"]
+
+_NEW, _STARTING, _STARTED, _STOPPED = "new", "starting", "started", "stopped"
+_STOPPED_STATUSES = frozenset({*TERMINAL_STATUSES, Status.INTERRUPTED})
+DEFAULT_WORKERS = 64
+DEFAULT_WORKERS_PER_CONN = 8
+DEFAULT_MAX_OPEN_CONNS = 8
+DEFAULT_TIME_BUDGET = 120.0
+DEFAULT_PRIORITY = 100
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(float(seconds), UTC)
+
+
+def _utc_required(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), UTC)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequestError(f"{what} must be a positive integer")
+    return value
+
+
+def _json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadRequestError(f"{what} must be a JSON object (a mapping), not {type(value).__name__}")
+    check_json(value, what)
+    result: dict[str, Any] = json.loads(dumps(value))
+    return result
+
+
+class Engine:
+    """A durable workflow engine over SQLite or PostgreSQL shards.
+
+    Example::
+
+        proxy = TestProxy()
+        proxy.handle_graph("greet", graph)
+        async with Engine(host=proxy, dsn="sqlite:///flows.db") as engine:
+            key, outcome = await engine.run("greet", {"name": "Ada"})
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._phase = _NEW
+        self._dsn = ""
+        self._host: Any = None
+        self._workers = DEFAULT_WORKERS
+        self._num_shards = 1
+        self._log = logging.getLogger("dwarf.engine")
+        self._debug = False
+        self._meter_provider: Any = None
+        self._tracer_provider: Any = None
+        self._test_name = ""
+        self._max_open_conns = DEFAULT_MAX_OPEN_CONNS
+        self._workers_per_conn = DEFAULT_WORKERS_PER_CONN
+        self._time_budget = DEFAULT_TIME_BUDGET
+        self._default_priority = DEFAULT_PRIORITY
+        self._specs: list[StoreSpec] = []
+        self._stores: list[Store] = []
+        self._scheduler: Scheduler | None = None
+        self._waiters = FlowWaiters()
+        self._flow_cache = FlowInfoCache()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.drain_timeout = DEFAULT_DRAIN_TIMEOUT
+        for name, value in settings.items():
+            setter = getattr(self, f"set_{name}", None)
+            if setter is None or not callable(setter):
+                raise TypeError(f"Engine() got an unknown setting {name!r}")
+            if name == "debug_logger":
+                if value:
+                    setter()
+                continue
+            setter(value)
+
+    # --- construction-time settings ---
+
+    def _require_new(self, what: str) -> None:
+        if self._phase != _NEW:
+            raise EngineStateError(f"{what} can only be set before startup")
+
+    def set_dsn(self, dsn: str) -> None:
+        """The database: ``sqlite:///path`` or ``postgresql://...``; ``%d`` is replaced by the shard number."""
+        self._require_new("the DSN")
+        if not isinstance(dsn, str):
+            raise BadRequestError("the DSN must be a string")
+        self._dsn = dsn
+
+    def set_host(self, host: Host) -> None:
+        """The host that loads graphs, executes tasks and relays signals."""
+        self._require_new("the host")
+        for method in ("load_graph", "execute_task"):
+            if not callable(getattr(host, method, None)):
+                raise BadRequestError(f"the host has no {method} method")
+        self._host = host
+
+    def set_workers(self, n: int) -> None:
+        """How many steps this engine runs at once (default 64)."""
+        self._require_new("the number of workers")
+        self._workers = _positive_int(n, "workers")
+
+    def set_num_shards(self, n: int) -> None:
+        """How many databases flows are spread over (default 1); the DSN must then contain ``%d``."""
+        self._require_new("the number of shards")
+        self._num_shards = _positive_int(n, "the number of shards")
+
+    def set_logger(self, logger: logging.Logger | None) -> None:
+        """Where the engine logs; None silences it (the default)."""
+        self._require_new("the logger")
+        self._log = logger if logger is not None else logging.getLogger("dwarf.engine")
+
+    def set_debug_logger(self) -> None:
+        """Log everything at DEBUG level to stderr (for development)."""
+        self._require_new("the logger")
+        logger = logging.getLogger("dwarf.engine.debug")
+        logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+        self._log = logger
+        self._debug = True
+
+    def set_meter_provider(self, provider: Any) -> None:
+        """The OpenTelemetry MeterProvider (default: the global one)."""
+        self._require_new("the meter provider")
+        self._meter_provider = provider
+
+    def set_tracer_provider(self, provider: Any) -> None:
+        """The OpenTelemetry TracerProvider (default: the global one)."""
+        self._require_new("the tracer provider")
+        self._tracer_provider = provider
+
+    def set_in_test(self, name: str) -> None:
+        """Use isolated databases for the test ``name`` (see API.md, Testing helpers)."""
+        self._require_new("test mode")
+        if not isinstance(name, str) or not name:
+            raise BadRequestError("the test name must be a non-empty string")
+        self._test_name = name
+
+    # --- live settings ---
+
+    def set_max_open_conns(self, n: int) -> None:
+        """The cap on connections per shard (default 8)."""
+        self._max_open_conns = _positive_int(n, "max open connections")
+
+    def set_workers_per_conn(self, n: int) -> None:
+        """How many workers share one connection when sizing the pool (default 8)."""
+        self._workers_per_conn = _positive_int(n, "workers per connection")
+
+    def set_time_budget(self, budget: Duration) -> None:
+        """The default time budget of a step (default 2 minutes)."""
+        seconds = to_seconds(budget, what="time budget")
+        if seconds <= 0:
+            raise BadRequestError("the time budget must be positive")
+        self._time_budget = seconds
+
+    def set_default_priority(self, priority: int) -> None:
+        """The priority of flows created with priority 0 (default 100; lower runs first)."""
+        self._default_priority = _positive_int(priority, "the default priority")
+
+    @property
+    def pool_size(self) -> int:
+        """Connections per shard: min(ceil(workers / workers_per_conn), max_open_conns)."""
+        return max(1, min(math.ceil(self._workers / self._workers_per_conn), self._max_open_conns))
+
+    # --- lifecycle ---
+
+    async def startup(self) -> None:
+        """Open and migrate the shards and start the workers."""
+        if self._phase == _STARTED:
+            return
+        if self._phase != _NEW:
+            raise EngineStateError("an engine cannot be restarted; create a new one")
+        if self._host is None:
+            raise EngineStateError("set a host before startup")
+        self._phase = _STARTING
+        try:
+            self._specs = resolve_specs(self._dsn, self._num_shards, self._test_name)
+            self._stores = await open_stores(self._specs, self.pool_size)
+        except BaseException:
+            self._phase = _NEW
+            raise
+        self._scheduler = Scheduler(self, self._stores, self._workers)
+        self._scheduler.start()
+        self._phase = _STARTED
+        self._log.debug("engine started with %d shard(s)", len(self._stores))
+
+    async def shutdown(self, *, drain_timeout: float | None = None) -> None:
+        """Stop claiming, let running steps finish (up to ``drain_timeout``), release the rest. Idempotent."""
+        if self._phase != _STARTED:
+            if self._phase == _NEW:
+                self._phase = _STOPPED
+            return
+        self._phase = _STOPPED
+        timeout = self.drain_timeout if drain_timeout is None else max(0.0, drain_timeout)
+        if self._scheduler is not None:
+            await self._scheduler.stop(timeout)
+        await self._close()
+
+    async def _crash_for_test(self) -> None:
+        """Stop like a killed process: no draining, no lease release (for tests of recovery)."""
+        if self._phase != _STARTED:
+            return
+        self._phase = _STOPPED
+        if self._scheduler is not None:
+            await self._scheduler.abandon()
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._waiters.wake_all()
+        await release_stores(self._specs, self._stores)
+        self._stores = []
+
+    async def __aenter__(self) -> Engine:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _require_started(self) -> None:
+        if self._phase != _STARTED:
+            raise EngineStateError("the engine is not started" if self._phase == _NEW else "the engine is stopped")
+
+    # --- internals used by the scheduler and executor ---
+
+    def _store(self, shard: int) -> Store:
+        if shard < 1 or shard > len(self._stores):
+            raise NotFoundError("flow not found")
+        return self._stores[shard - 1]
+
+    async def _flow_info(self, store: Store, flow_id: int) -> FlowInfo | None:
+        info = self._flow_cache.get(store.shard, flow_id)
+        if info is not None:
+            return info
+        rows = await store.read("get_flow", flow_id=flow_id)
+        if not rows:
+            return None
+        info = FlowInfo.from_row(store.shard, rows[0])
+        self._flow_cache.put(info)
+        return info
+
+    async def _host_execute_task(self, task_url: str, flow: Flow) -> None:
+        await self._host.execute_task(task_url, flow)
+
+    async def _after_commit(self, info: FlowInfo, effects: Effects) -> None:
+        if effects.new_work:
+            self._ring(info.shard)
+        if effects.stopped is not None:
+            await self._flow_stopped(info, effects.stopped)
+
+    def _ring(self, shard: int) -> None:
+        if self._scheduler is not None:
+            self._scheduler.ring(shard)
+        self._signal(Signal(DOORBELL, shard))
+
+    def _signal(self, signal: Signal) -> None:
+        send = getattr(self._host, "signal_peers", None)
+        if send is None:
+            return
+        self._spawn(self._send_signal(send, signal))
+
+    async def _send_signal(self, send: Any, signal: Signal) -> None:
+        token = sending_engine().set(self)
+        try:
+            await send(signal.op, encode_signal(signal))
+        except Exception as error:
+            self._log.warning("signal_peers failed: %s", error)
+        finally:
+            sending_engine().reset(token)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flow_stopped(self, info: FlowInfo, status: Status) -> None:
+        self._waiters.wake(info.shard, info.flow_id)
+        self._signal(Signal(FLOW_STOPPED, info.shard, info.flow_id))
+        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
+            await self._delete_tree(self._store(info.shard), info.flow_id)
+        notify = getattr(self._host, "flow_stopped", None)
+        if info.notify_on_stop and notify is not None:
+            try:
+                outcome = await self._outcome(self._store(info.shard), info.flow_id)
+            except NotFoundError:
+                outcome = FlowOutcome(status=status, state={})
+            try:
+                await notify(info.key, outcome)
+            except Exception as error:
+                self._log.warning("flow_stopped hook failed for flow %s: %s", info.correlation_id, error)
+
+    async def deliver_signal(self, op: str, payload: bytes) -> None:
+        """Apply a signal a peer replica sent through the host."""
+        self._require_started()
+        try:
+            signal = decode_signal(op, payload)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BadRequestError(f"malformed signal: {error}") from error
+        if signal.op == DOORBELL:
+            if self._scheduler is not None:
+                self._scheduler.ring(signal.shard)
+        elif signal.op == FLOW_STOPPED:
+            self._waiters.wake(signal.shard, signal.flow_id)
+
+    # --- key resolution ---
+
+    async def _resolve_flow(self, flow_key: str) -> tuple[Store, Row]:
+        parsed = parse_key(flow_key, "flow")
+        store = self._store_for_key(parsed)
+        rows = await store.read("get_flow", flow_id=parsed.id)
+        if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
+            raise NotFoundError("flow not found")
+        return store, rows[0]
+
+    def _store_for_key(self, parsed: ParsedKey) -> Store:
+        if parsed.shard > len(self._stores):
+            raise NotFoundError("not found")
+        return self._stores[parsed.shard - 1]
+
+    def _pick_shard(self) -> Store:
+        return random.choice(self._stores)
+
+    # --- operations ---
+
+    async def create(
+        self,
+        workflow_url: str,
+        initial_state: Mapping[str, Any] | None = None,
+        options: FlowOptions | None = None,
+    ) -> str:
+        """Start a flow of the graph at ``workflow_url`` and return its key."""
+        self._require_started()
+        if not isinstance(workflow_url, str) or not workflow_url:
+            raise BadRequestError("the workflow URL must be a non-empty string")
+        options = options if options is not None else FlowOptions()
+        if not isinstance(options, FlowOptions):
+            raise BadRequestError("options must be a FlowOptions")
+        options.check()
+        state = _json_object(initial_state, "initial state")
+        check_json(options.baggage, "baggage")
+        thread: tuple[Store, Row] | None = None
+        if options.thread_key:
+            thread = await self._resolve_thread(options.thread_key)
+        graph = await self._load_graph(workflow_url, options.baggage)
+        store = thread[0] if thread is not None else self._pick_shard()
+        time_budget = to_seconds(options.time_budget) if options.time_budget is not None else 0.0
+        thread_row = thread[1] if thread is not None else None
+        info = await self._insert_flow(
+            store,
+            graph,
+            workflow_url,
+            state,
+            priority=options.priority or self._default_priority,
+            fairness_key=options.fairness_key,
+            fairness_weight=options.fairness_weight or 1.0,
+            time_budget=time_budget if time_budget > 0 else self._time_budget,
+            notify_on_stop=options.notify_on_stop,
+            delete_on_completion=options.delete_on_completion,
+            baggage=options.baggage,
+            thread_id=int(thread_row["thread_id"]) if thread_row else 0,
+            thread_token=thread_row["thread_token"] if thread_row else "",
+        )
+        self._ring(store.shard)
+        return info.key
+
+    async def _load_graph(self, workflow_url: str, baggage: Any) -> Graph:
+        with baggage_scope(baggage):
+            graph = await self._host.load_graph(workflow_url)
+        if graph is None:
+            raise NotFoundError(f"workflow {workflow_url!r} not found")
+        if not isinstance(graph, Graph):
+            raise InvalidGraphError(f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph")
+        graph.validate()
+        # Freeze a copy: the host may keep mutating its own Graph object.
+        return Graph.from_json(graph.to_json())
+
+    async def _insert_flow(
+        self,
+        store: Store,
+        graph: Graph,
+        workflow_url: str,
+        state: Mapping[str, Any],
+        *,
+        priority: int,
+        fairness_key: str,
+        fairness_weight: float,
+        time_budget: float,
+        notify_on_stop: bool,
+        delete_on_completion: bool,
+        baggage: Any,
+        thread_id: int = 0,
+        thread_token: str = "",
+    ) -> FlowInfo:
+        token = new_token()
+        graph_json = graph.to_json()
+        time_budget_ms = max(1, round(time_budget * 1000))
+        async with store.transaction() as tx:
+            row = await tx.fetch_one(
+                "insert_flow",
+                flow_token=token,
+                workflow_url=workflow_url,
+                workflow_name=graph.name,
+                graph=graph_json,
+                baggage=dumps(baggage),
+                parent_flow_id=0,
+                parent_step_id=0,
+                root_flow_id=0,
+                thread_id=thread_id,
+                thread_token=thread_token,
+                forked_from_step_id=0,
+                notify_on_stop=1 if notify_on_stop else 0,
+                delete_on_completion=1 if delete_on_completion else 0,
+                priority=priority,
+                fairness_key=fairness_key,
+                fairness_weight=fairness_weight,
+                time_budget_ms=time_budget_ms,
+                trace_parent="",
+            )
+            assert row is not None
+            flow_id = int(row["flow_id"])
+            await tx.execute("set_flow_lineage", flow_id=flow_id)
+            entry = graph.entry_point
+            await tx.fetch_value(
+                "insert_step",
+                flow_id=flow_id,
+                step_token=new_token(),
+                step_depth=1,
+                task_name=entry,
+                task_url=graph.url_of(entry),
+                state=dumps(state),
+                changes="{}",
+                carry="{}",
+                status=Status.PENDING.value,
+                attempt=0,
+                time_budget_ms=time_budget_ms,
+                priority=priority,
+                fairness_key=fairness_key,
+                fairness_weight=fairness_weight,
+                predecessor_id=0,
+                lineage_id=0,
+                fan_out_ordinal=0,
+                delay=0.0,
+            )
+        info = FlowInfo(
+            shard=store.shard,
+            flow_id=flow_id,
+            token=token,
+            workflow_url=workflow_url,
+            workflow_name=graph.name,
+            graph=graph,
+            baggage=json.loads(dumps(baggage)),
+            created_at=float(row["created_at"]),
+            parent_flow_id=0,
+            parent_step_id=0,
+            root_flow_id=flow_id,
+            notify_on_stop=notify_on_stop,
+            delete_on_completion=delete_on_completion,
+            priority=priority,
+            fairness_key=fairness_key,
+            fairness_weight=fairness_weight,
+            time_budget_ms=time_budget_ms,
+        )
+        self._flow_cache.put(info)
+        return info
+
+    async def _resolve_thread(self, thread_key: str) -> tuple[Store, Row]:
+        parsed = parse_key(thread_key, "thread")
+        store = self._store_for_key(parsed)
+        rows = await store.read("get_flow", flow_id=parsed.id)
+        if not rows or not tokens_match(parsed.token, rows[0]["thread_token"]) or int(rows[0]["thread_id"]) != parsed.id:
+            raise NotFoundError("thread not found")
+        return store, rows[0]
+
+    async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
+        """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome."""
+        self._require_started()
+        limit = None if timeout is None else to_seconds(timeout, what="timeout")
+        store, row = await self._resolve_flow(flow_key)
+        flow_id = int(row["flow_id"])
+        loop = asyncio.get_running_loop()
+        deadline = None if limit is None else loop.time() + limit
+        event = self._waiters.register(store.shard, flow_id)
+        try:
+            poll = 0.05
+            while True:
+                self._require_started()
+                event.clear()
+                status = await self._flow_status(store, flow_id)
+                if status in _STOPPED_STATUSES:
+                    return await self._outcome(store, flow_id)
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"flow {correlation_id(store.shard, flow_id)} did not stop in time")
+                # Pushed wake-ups normally end the wait; the growing poll only covers lost signals.
+                pause = poll if remaining is None else min(poll, remaining)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await event.wait()
+                poll = min(poll * 2, 2.0)
+        finally:
+            self._waiters.unregister(store.shard, flow_id, event)
+
+    async def _flow_status(self, store: Store, flow_id: int) -> Status:
+        rows = await store.read("flow_status", flow_id=flow_id)
+        if not rows:
+            raise NotFoundError("flow not found")
+        return Status(rows[0]["status"])
+
+    async def run(
+        self,
+        workflow_url: str,
+        initial_state: Mapping[str, Any] | None = None,
+        options: FlowOptions | None = None,
+        timeout: Duration | None = None,
+    ) -> tuple[str, FlowOutcome]:
+        """Create a flow and wait for it to stop; a timeout raises TimeoutError carrying ``flow_key``."""
+        flow_key = await self.create(workflow_url, initial_state, options)
+        try:
+            outcome = await self.wait(flow_key, timeout)
+        except TimeoutError as error:
+            error.flow_key = flow_key  # type: ignore[attr-defined]
+            raise
+        return flow_key, outcome
+
+    async def snapshot(self, flow_key: str) -> FlowOutcome:
+        """The flow's outcome as of now (its current merged state while it runs)."""
+        self._require_started()
+        store, row = await self._resolve_flow(flow_key)
+        return await self._outcome(store, int(row["flow_id"]), row)
+
+    async def _outcome(self, store: Store, flow_id: int, row: Row | None = None) -> FlowOutcome:
+        if row is None:
+            rows = await store.read("get_flow", flow_id=flow_id)
+            if not rows:
+                raise NotFoundError("flow not found")
+            row = rows[0]
+        status = Status(row["status"])
+        if status == Status.COMPLETED:
+            state = json.loads(row["final_state"])
+        else:
+            latest = await store.read("latest_step", flow_id=flow_id)
+            state = {}
+            if latest:
+                state = apply_changes(json.loads(latest[0]["state"]), json.loads(latest[0]["changes"]))
+        payload = json.loads(row["interrupt_payload"]) if status == Status.INTERRUPTED else {}
+        return FlowOutcome(
+            status=status,
+            state=state,
+            error=row["error"],
+            interrupt_payload=payload,
+            cancel_reason=row["cancel_reason"],
+        )
+
+    async def history(self, flow_key: str) -> list[FlowStep]:
+        """The flow's steps in depth order (then by id), with navigation keys."""
+        self._require_started()
+        store, row = await self._resolve_flow(flow_key)
+        return await build_history(store, row)
+
+    async def history_mermaid(self, flow_key: str) -> str:
+        """The executed steps of the flow as a Mermaid flowchart."""
+        return history_mermaid(await self.history(flow_key))
+
+    async def step(self, step_key: str) -> FlowStep:
+        """One step by its key."""
+        self._require_started()
+        parsed = parse_key(step_key, "step")
+        store = self._store_for_key(parsed)
+        return await load_step(store, parsed)
+
+    async def list(self, query: Query | None = None) -> tuple[list[FlowSummary], str]:
+        """A page of flows, newest first, and the cursor of the next page ("" at the end)."""
+        self._require_started()
+        query = query if query is not None else Query()
+        if not isinstance(query, Query):
+            raise BadRequestError("query must be a Query")
+        query.check()
+        limit = min(query.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        positions = _decode_cursor(query.cursor)
+        stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
+        thread_id, thread_token = 0, ""
+        if query.thread_key:
+            try:
+                parsed = parse_key(query.thread_key, "thread")
+            except NotFoundError:
+                return [], ""
+            thread_id, thread_token = parsed.id, parsed.token
+            stores = [s for s in stores if s.shard == parsed.shard]
+        params = {
+            "include_subgraphs": 1 if query.include_subgraphs else 0,
+            "status": query.status,
+            "workflow_url": query.workflow_url,
+            "workflow_name": query.workflow_name,
+            "thread_id": thread_id,
+            "thread_token": thread_token,
+            "fairness_key": query.fairness_key,
+            "priority": query.priority,
+            "older_than": to_seconds(query.older_than) if query.older_than is not None else -1.0,
+            "newer_than": to_seconds(query.newer_than) if query.newer_than is not None else -1.0,
+            "task_name": query.task_name,
+            "search": query.search,
+            "pattern": "%" + _like_escape(query.search) + "%",
+            "limit": limit + 1,
+        }
+        # Per shard, the cursor holds the last flow id already returned (0: none yet; -1: shard exhausted).
+        candidates: list[tuple[int, Row]] = []
+        complete: dict[int, bool] = {}
+        for store in stores:
+            before = positions.get(store.shard, 0)
+            if before < 0:
+                continue
+            rows = await store.read("list_flows", before_id=before, **params)
+            complete[store.shard] = len(rows) <= limit
+            candidates.extend((store.shard, row) for row in rows[:limit])
+        candidates.sort(key=lambda item: (-float(item[1]["created_at"]), item[0], -int(item[1]["flow_id"])))
+        page, rest = candidates[:limit], candidates[limit:]
+        next_positions = dict(positions)
+        for shard, row in page:
+            next_positions[shard] = int(row["flow_id"])
+        for shard, fetched_all in complete.items():
+            if fetched_all and not any(s == shard for s, _ in rest):
+                next_positions[shard] = -1
+        more = any(next_positions.get(store.shard, 0) >= 0 for store in stores)
+        cursor = _encode_cursor(next_positions) if more else ""
+        summaries = [self._summary(shard, row) for shard, row in page]
+        return summaries, cursor
+
+    def _store_for_shard_filter(self, shard: int) -> Store:
+        if shard > len(self._stores):
+            raise BadRequestError(f"there is no shard {shard}")
+        return self._stores[shard - 1]
+
+    @staticmethod
+    def _summary(shard: int, row: Row) -> FlowSummary:
+        return FlowSummary(
+            flow_key=format_key(shard, int(row["flow_id"]), row["flow_token"]),
+            thread_key=format_key(shard, int(row["thread_id"]), row["thread_token"]),
+            workflow_url=row["workflow_url"],
+            workflow_name=row["workflow_name"],
+            status=Status(row["status"]),
+            task_name=row["task_name"],
+            error=row["error"],
+            cancel_reason=row["cancel_reason"],
+            created_at=_utc_required(row["created_at"]),
+            started_at=_utc(row["started_at"]),
+            updated_at=_utc_required(row["updated_at"]),
+            priority=int(row["priority"]),
+            fairness_key=row["fairness_key"],
+            subgraph=int(row["parent_flow_id"]) != 0,
+        )
+
+    async def resume(self, flow_key: str, resume_data: Mapping[str, Any] | None = None) -> None:
+        """Re-run the interrupted step of an interrupted flow; its ``interrupt`` call returns the data."""
+        self._require_started()
+        data = _json_object(resume_data, "resume data")
+        store, row = await self._resolve_flow(flow_key)
+        if int(row["parent_flow_id"]):
+            raise BadRequestError("resume the root flow, not a child flow")
+        flow_id = int(row["flow_id"])
+        async with store.transaction() as tx:
+            locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
+            if locked is None:
+                raise NotFoundError("flow not found")
+            if locked["status"] != Status.INTERRUPTED.value:
+                raise ConflictError(f"the flow is {locked['status']}, not interrupted")
+            parked = await tx.fetch_all("interrupted_steps", flow_id=flow_id)
+            if not parked:
+                raise ConflictError("the flow has no interrupted step")
+            await tx.execute("resume_step", step_id=parked[0]["step_id"], resume_data=dumps(data))
+            if len(parked) > 1:
+                # Another branch is parked too: surface it at once (one interrupt at a time).
+                await tx.execute(
+                    "set_flow_status",
+                    flow_id=flow_id,
+                    status=Status.INTERRUPTED.value,
+                    interrupt_payload=parked[1]["interrupt_payload"],
+                )
+            else:
+                await tx.execute("set_flow_status", flow_id=flow_id, status=Status.RUNNING.value, interrupt_payload="{}")
+        self._ring(store.shard)
+
+    async def cancel(self, flow_key: str, reason: str = "") -> None:
+        """Cancel a running or interrupted root flow and its whole tree."""
+        self._require_started()
+        if not isinstance(reason, str):
+            raise BadRequestError("the reason must be a string")
+        store, row = await self._resolve_flow(flow_key)
+        if int(row["parent_flow_id"]):
+            raise BadRequestError("cancel the root flow, not a child flow")
+        flow_id = int(row["flow_id"])
+        async with store.transaction() as tx:
+            locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
+            if locked is None:
+                raise NotFoundError("flow not found")
+            if Status(locked["status"]) in TERMINAL_STATUSES:
+                raise ConflictError(f"the flow is already {locked['status']}")
+            await tx.execute("cancel_flow_tree", root_flow_id=flow_id, reason=reason)
+            await tx.execute("cancel_steps_of_tree", root_flow_id=flow_id)
+        info = await self._flow_info(store, flow_id)
+        if info is not None:
+            await self._flow_stopped(info, Status.CANCELLED)
+
+    async def continue_thread(self, thread_key: str, additional_state: Mapping[str, Any] | None = None) -> str:
+        """Start the next flow of a thread from its latest completed flow's final state."""
+        self._require_started()
+        extra = _json_object(additional_state, "additional state")
+        store, first = await self._resolve_thread(thread_key)
+        rows = await store.read("latest_completed_in_thread", thread_id=int(first["thread_id"]))
+        if not rows:
+            raise NotFoundError("the thread has no completed flow")
+        latest = rows[0]
+        graph = await self._load_graph(latest["workflow_url"], json.loads(latest["baggage"]))
+        try:
+            state = apply_with_reducers(json.loads(latest["final_state"]), extra, graph.reducers)
+        except ReducerError as error:
+            raise BadRequestError(str(error)) from error
+        info = await self._insert_flow(
+            store,
+            graph,
+            latest["workflow_url"],
+            state,
+            priority=int(latest["priority"]),
+            fairness_key=latest["fairness_key"],
+            fairness_weight=float(latest["fairness_weight"]),
+            time_budget=int(latest["time_budget_ms"]) / 1000.0,
+            notify_on_stop=bool(latest["notify_on_stop"]),
+            delete_on_completion=bool(latest["delete_on_completion"]),
+            baggage=json.loads(latest["baggage"]),
+            thread_id=int(latest["thread_id"]),
+            thread_token=latest["thread_token"],
+        )
+        self._ring(store.shard)
+        return info.key
+
+    async def fork(self, step_key: str, state_overrides: Mapping[str, Any] | None = None) -> str:
+        """Clone a terminal flow up to a step and re-run from it with overrides (not supported yet)."""
+        self._require_started()
+        _json_object(state_overrides, "state overrides")
+        parse_key(step_key, "step")
+        raise NotImplementedError("fork is not implemented in this version of dwarf")
+
+    async def delete(self, flow_key: str) -> None:
+        """Delete a stopped root flow and its whole tree, steps included."""
+        self._require_started()
+        store, row = await self._resolve_flow(flow_key)
+        if int(row["parent_flow_id"]):
+            raise BadRequestError("delete the root flow, not a child flow")
+        flow_id = int(row["flow_id"])
+        async with store.transaction() as tx:
+            locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
+            if locked is None:
+                raise NotFoundError("flow not found")
+            running = await tx.fetch_value("running_flows_in_tree", root_flow_id=flow_id)
+            if int(running or 0):
+                raise ConflictError("the flow or one of its child flows is still running")
+            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
+            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
+        self._flow_cache.discard(store.shard, flow_id)
+
+    async def _delete_tree(self, store: Store, flow_id: int) -> None:
+        async with store.transaction() as tx:
+            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
+            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
+        self._flow_cache.discard(store.shard, flow_id)
+
+    async def purge(self, query: Query) -> int:
+        """Mark matching stopped root flows for deletion (not supported yet)."""
+        self._require_started()
+        if not isinstance(query, Query):
+            raise BadRequestError("query must be a Query")
+        query.check()
+        raise NotImplementedError("purge is not implemented in this version of dwarf")
+
+    async def fingerprint(self, flow_key: str) -> tuple[str, str]:
+        """A token that changes whenever anything observable about the flow changes, and its status."""
+        self._require_started()
+        store, row = await self._resolve_flow(flow_key)
+        rows = await store.read("flow_fingerprint", flow_id=int(row["flow_id"]))
+        if not rows:
+            raise NotFoundError("flow not found")
+        data = rows[0]
+        material = f"{data['status']}|{data['flow_version']}|{data['step_count']}|{data['step_versions']}"
+        digest = hashlib.sha256(material.encode()).hexdigest()[:24]
+        return digest, data["status"]
+
+    async def shard_info(self) -> list[ShardSummary]:
+        """Per shard: ping latency and the number of flows and steps, or the error."""
+        self._require_started()
+        loop = asyncio.get_running_loop()
+        summaries = []
+        for store in self._stores:
+            try:
+                started = loop.time()
+                await store.read("ping")
+                latency = loop.time() - started
+                counts = (await store.read("count_rows"))[0]
+                summaries.append(
+                    ShardSummary(
+                        shard=store.shard,
+                        latency_ms=round(latency * 1000),
+                        steps=int(counts["steps"]),
+                        flows=int(counts["flows"]),
+                    )
+                )
+            except Exception as error:
+                summaries.append(ShardSummary(shard=store.shard, error=str(error) or type(error).__name__))
+        return summaries
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _encode_cursor(positions: Mapping[int, int]) -> str:
+    body = json.dumps({str(k): v for k, v in sorted(positions.items())}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[int, int]:
+    if not cursor:
+        return {}
+    if not isinstance(cursor, str):
+        raise BadRequestError("malformed cursor")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        positions = {int(k): int(v) for k, v in body.items()}
+    except (ValueError, TypeError, AttributeError, binascii.Error) as error:
+        raise BadRequestError("malformed cursor") from error
+    return positions
+
+
+_ = timedelta  # durations in signatures are documented as timedelta | float

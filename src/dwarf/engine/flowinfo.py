@@ -1,0 +1,102 @@
+"""The immutable facts about a flow that every step of it needs, cached per engine.
+
+A flow's graph, baggage, identity and scheduling policy never change after create, so a worker reads
+them from the database once per flow and keeps them in a bounded LRU cache: no step re-parses the graph.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from dwarf.engine.keys import correlation_id, format_key
+from dwarf.store.base import Row
+from dwarf.workflow.graph import Graph
+
+__all__ = ["FlowInfo", "FlowInfoCache", "dumps"]
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text for storage (state, changes, payloads)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    """What does not change about a flow after create."""
+
+    shard: int
+    flow_id: int
+    token: str
+    workflow_url: str
+    workflow_name: str
+    graph: Graph
+    baggage: Any
+    created_at: float
+    parent_flow_id: int
+    parent_step_id: int
+    root_flow_id: int
+    notify_on_stop: bool
+    delete_on_completion: bool
+    priority: int
+    fairness_key: str
+    fairness_weight: float
+    time_budget_ms: int
+
+    @property
+    def key(self) -> str:
+        """The flow's key."""
+        return format_key(self.shard, self.flow_id, self.token)
+
+    @property
+    def correlation_id(self) -> str:
+        """The token-free id for logs and telemetry."""
+        return correlation_id(self.shard, self.flow_id)
+
+    @classmethod
+    def from_row(cls, shard: int, row: Row, graph: Graph | None = None) -> FlowInfo:
+        """Build from a dwarf_flows row (parsing the graph unless given)."""
+        return cls(
+            shard=shard,
+            flow_id=int(row["flow_id"]),
+            token=row["flow_token"],
+            workflow_url=row["workflow_url"],
+            workflow_name=row["workflow_name"],
+            graph=graph if graph is not None else Graph.from_json(row["graph"]),
+            baggage=json.loads(row["baggage"]),
+            created_at=float(row["created_at"]),
+            parent_flow_id=int(row["parent_flow_id"]),
+            parent_step_id=int(row["parent_step_id"]),
+            root_flow_id=int(row["root_flow_id"]) or int(row["flow_id"]),
+            notify_on_stop=bool(row["notify_on_stop"]),
+            delete_on_completion=bool(row["delete_on_completion"]),
+            priority=int(row["priority"]),
+            fairness_key=row["fairness_key"],
+            fairness_weight=float(row["fairness_weight"]),
+            time_budget_ms=int(row["time_budget_ms"]),
+        )
+
+
+class FlowInfoCache:
+    """A bounded LRU of FlowInfo keyed by (shard, flow_id)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[int, int], FlowInfo] = OrderedDict()
+
+    def get(self, shard: int, flow_id: int) -> FlowInfo | None:
+        info = self._items.get((shard, flow_id))
+        if info is not None:
+            self._items.move_to_end((shard, flow_id))
+        return info
+
+    def put(self, info: FlowInfo) -> None:
+        self._items[(info.shard, info.flow_id)] = info
+        self._items.move_to_end((info.shard, info.flow_id))
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def discard(self, shard: int, flow_id: int) -> None:
+        self._items.pop((shard, flow_id), None)

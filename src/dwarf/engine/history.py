@@ -1,0 +1,70 @@
+"""History: the steps of a flow as FlowStep records, with navigation keys between them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from dwarf.engine.keys import ParsedKey, format_key, tokens_match
+from dwarf.errors import NotFoundError
+from dwarf.store.base import Row, Store
+from dwarf.workflow.records import FlowStep
+from dwarf.workflow.status import Status
+
+__all__ = ["build_history", "load_step", "step_record"]
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(float(seconds), UTC)
+
+
+def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
+    """A FlowStep from a dwarf_steps row; ``tokens`` maps step ids to tokens for the navigation keys."""
+    predecessor = int(row["predecessor_id"])
+    successor = int(row["successor_id"])
+    created = _utc(row["created_at"])
+    updated = _utc(row["updated_at"])
+    assert created is not None and updated is not None
+    return FlowStep(
+        step_key=format_key(shard, int(row["step_id"]), row["step_token"]),
+        step_id=int(row["step_id"]),
+        step_depth=int(row["step_depth"]),
+        task_name=row["task_name"],
+        attempt=int(row["attempt"]),
+        predecessor_id=predecessor,
+        successor_id=successor,
+        prev_key=format_key(shard, predecessor, tokens[predecessor]) if predecessor in tokens else "",
+        next_key=format_key(shard, successor, tokens[successor]) if successor in tokens else "",
+        subgraph=int(row["child_flow_id"]) != 0,
+        state=json.loads(row["state"]),
+        changes=json.loads(row["changes"]),
+        interrupt_payload=json.loads(row["interrupt_payload"]),
+        status=Status(row["status"]),
+        parked=bool(row["parked"]),
+        error=row["error"],
+        created_at=created,
+        started_at=_utc(row["started_at"]),
+        updated_at=updated,
+    )
+
+
+async def build_history(store: Store, flow: Row) -> list[FlowStep]:
+    """Every step of the flow in depth order, then by id."""
+    rows = await store.read("flow_steps", flow_id=int(flow["flow_id"]))
+    tokens = {int(row["step_id"]): row["step_token"] for row in rows}
+    return [step_record(store.shard, row, tokens) for row in rows]
+
+
+async def load_step(store: Store, key: ParsedKey) -> FlowStep:
+    """One step by its parsed key; NotFoundError for a wrong token or a deleted flow."""
+    rows = await store.read("get_step_with_flow", step_id=key.id)
+    if not rows or int(rows[0]["purge_marked"]) or not tokens_match(key.token, rows[0]["step_token"]):
+        raise NotFoundError("step not found")
+    row = rows[0]
+    tokens: dict[int, str] = {}
+    for neighbour in (int(row["predecessor_id"]), int(row["successor_id"])):
+        if neighbour:
+            found = await store.read("get_step", step_id=neighbour)
+            if found:
+                tokens[neighbour] = found[0]["step_token"]
+    return step_record(store.shard, row, tokens)

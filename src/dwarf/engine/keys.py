@@ -1,0 +1,69 @@
+"""Flow and step keys: ``{shard}-{id}-{token}`` bearer capabilities.
+
+A key names a row and proves the caller was given it: the random token is compared in constant time, and
+every way a key can be wrong (malformed, unknown id, wrong shard, wrong token, deleted) raises the same
+NotFoundError so that a caller cannot probe which ids exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+
+from dwarf.errors import NotFoundError
+
+__all__ = ["ParsedKey", "correlation_id", "format_key", "new_token", "parse_key", "tokens_match"]
+
+TOKEN_LENGTH = 16
+_ALPHABET = string.ascii_letters + string.digits + "-_"
+_TOKEN_CHARS = frozenset(_ALPHABET)
+
+
+def new_token() -> str:
+    """A fresh random token of 16 URL-safe characters."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """The parts of a key. Holding one proves nothing until the token was checked against the row."""
+
+    shard: int
+    id: int
+    token: str
+
+
+def format_key(shard: int, row_id: int, token: str) -> str:
+    """Build the key of a row."""
+    return f"{shard}-{row_id}-{token}"
+
+
+def correlation_id(shard: int, row_id: int) -> str:
+    """The token-free ``{shard}-{id}`` that telemetry and logs carry instead of a key."""
+    return f"{shard}-{row_id}"
+
+
+def parse_key(key: object, what: str = "flow") -> ParsedKey:
+    """Split a key; anything malformed raises NotFoundError (the same error as an unknown key)."""
+    if not isinstance(key, str):
+        raise NotFoundError(f"{what} not found")
+    # The token's alphabet includes "-", so split off exactly two leading fields.
+    parts = key.split("-", 2)
+    if len(parts) != 3:
+        raise NotFoundError(f"{what} not found")
+    shard_text, id_text, token = parts
+    if not (shard_text.isascii() and shard_text.isdigit() and id_text.isascii() and id_text.isdigit()):
+        raise NotFoundError(f"{what} not found")
+    if len(token) != TOKEN_LENGTH or not set(token) <= _TOKEN_CHARS:
+        raise NotFoundError(f"{what} not found")
+    shard, row_id = int(shard_text), int(id_text)
+    if shard < 1 or row_id < 1 or row_id >= 2**63:
+        raise NotFoundError(f"{what} not found")
+    return ParsedKey(shard, row_id, token)
+
+
+def tokens_match(given: str, stored: str) -> bool:
+    """Constant-time token comparison."""
+    return hmac.compare_digest(given.encode(), stored.encode())

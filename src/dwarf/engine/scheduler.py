@@ -1,0 +1,182 @@
+"""The claim loop: leasing due steps from each shard and running them on a bounded set of workers.
+
+One claimer task per shard leases as many due steps as there are idle workers, in one statement, and
+starts a task per step. It sleeps until a doorbell rings (new work created here or signalled by a peer),
+until the earliest not-before time or lease expiry it knows of, or at most ``idle_poll`` seconds: the
+poll is the fallback that makes progress when every signal was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dwarf.engine.executor import run_claimed_step
+from dwarf.engine.keys import new_token
+from dwarf.store.base import Row, Store
+
+if TYPE_CHECKING:
+    from dwarf.engine.engine import Engine
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("dwarf.engine")
+
+
+@dataclass
+class _InFlight:
+    store: Store
+    step: Row
+    lease_token: str
+
+
+class Scheduler:
+    """Claimers and workers of one engine."""
+
+    def __init__(self, engine: Engine, stores: list[Store], workers: int) -> None:
+        self._engine = engine
+        self._stores = stores
+        self._workers = max(1, workers)
+        self._doorbells = {store.shard: asyncio.Event() for store in stores}
+        self._slot_free = asyncio.Event()
+        self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
+        self._claimers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.idle_poll = 1.0
+        self.lease_margin = 5.0
+        self.error_backoff = 0.5
+
+    def start(self) -> None:
+        for store in self._stores:
+            task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
+            self._claimers.append(task)
+
+    def ring(self, shard: int) -> None:
+        """New due work on ``shard``: wake its claimer."""
+        doorbell = self._doorbells.get(shard)
+        if doorbell is not None:
+            doorbell.set()
+
+    def ring_all(self) -> None:
+        for doorbell in self._doorbells.values():
+            doorbell.set()
+
+    @property
+    def busy_workers(self) -> int:
+        return len(self._in_flight)
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop claiming, let running steps finish for up to ``drain_timeout``, hand back the rest."""
+        self._stopping = True
+        for claimer in self._claimers:
+            claimer.cancel()
+        for claimer in self._claimers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await claimer
+        self._claimers.clear()
+        running = list(self._in_flight)
+        if running and drain_timeout > 0:
+            await asyncio.wait(running, timeout=drain_timeout)
+        unfinished = [(task, self._in_flight.get(task)) for task in running if not task.done()]
+        for task, _ in unfinished:
+            task.cancel()
+        for task, flight in unfinished:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if flight is None:
+                continue
+            # Hand the step back at once so another replica need not wait for the lease to expire.
+            with contextlib.suppress(Exception):
+                async with flight.store.transaction() as tx:
+                    await tx.execute("release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token)
+
+    async def abandon(self) -> None:
+        """Stop at once without releasing leases, as a crashed process would (for tests)."""
+        self._stopping = True
+        for task in [*self._claimers, *self._in_flight]:
+            task.cancel()
+        for task in [*self._claimers, *self._in_flight]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._claimers.clear()
+
+    async def _claim_loop(self, store: Store) -> None:
+        doorbell = self._doorbells[store.shard]
+        while not self._stopping:
+            free = self._workers - len(self._in_flight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            doorbell.clear()
+            try:
+                claimed = await self._claim(store, free)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._engine._log.warning("claiming on shard %d failed: %s", store.shard, error)
+                await asyncio.sleep(self.error_backoff)
+                continue
+            if len(claimed) == free:
+                continue
+            try:
+                delay = await self._idle_delay(store)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._engine._log.warning("polling shard %d failed: %s", store.shard, error)
+                delay = self.error_backoff
+            if delay <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await doorbell.wait()
+
+    async def _claim(self, store: Store, limit: int) -> list[Row]:
+        lease_token = new_token()
+        async with store.transaction() as tx:
+            rows = await tx.fetch_all(
+                "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
+            )
+        rows.sort(key=lambda row: (row["priority"], row["step_id"]))
+        for row in rows:
+            task = asyncio.create_task(self._run(store, row, lease_token))
+            self._in_flight[task] = _InFlight(store, row, lease_token)
+        return rows
+
+    async def _idle_delay(self, store: Store) -> float:
+        """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""
+        async with store.transaction(write=False) as tx:
+            row = await tx.fetch_one("next_wake_time")
+        assert row is not None
+        now = float(row["now"])
+        delay = self.idle_poll
+        if row["next_due"] is not None:
+            delay = min(delay, float(row["next_due"]) - now)
+        if row["next_expiry"] is not None:
+            until_expiry = float(row["next_expiry"]) - now
+            if until_expiry <= 0:
+                async with store.transaction() as tx:
+                    recovered = await tx.execute("recover_expired_leases")
+                if recovered:
+                    self._engine._log.info("recovered %d expired lease(s) on shard %d", recovered, store.shard)
+                    return 0.0
+            else:
+                delay = min(delay, until_expiry)
+        return max(0.0, delay)
+
+    async def _run(self, store: Store, step: Row, lease_token: str) -> None:
+        try:
+            await run_claimed_step(self._engine, store, step, lease_token)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._engine._log.exception("running step %d-%d failed", store.shard, step["step_id"])
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._in_flight.pop(task, None)
+            self._slot_free.set()

@@ -1,0 +1,99 @@
+"""Routing after a step: which nodes run next, given the graph, the merged state and the task's signals.
+
+Pure functions over a Graph: no database, no I/O, so every rule of SPEC §3 can be tested in isolation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dwarf.errors import DwarfError, InvalidGraphError
+from dwarf.workflow.expressions import compile_expression
+from dwarf.workflow.graph import END, Graph
+
+__all__ = ["Branch", "Route", "RoutingError", "route_after_success"]
+
+
+class RoutingError(DwarfError):
+    """The step's outcome cannot be routed (a goto to an unregistered target, a broken regexp in state).
+
+    The engine treats it like an exception raised by the task: onError routes it, or the flow fails.
+    """
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One successor to start: the node, plus the per-branch fields a forEach adds and the field it strips."""
+
+    node: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    strip: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a completed step goes.
+
+    ``branches`` are the successors to start, in fan-out position order. ``ends`` counts fired transitions
+    into END. ``for_each`` marks a forEach expansion (a cohort even with a single element; an empty array
+    spawns nothing). A route with no branches and no ends is a dead end: no transition matched.
+    """
+
+    branches: tuple[Branch, ...] = ()
+    ends: int = 0
+    for_each: bool = False
+
+    @property
+    def is_fan_out(self) -> bool:
+        """True when the successors form a cohort that a fan-in will collect."""
+        return len(self.branches) + self.ends > 1 or (self.for_each and bool(self.branches))
+
+
+def _holds(expression: str, state: Mapping[str, Any]) -> bool:
+    try:
+        return compile_expression(expression).evaluate(state)
+    except InvalidGraphError as error:
+        raise RoutingError(f"evaluating {expression!r}: {error}") from error
+
+
+def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto: str | None) -> Route:
+    """Decide the successors of ``node`` once its task succeeded with ``state`` as the merged state."""
+    transitions = graph.outgoing(node)
+    if goto is not None:
+        for transition in transitions:
+            if transition.with_goto and transition.to == goto:
+                return Route(ends=1) if goto == END else Route(branches=(Branch(goto),))
+        raise RoutingError(f"goto target {goto!r} is not a goto transition of {node!r}")
+
+    switches = [t for t in transitions if t.switch]
+    if switches:
+        for transition in switches:
+            if _holds(transition.when, state):
+                return Route(ends=1) if transition.to == END else Route(branches=(Branch(transition.to),))
+        return Route()
+
+    branches: list[Branch] = []
+    ends = 0
+    for_each = False
+    for transition in transitions:
+        if transition.with_goto or transition.on_error:
+            continue
+        if transition.for_each:
+            for_each = True
+            items = state.get(transition.for_each)
+            if not isinstance(items, list):
+                continue
+            count = len(items)
+            for index, item in enumerate(items):
+                extra = {transition.as_: item, f"{transition.as_}Index": index, f"{transition.as_}Count": count}
+                branches.append(Branch(transition.to, extra, transition.for_each))
+            continue
+        if transition.when and not _holds(transition.when, state):
+            continue
+        if transition.to == END:
+            ends += 1
+        else:
+            branches.append(Branch(transition.to))
+    return Route(tuple(branches), ends, for_each)

@@ -1,0 +1,57 @@
+"""The exception hierarchy every dwarf operation raises.
+
+Each error carries an HTTP-like ``status_code`` so that a host exposing the engine over a transport can map
+it without a lookup table of its own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "ConflictError",
+    "DwarfError",
+    "EngineStateError",
+    "InvalidGraphError",
+    "NotFoundError",
+    "SubgraphError",
+]
+
+
+class DwarfError(Exception):
+    """Base class of every error dwarf raises on purpose."""
+
+    status_code: int = 500
+
+
+class BadRequestError(DwarfError):
+    """The caller passed something unusable: non-JSON state, a bad option, a child key where a root is needed."""
+
+    status_code = 400
+
+
+class InvalidGraphError(BadRequestError):
+    """A graph definition breaks one of the validation rules, or an expression does not parse."""
+
+
+class NotFoundError(DwarfError):
+    """The key is unknown, malformed, deleted or carries the wrong token: callers cannot tell which."""
+
+    status_code = 404
+
+
+class ConflictError(DwarfError):
+    """The flow is in the wrong status for the operation, e.g. resuming a flow that is not interrupted."""
+
+    status_code = 409
+
+
+class EngineStateError(DwarfError):
+    """The engine is in the wrong lifecycle phase: not started, already stopped, or a setter after startup."""
+
+    status_code = 503
+
+
+class SubgraphError(DwarfError):
+    """Raised inside a parent task by ``Flow.subgraph`` when the child flow failed; carries the child's error."""
+
+    status_code = 500

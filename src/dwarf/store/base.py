@@ -1,0 +1,131 @@
+"""The narrow interface between the engine and a database, and the named-query loader.
+
+The engine runs its logic against ``Store``/``Tx`` and refers to SQL statements by name; each dialect
+module supplies the statements (``queries.sql`` shared, ``queries_<dialect>.sql`` overriding) and the
+connection handling. Statements are written with ``:name`` parameters and a ``{now}`` macro that each
+dialect replaces by its expression for the database clock in epoch seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from importlib import resources
+from typing import Any
+
+__all__ = ["Row", "Store", "Tx", "load_queries"]
+
+Row = dict[str, Any]
+
+_QUERY_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+def _parse_query_file(text: str) -> dict[str, str]:
+    """Split a ``-- name: x`` delimited file into {name: statement}; comment lines are dropped."""
+    queries: dict[str, str] = {}
+    parts = _QUERY_HEADER.split(text)
+    # parts = [preamble, name1, body1, name2, body2, ...]
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        statement = "\n".join(lines).strip().rstrip(";").strip()
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = statement
+    return queries
+
+
+def load_queries(dialect: str, now_expression: str) -> dict[str, str]:
+    """Return the named statements for ``dialect``: the shared ones overridden by the dialect's own."""
+    package = resources.files("dwarf.store")
+    queries = _parse_query_file((package / "queries.sql").read_text(encoding="utf-8"))
+    queries.update(_parse_query_file((package / f"queries_{dialect}.sql").read_text(encoding="utf-8")))
+    return {name: sql.replace("{now}", now_expression) for name, sql in queries.items()}
+
+
+def migration_scripts(dialect: str) -> list[tuple[int, str, str]]:
+    """Return the dialect's migrations as (version, file name, SQL) sorted by version."""
+    folder = resources.files("dwarf.store") / "migrations" / dialect
+    scripts = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        version = int(name.split("_", 1)[0])
+        scripts.append((version, name, entry.read_text(encoding="utf-8")))
+    scripts.sort()
+    return scripts
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration script on semicolons at line ends (our migrations hold no procedural code)."""
+    statements = []
+    for chunk in re.split(r";\s*$", script, flags=re.MULTILINE):
+        lines = [line for line in chunk.splitlines() if not line.lstrip().startswith("--")]
+        statement = "\n".join(lines).strip()
+        if statement:
+            statements.append(statement)
+    return statements
+
+
+class Tx(abc.ABC):
+    """One open transaction. Statements are referred to by name; parameters by keyword."""
+
+    @abc.abstractmethod
+    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+        """Run a statement and return every row."""
+
+    @abc.abstractmethod
+    async def execute(self, query: str, **params: Any) -> int:
+        """Run a statement and return the number of rows it changed."""
+
+    async def fetch_one(self, query: str, **params: Any) -> Row | None:
+        """Run a statement and return its first row, or None."""
+        rows = await self.fetch_all(query, **params)
+        return rows[0] if rows else None
+
+    async def fetch_value(self, query: str, **params: Any) -> Any:
+        """Run a statement and return the first column of its first row, or None."""
+        row = await self.fetch_one(query, **params)
+        return next(iter(row.values())) if row else None
+
+
+class Store(abc.ABC):
+    """One shard's database: opens, migrates, hands out transactions, closes."""
+
+    dialect: str
+    shard: int
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations (concurrent-safe across replicas)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+
+    @abc.abstractmethod
+    def transaction(self, *, write: bool = True) -> AbstractTxContext:
+        """Open a transaction; commits on normal exit, rolls back on an exception.
+
+        ``write=False`` is a hint that the transaction only reads (SQLite then skips the write lock).
+        """
+
+    async def read(self, query: str, **params: Any) -> list[Row]:
+        """Run one read-only statement in its own transaction."""
+        async with self.transaction(write=False) as tx:
+            return await tx.fetch_all(query, **params)
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """A credential-free description of the database for logs and errors."""
+
+
+class AbstractTxContext(abc.ABC):
+    """The async context manager returned by ``Store.transaction``."""
+
+    @abc.abstractmethod
+    async def __aenter__(self) -> Tx: ...
+
+    @abc.abstractmethod
+    async def __aexit__(self, *exc: object) -> None: ...

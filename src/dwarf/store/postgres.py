@@ -1,0 +1,162 @@
+"""The PostgreSQL store: psycopg 3 in async mode over a connection pool.
+
+Statements are shared with SQLite where the SQL agrees; ``:name`` parameters are rewritten to psycopg's
+``%(name)s`` once, at load time. Migrations run under a transaction-scoped advisory lock so that replicas
+starting together apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from dwarf.store.base import AbstractTxContext, Row, Store, Tx, load_queries, migration_scripts, split_statements
+
+__all__ = ["PostgresStore", "redact_dsn", "to_psycopg_params"]
+
+_NOW = "extract(epoch from clock_timestamp())"
+# An arbitrary constant that namespaces our advisory lock; it must never change once deployed.
+_MIGRATION_LOCK_ID = 0x6477_6172_6601
+_TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([a-zA-Z_][a-zA-Z0-9_]*)|%")
+
+
+def to_psycopg_params(sql: str) -> str:
+    """Rewrite ``:name`` to ``%(name)s`` and escape ``%``, leaving string literals and ``::`` casts alone."""
+
+    def replace(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text.startswith("'"):
+            return text.replace("%", "%%")
+        if text == "::":
+            return text
+        if text == "%":
+            return "%%"
+        return f"%({match.group(1)})s"
+
+    return _TOKEN.sub(replace, sql)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore(Store):
+    """One PostgreSQL database reached through a pool of async connections."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, shard: int = 1, *, pool_size: int = 8) -> None:
+        self.dsn = dsn
+        self.shard = shard
+        self.pool_size = max(1, pool_size)
+        self._queries = {name: to_psycopg_params(sql) for name, sql in load_queries("postgres", _NOW).items()}
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
+
+    @property
+    def description(self) -> str:
+        return redact_dsn(self.dsn)
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+            name=f"dwarf-shard-{self.shard}",
+            timeout=30.0,
+            check=AsyncConnectionPool.check_connection,
+        )
+        await pool.open(wait=True, timeout=30.0)
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        assert self._pool is not None
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS dwarf_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            cursor = await conn.execute("SELECT version FROM dwarf_migrations")
+            done = {row["version"] for row in await cursor.fetchall()}
+            for version, name, script in migration_scripts("postgres"):
+                if version in done:
+                    continue
+                for statement in split_statements(script):
+                    await conn.execute(statement.encode())
+                await conn.execute(
+                    "INSERT INTO dwarf_migrations (version, name) VALUES (%s, %s)", (version, name)
+                )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def transaction(self, *, write: bool = True) -> AbstractTxContext:
+        return _PostgresTxContext(self)
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (size, idle, waiting...) for telemetry."""
+        return dict(self._pool.get_stats()) if self._pool is not None else {}
+
+
+class _PostgresTx(Tx):
+    def __init__(self, conn: psycopg.AsyncConnection[Row], queries: dict[str, str]) -> None:
+        self._conn = conn
+        self._queries = queries
+
+    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+        cursor = await self._conn.execute(self._queries[query], params)
+        if cursor.description is None:
+            return []
+        return await cursor.fetchall()
+
+    async def execute(self, query: str, **params: Any) -> int:
+        cursor = await self._conn.execute(self._queries[query], params)
+        return cursor.rowcount
+
+
+class _PostgresTxContext(AbstractTxContext):
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._connection_cm: Any = None
+        self._transaction_cm: Any = None
+
+    async def __aenter__(self) -> Tx:
+        pool = self._store._pool
+        if pool is None:
+            raise RuntimeError("PostgreSQL store is not open")
+        self._connection_cm = pool.connection()
+        conn = await self._connection_cm.__aenter__()
+        try:
+            self._transaction_cm = conn.transaction()
+            await self._transaction_cm.__aenter__()
+        except BaseException as error:
+            await self._connection_cm.__aexit__(type(error), error, error.__traceback__)
+            raise
+        return _PostgresTx(conn, self._store._queries)
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._transaction_cm.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._connection_cm.__aexit__(exc_type, exc, tb)

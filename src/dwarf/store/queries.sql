@@ -1,0 +1,273 @@
+-- Every statement the engine runs, by name. Parameters are :name; {now} is the database clock in epoch
+-- seconds. A dialect file (queries_<dialect>.sql) may redefine a statement where the SQL differs.
+
+-- name: ping
+-- Health check for shard_info.
+SELECT 1 AS ok
+
+-- name: count_rows
+-- Sizes for shard_info.
+SELECT (SELECT COUNT(*) FROM dwarf_flows) AS flows, (SELECT COUNT(*) FROM dwarf_steps) AS steps
+
+-- name: insert_flow
+-- A new flow; root_flow_id and thread_id are fixed up by set_flow_lineage once the id is known.
+INSERT INTO dwarf_flows (
+    flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
+    root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+) VALUES (
+    :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
+    :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+)
+RETURNING flow_id, created_at
+
+-- name: set_flow_lineage
+-- Point a root flow at itself as its root and, when it starts a thread, as its thread.
+UPDATE dwarf_flows
+SET root_flow_id = CASE WHEN root_flow_id = 0 THEN flow_id ELSE root_flow_id END,
+    thread_id = CASE WHEN thread_id = 0 THEN flow_id ELSE thread_id END,
+    thread_token = CASE WHEN thread_token = '' THEN flow_token ELSE thread_token END
+WHERE flow_id = :flow_id
+
+-- name: insert_step
+-- A step waiting to be claimed (or, with status interrupted/created, parked).
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    not_before, created_at, updated_at
+) VALUES (
+    :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, :changes, :carry, :status, :attempt,
+    :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
+    :fan_out_ordinal, {now} + :delay, {now}, {now}
+)
+RETURNING step_id
+
+-- name: get_flow
+-- Everything about one flow.
+SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
+
+-- name: get_flow_for_update
+-- One flow, locked against concurrent status changes (SQLite's write transaction already serializes).
+SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
+
+-- name: get_step
+-- Everything about one step.
+SELECT * FROM dwarf_steps WHERE step_id = :step_id
+
+-- name: latest_step
+-- The newest step of a flow: its state plus changes is the flow's current state.
+SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_id DESC LIMIT 1
+
+-- name: flow_steps
+-- History: the steps of one flow in depth order.
+SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_depth, step_id
+
+-- name: child_flows_of_flow
+-- Child flows started by steps of a flow (sub_history).
+SELECT flow_id, flow_token, parent_step_id, workflow_url, workflow_name
+FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
+
+-- name: claim_due_steps
+-- Lease up to :limit due steps, lowest priority number first, oldest first within a priority.
+UPDATE dwarf_steps
+SET status = 'running', lease_token = :lease_token,
+    lease_expires = {now} + time_budget_ms / 1000.0 + :lease_margin,
+    started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1
+WHERE step_id IN (
+    SELECT step_id FROM dwarf_steps
+    WHERE status = 'pending' AND not_before <= {now}
+    ORDER BY priority, step_id
+    LIMIT :limit
+) AND status = 'pending'
+RETURNING *
+
+-- name: next_wake_time
+-- When the claimer has something to do again: the earliest not-before of a pending step, the earliest
+-- expiry of a lease. NULL when there is neither.
+SELECT
+    (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
+    (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
+    {now} AS now
+
+-- name: recover_expired_leases
+-- Put steps whose worker vanished back in the queue; their partial work was never committed.
+UPDATE dwarf_steps
+SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE status = 'running' AND lease_expires < {now}
+
+-- name: release_lease
+-- A replica shutting down hands a claimed step back at once.
+UPDATE dwarf_steps
+SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+
+-- name: finish_step
+-- Record a step's outcome; only the current lease holder may (0 rows = the lease was lost).
+UPDATE dwarf_steps
+SET status = :status, changes = :changes, error = :error, interrupt_payload = :interrupt_payload,
+    successor_id = :successor_id, carry = :carry, arrived = :arrived, cohort_size = :cohort_size,
+    cohort_arrivals = :cohort_arrivals, for_each_as = :for_each_as, join_target = :join_target,
+    lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+
+-- name: retry_step
+-- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
+UPDATE dwarf_steps
+SET status = 'pending', state = :state, changes = '{}', attempt = attempt + 1, error = :error,
+    not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
+    version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+
+-- name: finish_flow
+-- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end).
+UPDATE dwarf_flows
+SET status = :status, final_state = :final_state, error = :error, interrupt_payload = :interrupt_payload,
+    updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND status = 'running'
+
+-- name: touch_flow
+-- Something observable about the flow changed without a status change.
+UPDATE dwarf_flows SET updated_at = {now}, version = version + 1 WHERE flow_id = :flow_id
+
+-- name: cancel_flow_tree
+-- Cancel every running or interrupted flow of a tree.
+UPDATE dwarf_flows
+SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1
+WHERE root_flow_id = :root_flow_id AND status IN ('running', 'interrupted')
+
+-- name: cancel_steps_of_tree
+-- Cancel every unfinished step of a tree's flows; a worker running one of them then commits nothing.
+UPDATE dwarf_steps
+SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
+  AND status IN ('created', 'pending', 'running', 'interrupted')
+
+-- name: flow_fingerprint
+-- The inputs of the fingerprint: anything observable about a flow changes one of them.
+SELECT f.status, f.version AS flow_version, f.updated_at,
+       (SELECT COUNT(*) FROM dwarf_steps s WHERE s.flow_id = f.flow_id) AS step_count,
+       (SELECT COALESCE(SUM(s.version), 0) FROM dwarf_steps s WHERE s.flow_id = f.flow_id) AS step_versions
+FROM dwarf_flows f WHERE f.flow_id = :flow_id AND f.purge_marked = 0
+
+-- name: flow_status
+-- The status of one flow, for waiters.
+SELECT flow_token, status FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
+
+-- name: list_flows
+-- A page of flows, newest first, after the cursor position :before_id (0 = from the top).
+SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
+       f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
+       f.parent_flow_id,
+       COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
+                 ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
+FROM dwarf_flows f
+WHERE f.purge_marked = 0
+  AND (:before_id = 0 OR f.flow_id < :before_id)
+  AND (:include_subgraphs = 1 OR f.parent_flow_id = 0)
+  AND (:status = '' OR f.status = :status)
+  AND (:workflow_url = '' OR f.workflow_url = :workflow_url)
+  AND (:workflow_name = '' OR f.workflow_name = :workflow_name)
+  AND (:thread_id = 0 OR (f.thread_id = :thread_id AND f.thread_token = :thread_token))
+  AND (:fairness_key = '' OR f.fairness_key = :fairness_key)
+  AND (:priority = 0 OR f.priority = :priority)
+  AND (:older_than < 0 OR f.created_at < {now} - :older_than)
+  AND (:newer_than < 0 OR f.created_at > {now} - :newer_than)
+  AND (:task_name = '' OR :task_name = COALESCE((SELECT s.task_name FROM dwarf_steps s
+                                                 WHERE s.flow_id = f.flow_id
+                                                 ORDER BY s.step_id DESC LIMIT 1), ''))
+  AND (:search = '' OR f.workflow_url LIKE :pattern ESCAPE '!' OR f.workflow_name LIKE :pattern ESCAPE '!'
+       OR f.fairness_key LIKE :pattern ESCAPE '!' OR f.error LIKE :pattern ESCAPE '!'
+       OR f.cancel_reason LIKE :pattern ESCAPE '!')
+ORDER BY f.flow_id DESC
+LIMIT :limit
+
+-- name: delete_flow_steps
+-- Remove the steps of a tree (delete_on_completion, delete, the purge reaper).
+DELETE FROM dwarf_steps WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
+
+-- name: delete_flow_rows
+-- Remove the flows of a tree.
+DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
+
+-- name: count_arrival
+-- A cohort member reached the cohort's join (its fan-in, END, or a dead end when :abandoned = 1). The row
+-- lock this update takes serializes the members' last arrivals: exactly one of them sees the full count.
+UPDATE dwarf_steps
+SET cohort_arrivals = cohort_arrivals + 1, cohort_failures = cohort_failures + :abandoned,
+    join_target = CASE WHEN :target = '' OR :target = 'END' THEN join_target ELSE :target END,
+    updated_at = {now}, version = version + 1
+WHERE step_id = :spawn_id
+RETURNING *
+
+-- name: arrived_members
+-- The members that reached a cohort's join, in fan-out position order (the order reducers apply in).
+SELECT step_id, carry, step_depth, fan_out_ordinal FROM dwarf_steps
+WHERE lineage_id = :spawn_id AND arrived = 1
+ORDER BY fan_out_ordinal, step_id
+
+-- name: link_members_to_fan_in
+-- Point the arrived members (and the spawn) at the fan-in step that joined them.
+UPDATE dwarf_steps SET successor_id = :fan_in_id, version = version + 1
+WHERE lineage_id = :spawn_id AND arrived = 1
+
+-- name: set_fan_in_step
+-- Record on a spawn step which fan-in step joined its cohort.
+UPDATE dwarf_steps SET fan_in_step_id = :fan_in_id, version = version + 1 WHERE step_id = :spawn_id
+
+-- name: mark_arrived
+-- A spawn whose cohort ended at END becomes an arrived member of its own enclosing cohort.
+UPDATE dwarf_steps SET arrived = 1, carry = :carry, version = version + 1 WHERE step_id = :step_id
+
+-- name: unfinished_steps
+-- The steps of a flow that can still change, with their cohort (to cancel a failed branch's siblings).
+SELECT step_id, lineage_id FROM dwarf_steps
+WHERE flow_id = :flow_id AND status IN ('created', 'pending', 'running', 'interrupted')
+
+-- name: spawn_steps
+-- The fan-out sources of a flow with their own cohort, to walk nested cohorts upward.
+SELECT step_id, lineage_id FROM dwarf_steps WHERE flow_id = :flow_id AND cohort_size > 0
+
+-- name: cancel_step
+-- Cancel one unfinished step.
+UPDATE dwarf_steps
+SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND status IN ('created', 'pending', 'running', 'interrupted')
+
+-- name: cancel_unfinished_steps
+-- Cancel every unfinished step of one flow but :keep_step_id.
+UPDATE dwarf_steps
+SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND step_id <> :keep_step_id AND status IN ('created', 'pending', 'running', 'interrupted')
+
+-- name: interrupted_steps
+-- The parked interrupts of a flow, oldest first: the first is the one surfaced to callers.
+SELECT * FROM dwarf_steps WHERE flow_id = :flow_id AND status = 'interrupted' ORDER BY step_id
+
+-- name: resume_step
+-- Re-queue an interrupted step with the caller's resume data.
+UPDATE dwarf_steps
+SET status = 'pending', resume_data = :resume_data, not_before = {now}, updated_at = {now},
+    version = version + 1
+WHERE step_id = :step_id AND status = 'interrupted'
+
+-- name: set_flow_status
+-- Move a flow between running and interrupted (resume, another interrupt surfacing).
+UPDATE dwarf_flows
+SET status = :status, interrupt_payload = :interrupt_payload, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id
+
+-- name: latest_completed_in_thread
+-- The newest completed flow of a thread: continue_thread starts from its final state.
+SELECT * FROM dwarf_flows
+WHERE thread_id = :thread_id AND status = 'completed' AND purge_marked = 0
+ORDER BY flow_id DESC LIMIT 1
+
+-- name: running_flows_in_tree
+-- How many flows of a tree are still running (delete refuses those).
+SELECT COUNT(*) AS running FROM dwarf_flows WHERE root_flow_id = :root_flow_id AND status = 'running'
+
+-- name: get_step_with_flow
+-- A step and the identity of its flow, for step keys.
+SELECT s.*, f.flow_token, f.purge_marked FROM dwarf_steps s JOIN dwarf_flows f ON f.flow_id = s.flow_id
+WHERE s.step_id = :step_id

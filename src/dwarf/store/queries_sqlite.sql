@@ -1,0 +1,2 @@
+-- SQLite's versions of statements whose SQL differs from queries.sql. (SQLite's write transaction,
+-- taken with BEGIN IMMEDIATE, already serializes writers: no row locks are needed.)

@@ -1,0 +1,32 @@
+"""Pure workflow types: graphs, the flow carrier, reducers, expressions and the records of the API.
+
+Importing this package never imports the engine, a database driver or OpenTelemetry, so code that only
+defines graphs and tasks stays light.
+"""
+
+from dwarf.errors import SubgraphError
+from dwarf.workflow.baggage import current_baggage
+from dwarf.workflow.flow import Flow, Park
+from dwarf.workflow.graph import END, Graph, Node, Transition
+from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
+from dwarf.workflow.reducers import Reducer
+from dwarf.workflow.status import Status
+
+__all__ = [
+    "END",
+    "Flow",
+    "FlowOptions",
+    "FlowOutcome",
+    "FlowStep",
+    "FlowSummary",
+    "Graph",
+    "Node",
+    "Park",
+    "Query",
+    "Reducer",
+    "ShardSummary",
+    "Status",
+    "SubgraphError",
+    "Transition",
+    "current_baggage",
+]

@@ -1,0 +1,480 @@
+"""The ``Flow`` carrier a task receives: its view of the state, its changes and its control signals.
+
+A task reads the step's input state merged with its own changes so far, writes changes (``set``,
+``delete``, ``clear``) and may signal the engine (``goto``, ``sleep``, ``retry``, ``interrupt``,
+``subgraph``). After the task returns (or raises ``Park``) the engine reads the outcome through the
+engine-facing properties (``changes``, ``goto_target``, ``sleep_seconds``, ``retry_delay``,
+``interrupt_payload``, ``subgraph_request``). SPEC §4 and §5 are the contract.
+
+Decisions where the spec is silent (following the reference unless marked):
+
+- A field whose value is None (JSON null) reads as absent everywhere: ``has`` is False, ``get`` returns
+  the default, the typed getters their zero value, and ``snapshot`` leaves it out.
+- Typed getters never raise: a value of the wrong type reads as the zero value. ``get_int`` takes ints
+  and integral floats (``3.0`` -> 3) but not ``3.5``, not the string ``"3"`` and not bools; ``get_float``
+  takes any number but no string; ``get_strs`` returns ``[]`` unless the value is an array of strings
+  (**Python:** the reference would return a partial list with blanks). ``get_duration`` reads a number
+  as seconds (**Python:** the reference reads nanoseconds, the unit of a Go duration), or a string in Go
+  syntax (``"1h30m"``, ``"1.5s"``, ``"100ms"``, ``"-2m"``) or ISO 8601 (``"PT1H30M"``, ``"P2D"``; no
+  years or months, whose length varies).
+- ``sleep`` and ``retry`` delays are clamped to a century so that now + delay stays a valid datetime.
+- ``retry`` treats a multiplier <= 0 as 1 and a ``max_delay`` <= 0 as no cap; a call that gives up also
+  cancels a retry requested earlier in the same run. The horizon test is "later than", as SPEC §5 says
+  (the reference gives up already when the next attempt would land exactly on the horizon).
+- A step parks at most once: ``interrupt`` after a ``subgraph`` in the same step (requested now or
+  resolved earlier) and vice versa, or a second request of the same kind, raise BadRequestError.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from dwarf.errors import BadRequestError, SubgraphError
+from dwarf.workflow.durations import Duration, to_seconds
+from dwarf.workflow.jsonvalue import check_json, json_copy, json_copy_object
+
+__all__ = ["Flow", "Park", "ParkKind"]
+
+ParkKind = Literal["interrupt", "subgraph"]
+
+# Longer delays mean "never" in practice; the clamp keeps the engine's now + delay inside datetime's range.
+_LONGEST_DELAY_SECONDS = 100 * 365.25 * 86400.0
+
+
+class Park(BaseException):
+    """Raised by ``Flow.interrupt`` and ``Flow.subgraph`` to park the step until it can continue.
+
+    It derives from BaseException, not Exception, so that a task's ``except Exception`` does not swallow
+    it; the engine catches it and parks the step (``kind`` says on what). A task should let it propagate.
+    """
+
+    def __init__(self, kind: ParkKind) -> None:
+        # args stays (kind,) so that copying or pickling the exception rebuilds it correctly.
+        super().__init__(kind)
+        self.kind: ParkKind = kind
+
+    def __str__(self) -> str:
+        waiting_for = "resume" if self.kind == "interrupt" else "the child flow"
+        return f"step parked by {self.kind}: waiting for {waiting_for}"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise BadRequestError(f"a state field name must be a non-empty string, not {key!r}")
+
+
+def _clamped_delay(seconds: float) -> float:
+    return min(max(seconds, 0.0), _LONGEST_DELAY_SECONDS)
+
+
+class Flow:
+    """What a task receives: the state it reads and writes and the signals it sends to the engine.
+
+    Example task::
+
+        async def charge(flow: Flow) -> None:
+            amount = flow.get_float("amount")
+            try:
+                receipt = await payments.charge(amount)
+            except payments.Unavailable:
+                if flow.retry(1.0, 2.0, 60.0, 3600.0):
+                    return
+                raise
+            flow.set("receipt", receipt)
+
+    The engine constructs it; tasks never do.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_changes",
+        "_created_at",
+        "_flow_key",
+        "_goto_target",
+        "_interrupt_payload",
+        "_now",
+        "_resume_data",
+        "_retry_delay",
+        "_sleep_seconds",
+        "_state",
+        "_step_created_at",
+        "_step_key",
+        "_subgraph_error",
+        "_subgraph_request",
+        "_subgraph_result",
+        "_updated_at",
+    )
+
+    def __init__(
+        self,
+        *,
+        flow_key: str,
+        step_key: str,
+        attempt: int,
+        created_at: datetime,
+        updated_at: datetime,
+        step_created_at: datetime,
+        state: Mapping[str, Any],
+        changes: Mapping[str, Any] | None = None,
+        resume_data: Mapping[str, Any] | None = None,
+        subgraph_result: Mapping[str, Any] | None = None,
+        subgraph_error: str = "",
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._flow_key = flow_key
+        self._step_key = step_key
+        self._attempt = attempt
+        self._created_at = created_at
+        self._updated_at = updated_at
+        self._step_created_at = step_created_at
+        self._now = now
+        # Copies, so that nothing the engine holds can change under the task or vice versa.
+        self._state: dict[str, Any] = json_copy_object(state)
+        # The delta: a value per set field, None per deleted field. It starts with what an earlier run of
+        # this step recorded before parking, which the task sees and which stays part of the result.
+        self._changes: dict[str, Any] = json_copy_object(changes) if changes else {}
+        self._resume_data: dict[str, Any] | None = (
+            None if resume_data is None else json_copy_object(resume_data)
+        )
+        self._subgraph_result: dict[str, Any] | None = (
+            None if subgraph_result is None else json_copy_object(subgraph_result)
+        )
+        self._subgraph_error = subgraph_error
+        self._goto_target: str | None = None
+        self._sleep_seconds = 0.0
+        self._retry_delay: float | None = None
+        self._interrupt_payload: dict[str, Any] | None = None
+        self._subgraph_request: tuple[str, dict[str, Any]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Flow(flow_key={self._flow_key!r}, step_key={self._step_key!r}, attempt={self._attempt})"
+
+    # --- identity and timing ---
+
+    @property
+    def flow_key(self) -> str:
+        """The key of the flow this task runs in (for logs or calling back into the engine)."""
+        return self._flow_key
+
+    @property
+    def step_key(self) -> str:
+        """The key of this step."""
+        return self._step_key
+
+    @property
+    def attempt(self) -> int:
+        """0 on the first run of this step, incremented by each retry."""
+        return self._attempt
+
+    @property
+    def created_at(self) -> datetime:
+        """When the flow was created."""
+        return self._created_at
+
+    @property
+    def updated_at(self) -> datetime:
+        """When the flow last changed status."""
+        return self._updated_at
+
+    @property
+    def step_created_at(self) -> datetime:
+        """When this step was first created; kept across retries, it anchors ``retry``'s horizon."""
+        return self._step_created_at
+
+    # --- reading state ---
+
+    def _lookup(self, key: str) -> Any:
+        """The merged value of ``key`` without copying; None when absent, deleted or null."""
+        if key in self._changes:
+            return self._changes[key]
+        return self._state.get(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return a copy of the field's value, or ``default`` when it is absent (or null)."""
+        value = self._lookup(key)
+        return default if value is None else json_copy(value)
+
+    def get_str(self, key: str) -> str:
+        """The field as a string; "" when absent or not a string."""
+        value = self._lookup(key)
+        return value if isinstance(value, str) else ""
+
+    def get_int(self, key: str) -> int:
+        """The field as an int; 0 when absent or not an integral number (``3.0`` reads as 3)."""
+        value = self._lookup(key)
+        if isinstance(value, bool):
+            return 0
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return 0
+
+    def get_float(self, key: str) -> float:
+        """The field as a float; 0.0 when absent or not a number."""
+        value = self._lookup(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return 0.0
+        try:
+            return float(value)
+        except OverflowError:
+            # An int beyond float's range (JSON allows it) has no float reading.
+            return 0.0
+
+    def get_bool(self, key: str) -> bool:
+        """The field as a bool; False when absent or not a boolean (no truthiness of other types)."""
+        return self._lookup(key) is True
+
+    def get_strs(self, key: str) -> list[str]:
+        """The field as a list of strings; [] when absent or not an array of strings only."""
+        value = self._lookup(key)
+        if isinstance(value, list) and all(isinstance(element, str) for element in value):
+            return list(value)
+        return []
+
+    def get_duration(self, key: str) -> timedelta:
+        """The field as a timedelta: a number of seconds, or a Go (``"1h30m"``, ``"100ms"``) or ISO 8601
+        (``"PT1H30M"``) duration string. Zero when absent or unreadable."""
+        value = self._lookup(key)
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value
+        elif isinstance(value, str):
+            seconds = parse_duration_text(value)
+        if seconds is None:
+            return timedelta(0)
+        try:
+            return timedelta(seconds=seconds)
+        except OverflowError:
+            # Longer than a timedelta can hold (about 2.7 million years), or an int beyond float range.
+            return timedelta(0)
+
+    def has(self, key: str) -> bool:
+        """True when the field is present with a non-null value."""
+        return self._lookup(key) is not None
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of the merged state (input plus this task's changes), without null fields."""
+        merged = {key: value for key, value in self._state.items() if key not in self._changes}
+        merged.update(self._changes)
+        return json_copy_object({key: value for key, value in merged.items() if value is not None})
+
+    # --- writing state ---
+
+    def set(self, key: str, value: Any) -> None:
+        """Record ``value`` (a copy) as the field's new value; ``None`` deletes the field.
+
+        For a field with a reducer, write this task's contribution (a delta), not a total. Raises
+        BadRequestError, recording nothing, when the value is not JSON (NaN, a set, bytes, a datetime, a
+        dict with non-string keys, ...).
+        """
+        _check_key(key)
+        check_json(value, f"the value of state field {key!r}")
+        self._changes[key] = json_copy(value)
+
+    def delete(self, *keys: str) -> None:
+        """Delete the fields: they read as absent from now on and the step's changes record the deletion."""
+        for key in keys:
+            _check_key(key)
+        for key in keys:
+            self._changes[key] = None
+
+    def clear(self) -> None:
+        """Delete every field of the state, e.g. before building a fresh state from a few kept values."""
+        for key in _unique(self._state, self._changes):
+            self._changes[key] = None
+
+    # --- control signals ---
+
+    def goto(self, task_name: str) -> None:
+        """Continue with node ``task_name`` (a goto transition of this node) instead of evaluating the
+        transitions. The last call wins."""
+        if not isinstance(task_name, str) or not task_name:
+            raise BadRequestError(f"goto needs a non-empty node name, not {task_name!r}")
+        self._goto_target = task_name
+
+    def sleep(self, duration: Duration) -> None:
+        """Let the next step(s) start no earlier than ``duration`` from now (a durable not-before time).
+        A negative duration is zero; the last call wins."""
+        self._sleep_seconds = _clamped_delay(to_seconds(duration, what="sleep duration"))
+
+    def retry(
+        self, initial_delay: Duration, multiplier: float, max_delay: Duration, give_up_after: Duration
+    ) -> bool:
+        """Ask to run this task again after ``min(initial_delay * multiplier**attempt, max_delay)``.
+
+        Returns True when the retry is scheduled: the task should then return normally. Returns False,
+        requesting nothing, when the next attempt would start later than ``give_up_after`` after the step
+        was first created: the task should then raise its error. ``max_delay`` <= 0 means no cap, a
+        ``multiplier`` <= 0 counts as 1, ``give_up_after`` <= 0 means no horizon. The attempt sees the
+        changes of the one before it.
+        """
+        initial = max(to_seconds(initial_delay, what="initial_delay"), 0.0)
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, int | float)
+            or not math.isfinite(multiplier)
+        ):
+            raise BadRequestError(f"retry multiplier must be a finite number, not {multiplier!r}")
+        cap = to_seconds(max_delay, what="max_delay")
+        horizon = to_seconds(give_up_after, what="give_up_after")
+
+        factor = float(multiplier) if multiplier > 0 else 1.0
+        delay = 0.0
+        if initial > 0:
+            try:
+                delay = initial * factor**self._attempt
+            except OverflowError:
+                delay = math.inf
+        if cap > 0:
+            delay = min(delay, cap)
+        delay = _clamped_delay(delay)
+
+        if horizon > 0:
+            elapsed = (self._now() - self._step_created_at).total_seconds()
+            if elapsed + delay > horizon:
+                self._retry_delay = None
+                return False
+        self._retry_delay = delay
+        return True
+
+    def interrupt(self, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Park the flow until ``Engine.resume``, then return the resume data.
+
+        On the first run this raises ``Park`` (let it propagate): the flow becomes interrupted with
+        ``payload`` for the caller to see. When the step re-runs after a resume the same call returns a
+        copy of the resume data, which is not merged into the state. Changes made before interrupting are
+        kept. ``payload`` must be a JSON object (BadRequestError otherwise).
+        """
+        if self._resume_data is not None:
+            return json_copy_object(self._resume_data)
+        if self._subgraph_request is not None or self._subgraph_result is not None or self._subgraph_error:
+            raise BadRequestError("cannot interrupt: this step already parked for a subgraph")
+        if self._interrupt_payload is not None:
+            raise BadRequestError("cannot interrupt: this step already requested an interrupt")
+        self._interrupt_payload = _json_object(payload, "the interrupt payload")
+        raise Park("interrupt")
+
+    def subgraph(self, workflow_url: str, input: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run the workflow at ``workflow_url`` as a child flow and return its final state.
+
+        On the first run this raises ``Park`` (let it propagate): a child flow starts with exactly
+        ``input`` as its state and this step waits. When the child completes the step re-runs and the
+        same call returns a copy of the child's final state; when the child failed it raises
+        SubgraphError with the child's error.
+        """
+        if self._subgraph_error:
+            raise SubgraphError(self._subgraph_error)
+        if self._subgraph_result is not None:
+            return json_copy_object(self._subgraph_result)
+        if self._interrupt_payload is not None or self._resume_data is not None:
+            raise BadRequestError("cannot start a subgraph: this step already parked for an interrupt")
+        if self._subgraph_request is not None:
+            raise BadRequestError("cannot start a subgraph: this step already requested one")
+        if not isinstance(workflow_url, str) or not workflow_url:
+            raise BadRequestError(f"subgraph needs a non-empty workflow URL, not {workflow_url!r}")
+        self._subgraph_request = (workflow_url, _json_object(input, "the subgraph input"))
+        raise Park("subgraph")
+
+    # --- what the engine reads after the task ---
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """The step's delta: the value of each set field and None for each deleted field (a copy)."""
+        return json_copy_object(self._changes)
+
+    @property
+    def goto_target(self) -> str | None:
+        """The node named by ``goto``, or None."""
+        return self._goto_target
+
+    @property
+    def sleep_seconds(self) -> float:
+        """The requested sleep in seconds; 0 for none."""
+        return self._sleep_seconds
+
+    @property
+    def retry_delay(self) -> float | None:
+        """Seconds until the next attempt when ``retry`` returned True; None when no retry is requested."""
+        return self._retry_delay
+
+    @property
+    def interrupt_payload(self) -> dict[str, Any] | None:
+        """The payload of the interrupt that parked the step, or None."""
+        return None if self._interrupt_payload is None else json_copy_object(self._interrupt_payload)
+
+    @property
+    def subgraph_request(self) -> tuple[str, dict[str, Any]] | None:
+        """(workflow URL, child input) of the subgraph that parked the step, or None."""
+        if self._subgraph_request is None:
+            return None
+        url, child_input = self._subgraph_request
+        return url, json_copy_object(child_input)
+
+
+def _unique(*key_sources: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(key for source in key_sources for key in source))
+
+
+def _json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    """A checked copy of a JSON object argument; None is the empty object."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadRequestError(f"{what} must be a JSON object (a mapping), not a {type(value).__name__}")
+    as_dict = dict(value)
+    check_json(as_dict, what)
+    return json_copy_object(as_dict)
+
+
+# --- duration strings ---
+
+_GO_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # micro sign, as Go writes it
+    "\u03bcs": 1e-6,  # Greek small mu, which Go accepts too
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+# Longer units first so that "ms" is not read as "m" followed by a stray "s".
+_GO_PART = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_DURATION = re.compile(rf"[+-]?(?:{_NUMBER}(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+")
+_ISO_DURATION = re.compile(
+    rf"([+-])?P(?:({_NUMBER})W)?(?:({_NUMBER})D)?(?:T(?:({_NUMBER})H)?(?:({_NUMBER})M)?(?:({_NUMBER})S)?)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration_text(text: str) -> float | None:
+    """Seconds in a Go (``"1h30m"``, ``"-1.5s"``, ``"0"``) or ISO 8601 (``"PT1H30M"``, ``"P1W2D"``)
+    duration string, or None when it is neither."""
+    text = text.strip()
+    seconds: float
+    if text in ("0", "+0", "-0"):
+        return 0.0
+    if _GO_DURATION.fullmatch(text):
+        seconds = sum(float(number) * _GO_UNIT_SECONDS[unit] for number, unit in _GO_PART.findall(text))
+        if text.startswith("-"):
+            seconds = -seconds
+    else:
+        match = _ISO_DURATION.fullmatch(text)
+        # "P" and "PT" alone match the pattern but say nothing.
+        if match is None or not any(match.groups()[1:]) or text.upper().endswith("T"):
+            return None
+        weeks, days, hours, minutes, secs = (float(part) if part else 0.0 for part in match.groups()[1:])
+        seconds = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + secs
+        if match.group(1) == "-":
+            seconds = -seconds
+    return seconds

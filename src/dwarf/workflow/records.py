@@ -1,0 +1,164 @@
+"""The plain records that cross the API: flow options, outcomes, steps, summaries, list queries.
+
+They are dataclasses with no behaviour beyond validation of their own fields, so code that only defines
+graphs and tasks can import them without the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dwarf.errors import BadRequestError
+from dwarf.workflow.durations import to_seconds
+from dwarf.workflow.status import Status
+
+__all__ = ["FlowOptions", "FlowOutcome", "FlowStep", "FlowSummary", "Query", "ShardSummary"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FlowOptions:
+    """How a new flow is scheduled and treated when it stops.
+
+    ``priority`` 0 means the engine default (lower numbers run first); ``fairness_weight`` 0 means 1.0;
+    ``time_budget`` None means the engine default. ``thread_key`` joins the flow to an existing thread.
+    """
+
+    priority: int = 0
+    fairness_key: str = ""
+    fairness_weight: float = 0.0
+    time_budget: timedelta | float | None = None
+    notify_on_stop: bool = False
+    delete_on_completion: bool = False
+    baggage: Any = None
+    thread_key: str = ""
+
+    def check(self) -> None:
+        """Raise BadRequestError if a field is out of range or of the wrong type."""
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or self.priority < 0:
+            raise BadRequestError("priority must be a non-negative integer (0 = engine default)")
+        if not isinstance(self.fairness_key, str):
+            raise BadRequestError("fairness_key must be a string")
+        weight = self.fairness_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise BadRequestError("fairness_weight must be a finite number")
+        if weight < 0:
+            raise BadRequestError("fairness_weight must not be negative")
+        if self.time_budget is not None and to_seconds(self.time_budget, what="time_budget") < 0:
+            raise BadRequestError("time_budget must not be negative")
+        if not isinstance(self.thread_key, str):
+            raise BadRequestError("thread_key must be a string")
+
+
+@dataclass
+class FlowOutcome:
+    """Where a flow stands: its status, its state (final when terminal) and why it stopped."""
+
+    status: Status
+    state: dict[str, Any]
+    error: str = ""
+    interrupt_payload: dict[str, Any] = field(default_factory=dict)
+    cancel_reason: str = ""
+
+
+@dataclass
+class FlowStep:
+    """One execution of one task in a flow, as history reports it."""
+
+    step_key: str = ""
+    step_id: int = 0
+    step_depth: int = 0
+    task_name: str = ""
+    attempt: int = 0
+    predecessor_id: int = 0
+    successor_id: int = 0
+    prev_key: str = ""
+    next_key: str = ""
+    subgraph: bool = False
+    sub_workflow_url: str = ""
+    sub_workflow_name: str = ""
+    sub_history: list[FlowStep] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict)
+    interrupt_payload: dict[str, Any] = field(default_factory=dict)
+    status: Status = Status.PENDING
+    parked: bool = False
+    error: str = ""
+    created_at: datetime = _EPOCH
+    started_at: datetime | None = None
+    updated_at: datetime = _EPOCH
+
+
+@dataclass
+class FlowSummary:
+    """One row of ``Engine.list``: a flow without its state."""
+
+    flow_key: str = ""
+    thread_key: str = ""
+    workflow_url: str = ""
+    workflow_name: str = ""
+    status: Status = Status.RUNNING
+    task_name: str = ""
+    error: str = ""
+    cancel_reason: str = ""
+    created_at: datetime = _EPOCH
+    started_at: datetime | None = None
+    updated_at: datetime = _EPOCH
+    priority: int = 0
+    fairness_key: str = ""
+    subgraph: bool = False
+
+
+@dataclass
+class Query:
+    """Filters for ``Engine.list`` and ``Engine.purge``; every empty field means no filter.
+
+    ``older_than``/``newer_than`` are ages relative to now, matched against the flow's creation time.
+    ``search`` is a literal substring matched against the workflow URL/name, thread key, task name,
+    fairness key and error. ``limit`` 0 means 100; at most 1000.
+    """
+
+    status: str = ""
+    workflow_url: str = ""
+    workflow_name: str = ""
+    thread_key: str = ""
+    task_name: str = ""
+    fairness_key: str = ""
+    priority: int = 0
+    older_than: timedelta | float | None = None
+    newer_than: timedelta | float | None = None
+    include_subgraphs: bool = False
+    shard: int = 0
+    cursor: str = ""
+    search: str = ""
+    limit: int = 0
+
+    def check(self) -> None:
+        """Raise BadRequestError if a filter is malformed."""
+        if self.status and self.status not in {s.value for s in Status}:
+            raise BadRequestError(f"unknown status filter {self.status!r}")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
+            raise BadRequestError("limit must be a non-negative integer")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or self.priority < 0:
+            raise BadRequestError("priority filter must be a non-negative integer")
+        if isinstance(self.shard, bool) or not isinstance(self.shard, int) or self.shard < 0:
+            raise BadRequestError("shard filter must be a non-negative integer")
+        for name in ("older_than", "newer_than"):
+            value = getattr(self, name)
+            if value is not None and to_seconds(value, what=name) < 0:
+                raise BadRequestError(f"{name} must not be negative")
+
+
+@dataclass
+class ShardSummary:
+    """Health and size of one shard, as ``Engine.shard_info`` reports it."""
+
+    shard: int
+    error: str = ""
+    latency_ms: int = 0
+    steps: int = 0
+    flows: int = 0

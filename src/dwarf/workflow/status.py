@@ -1,0 +1,27 @@
+"""Flow and step statuses."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["TERMINAL_STATUSES", "Status"]
+
+
+class Status(enum.StrEnum):
+    """The status of a flow or a step (SPEC §2)."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed and cancelled: nothing about such a flow changes any more."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
