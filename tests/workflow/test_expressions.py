@@ -659,9 +659,7 @@ def quote(text: str, quote_char: str) -> str:
     return f"{quote_char}{escaped}{quote_char}"
 
 
-@st.composite
-def spaces(draw: st.DrawFn) -> str:
-    return draw(st.sampled_from(["", "", " ", "  ", "\t", "\n "]))
+SPACES = st.sampled_from(["", "", " ", "  ", "\t", "\n "])
 
 
 def render_literal(draw: st.DrawFn, value: Any) -> str:
@@ -677,7 +675,7 @@ def render_literal(draw: st.DrawFn, value: Any) -> str:
 
 
 def render(draw: st.DrawFn, node: Any) -> str:
-    s = lambda: draw(spaces())  # noqa: E731
+    s = lambda: draw(SPACES)  # noqa: E731
     if isinstance(node, Lit):
         return render_literal(draw, node.value)
     if isinstance(node, Field):
@@ -742,6 +740,9 @@ def boolean_nodes() -> st.SearchStrategy[Any]:
     return st.recursive(leaves, extend, max_leaves=12)
 
 
+BOOLEAN_NODES = boolean_nodes()
+
+
 JSON_VALUES = st.recursive(
     SCALARS,
     lambda children: (
@@ -754,8 +755,8 @@ STATES = st.dictionaries(st.sampled_from([*KEYS, "1", "true"]), JSON_VALUES, max
 
 @st.composite
 def rendered_trees(draw: st.DrawFn) -> tuple[Any, str]:
-    node = draw(boolean_nodes())
-    return node, f"{draw(spaces())}{render(draw, node)}{draw(spaces())}"
+    node = draw(BOOLEAN_NODES)
+    return node, f"{draw(SPACES)}{render(draw, node)}{draw(SPACES)}"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -75,7 +75,7 @@ def test_check_json_rejects_with_a_reason(value: Any, reason: str) -> None:
 
 
 def test_check_json_names_what_was_checked() -> None:
-    with pytest.raises(BadRequestError, match="^the initial state is not JSON-serializable"):
+    with pytest.raises(BadRequestError, match=r"^the initial state is not JSON-serializable"):
         check_json({"x": math.nan}, "the initial state")
 
 

@@ -47,7 +47,8 @@ def test_reducer_values_are_the_wire_names() -> None:
 
 
 def test_reducer_compares_equal_to_its_name() -> None:
-    assert Reducer.ADD == "add"
+    name: str = "add"
+    assert name == Reducer.ADD
 
 
 def test_parse_reducer_accepts_a_name() -> None:
@@ -139,7 +140,9 @@ def test_append_accepts_a_tuple_delta_as_an_array() -> None:
 
 
 def test_append_rejects_a_non_array_accumulator() -> None:
-    with pytest.raises(ReducerError, match=r"'append' on field 'f' needs arrays.*accumulated value is an object"):
+    with pytest.raises(
+        ReducerError, match=r"'append' on field 'f' needs arrays.*accumulated value is an object"
+    ):
         reduce_value(Reducer.APPEND, "f", {"a": 1}, [1], present=True)
 
 
@@ -474,7 +477,10 @@ def test_apply_changes_keeps_a_null_already_in_the_state() -> None:
 
 
 def test_merge_fan_in_starts_from_the_base_state() -> None:
-    assert merge_fan_in({"kept": 1, "n": 10}, [{"n": 1}, {"n": 2}], {"n": Reducer.ADD}) == {"kept": 1, "n": 13}
+    assert merge_fan_in({"kept": 1, "n": 10}, [{"n": 1}, {"n": 2}], {"n": Reducer.ADD}) == {
+        "kept": 1,
+        "n": 13,
+    }
 
 
 def test_merge_fan_in_replace_field_takes_the_last_delta_in_position_order() -> None:
@@ -529,7 +535,12 @@ def test_merge_fan_in_applies_each_field_its_own_reducer() -> None:
         {"total": 3, "items": ["y"], "ok": False, "last": "b1"},
     ]
     reducers = {"total": Reducer.ADD, "items": Reducer.APPEND, "ok": Reducer.AND}
-    assert merge_fan_in(base, deltas, reducers) == {"total": 5, "items": ["x", "y"], "ok": False, "last": "b1"}
+    assert merge_fan_in(base, deltas, reducers) == {
+        "total": 5,
+        "items": ["x", "y"],
+        "ok": False,
+        "last": "b1",
+    }
 
 
 def test_merge_fan_in_raises_on_a_type_mismatch_naming_the_field() -> None:
@@ -538,7 +549,8 @@ def test_merge_fan_in_raises_on_a_type_mismatch_naming_the_field() -> None:
 
 
 def test_merge_fan_in_raises_on_a_mismatch_between_branches_whatever_the_order() -> None:
-    for deltas in ([{"n": 1}, {"n": "x"}], [{"n": "x"}, {"n": 1}]):
+    orders: list[list[dict[str, Any]]] = [[{"n": 1}, {"n": "x"}], [{"n": "x"}, {"n": 1}]]
+    for deltas in orders:
         with pytest.raises(ReducerError):
             merge_fan_in({}, deltas, {"n": Reducer.ADD})
 
@@ -559,7 +571,10 @@ def test_merge_fan_in_result_shares_no_containers_with_the_deltas() -> None:
 
 
 def test_apply_with_reducers_folds_one_delta_with_reducers() -> None:
-    assert apply_with_reducers({"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": Reducer.ADD}) == {"n": 3, "s": "b"}
+    assert apply_with_reducers({"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": Reducer.ADD}) == {
+        "n": 3,
+        "s": "b",
+    }
 
 
 def test_apply_with_reducers_deletes_a_replace_field_set_to_none() -> None:
@@ -577,10 +592,14 @@ def test_merge_fan_in_normalizes_enum_and_tuple_values_to_plain_json() -> None:
 
 # --- laws (hypothesis) ---
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=12,
 )
 small_ints = st.integers(min_value=-(10**12), max_value=10**12)

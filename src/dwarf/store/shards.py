@@ -92,6 +92,7 @@ def resolve_specs(dsn: str, num_shards: int, test_name: str) -> list[StoreSpec]:
     specs = []
     for shard in range(1, num_shards + 1):
         if test_name:
+            # An explicit DSN picks the dialect (a SQLite one means in-memory); else DWARF_TEST_DSN does.
             base = dsn or os.environ.get(TEST_DSN_VARIABLE, "")
             if base and _is_postgres(base):
                 if "%d" not in base:

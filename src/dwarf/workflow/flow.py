@@ -17,7 +17,8 @@ Decisions where the spec is silent (following the reference unless marked):
   as seconds (**Python:** the reference reads nanoseconds, the unit of a Go duration), or a string in Go
   syntax (``"1h30m"``, ``"1.5s"``, ``"100ms"``, ``"-2m"``) or ISO 8601 (``"PT1H30M"``, ``"P2D"``; no
   years or months, whose length varies).
-- ``sleep`` and ``retry`` delays are clamped to a century so that now + delay stays a valid datetime.
+- **Python:** ``sleep`` and ``retry`` delays are clamped to a century so that now + delay stays a valid
+  datetime.
 - ``retry`` treats a multiplier <= 0 as 1 and a ``max_delay`` <= 0 as no cap; a call that gives up also
   cancels a retry requested earlier in the same run. The horizon test is "later than", as SPEC §5 says
   (the reference gives up already when the next attempt would land exactly on the horizon).
@@ -318,21 +319,21 @@ class Flow:
         changes of the one before it.
         """
         initial = max(to_seconds(initial_delay, what="initial_delay"), 0.0)
-        if (
-            isinstance(multiplier, bool)
-            or not isinstance(multiplier, int | float)
-            or not math.isfinite(multiplier)
-        ):
-            raise BadRequestError(f"retry multiplier must be a finite number, not {multiplier!r}")
+        # An int is always finite (math.isfinite would overflow on a huge one); only a float can be nan/inf.
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
+            raise BadRequestError(f"retry multiplier must be a number, not {multiplier!r}")
+        if isinstance(multiplier, float) and not math.isfinite(multiplier):
+            raise BadRequestError(f"retry multiplier must be finite, not {multiplier!r}")
         cap = to_seconds(max_delay, what="max_delay")
         horizon = to_seconds(give_up_after, what="give_up_after")
 
-        factor = float(multiplier) if multiplier > 0 else 1.0
         delay = 0.0
         if initial > 0:
             try:
+                factor = float(multiplier) if multiplier > 0 else 1.0
                 delay = initial * factor**self._attempt
             except OverflowError:
+                # A long run of retries grows past float range: it is capped or clamped just below.
                 delay = math.inf
         if cap > 0:
             delay = min(delay, cap)

@@ -1,0 +1,58 @@
+"""pytest helpers: an isolated, started engine per test, on SQLite or PostgreSQL.
+
+The package registers this module as a pytest plugin (entry point ``pytest11``), so a test can ask for
+the ``dwarf_engine`` fixture: a factory that builds an engine on isolated test databases (``set_in_test``)
+named after the test, starts it, and shuts it down after the test::
+
+    async def test_greeting(dwarf_engine):
+        proxy = TestProxy()
+        proxy.handle_graph("greet", graph)
+        engine = await dwarf_engine(proxy)
+        key, outcome = await engine.run("greet", {"name": "Ada"})
+
+Calling the factory twice with the same proxy gives two replicas sharing the same databases. Set
+``DWARF_TEST_DSN`` (a PostgreSQL DSN whose database name contains ``%d``) to run on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from dwarf.engine import Engine, Host
+
+__all__ = ["EngineFactory", "dwarf_engine", "test_name_for"]
+
+EngineFactory = Callable[..., Awaitable[Engine]]
+
+
+def test_name_for(node_id: str) -> str:
+    """A stable test-database name for a pytest node id."""
+    return re.sub(r"[^A-Za-z0-9_]+", "_", node_id)
+
+
+@pytest_asyncio.fixture
+async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
+    """A factory of started engines on this test's isolated databases; all are shut down afterwards."""
+    engines: list[Engine] = []
+    name = test_name_for(request.node.nodeid)
+
+    async def make(host: Host, *, test_name: str | None = None, **settings: Any) -> Engine:
+        engine = Engine(host=host, **settings)
+        engine.set_in_test(test_name or name)
+        await engine.startup()
+        engines.append(engine)
+        add_peer = getattr(host, "add_peer", None)
+        if callable(add_peer):
+            add_peer(engine)
+        return engine
+
+    try:
+        yield make
+    finally:
+        for engine in reversed(engines):
+            await engine.shutdown(drain_timeout=1.0)
