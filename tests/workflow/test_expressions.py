@@ -435,17 +435,18 @@ def test_nesting_limit() -> None:
         parse_expression("(" * (MAX_NESTING + 1) + "x" + ")" * (MAX_NESTING + 1))
     # Far past the limit: still a clean error, never a RecursionError.
     with pytest.raises(InvalidGraphError):
-        parse_expression("(" * 100_000)
+        parse_expression("(" * 20_000)
     # Sequential parentheses do not accumulate depth.
     assert parse_expression(" && ".join(["(x)"] * (3 * MAX_NESTING))).evaluate({"x": True}) is True
 
 
 def test_long_inputs_do_not_recurse() -> None:
-    assert parse_expression("!" * 100_001 + "x").evaluate({"x": 1}) is False
-    assert parse_expression("!" * 100_000 + "x").evaluate({"x": 1}) is True
-    assert parse_expression(" || ".join(["x"] * 20_000)).evaluate({"x": 0}) is False
-    assert parse_expression(" && ".join(["x"] * 20_000)).evaluate({"x": 1}) is True
-    mixed = " || ".join(" && ".join(["x"] * 50) for _ in range(500))
+    # Each is far past Python's recursion limit (1000) for a parser or evaluator that recursed per token.
+    assert parse_expression("!" * 20_001 + "x").evaluate({"x": 1}) is False
+    assert parse_expression("!" * 20_000 + "x").evaluate({"x": 1}) is True
+    assert parse_expression(" || ".join(["x"] * 5_000)).evaluate({"x": 0}) is False
+    assert parse_expression(" && ".join(["x"] * 5_000)).evaluate({"x": 1}) is True
+    mixed = " || ".join(" && ".join(["x"] * 20) for _ in range(200))
     assert parse_expression(mixed).evaluate({"x": 1}) is True
 
 
@@ -675,7 +676,9 @@ def render_literal(draw: st.DrawFn, value: Any) -> str:
 
 
 def render(draw: st.DrawFn, node: Any) -> str:
-    s = lambda: draw(SPACES)  # noqa: E731
+    def s() -> str:
+        return draw(SPACES)
+
     if isinstance(node, Lit):
         return render_literal(draw, node.value)
     if isinstance(node, Field):
@@ -759,7 +762,7 @@ def rendered_trees(draw: st.DrawFn) -> tuple[Any, str]:
     return node, f"{draw(SPACES)}{render(draw, node)}{draw(SPACES)}"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rendered_trees(), STATES)
 def test_agrees_with_the_model(tree: tuple[Any, str], state: dict[str, Any]) -> None:
     node, text = tree
@@ -814,7 +817,7 @@ TOKEN_SOUP = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.text(max_size=40) | TOKEN_SOUP, STATES)
 def test_arbitrary_text_only_raises_invalid_graph_error(text: str, state: dict[str, Any]) -> None:
     try:

@@ -715,6 +715,13 @@ def test_rejects_a_fan_in_that_no_fan_out_reaches() -> None:
     assert_invalid(g, "fan-in node 'B' is entered from 'A', which runs outside any fan-out")
 
 
+def test_rejects_a_fan_in_mark_on_an_entry_point_nothing_enters() -> None:
+    g = tasks(Graph("G"), "A", "B")
+    g.add_transition_chain("A", "B", END)
+    g.set_fan_in("A")
+    assert_invalid(g, "fan-in node 'A' is not where the branches of any fan-out converge")
+
+
 def test_rejects_a_goto_into_a_fan_in_from_the_trunk() -> None:
     g = tasks(Graph("G"), "Split", "A", "B", "Join", "After")
     g.add_transition_fan_out("Split", "A", "B")
@@ -876,6 +883,24 @@ def test_json_round_trip_is_lossless() -> None:
     assert restored.reducers == g.reducers
     restored.validate()
     assert restored.fan_in_for("Split") == "Join"
+
+
+def test_json_is_ascii_and_keeps_lone_surrogates() -> None:
+    g = tasks(Graph("Café \ud800"), "Größe")
+    g.add_transition("Größe", END)
+    text = g.to_json()
+    assert text.isascii()
+    restored = Graph.from_json(text.encode())
+    assert restored.name == "Café \ud800"
+    assert restored == g
+
+
+def test_validate_result_is_kept_until_the_graph_changes() -> None:
+    g = fan_out_fan_in()
+    g.validate()
+    g.validate()
+    g.add_transition("Join", "Ghost")
+    assert_invalid(g, "unknown node 'Ghost'")
 
 
 def test_json_round_trip_of_bytes() -> None:

@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.engine.transitions import Route
 from dwarf.store.base import Row, Tx
-from dwarf.workflow.graph import END
+from dwarf.workflow.graph import END, Graph
 from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
 from dwarf.workflow.status import Status
 
@@ -44,10 +45,9 @@ class Effects:
 
     new_work: bool = False
     stopped: Status | None = None
-
-    def merge(self, other: Effects) -> None:
-        self.new_work = self.new_work or other.new_work
-        self.stopped = other.stopped or self.stopped
+    # Other flows of the tree whose waiters must wake (ancestors an interrupt surfaced on).
+    woken: list[int] = field(default_factory=list)
+    created: list[FlowInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +76,7 @@ class StepCommit:
         cohort_arrivals: int = 0,
         for_each_as: str = "",
         join_target: str = "",
+        child_flow_id: int = 0,
     ) -> None:
         count = await self.tx.execute(
             "finish_step",
@@ -92,6 +93,8 @@ class StepCommit:
             cohort_arrivals=cohort_arrivals,
             for_each_as=for_each_as,
             join_target=join_target,
+            parked=1 if child_flow_id else 0,
+            child_flow_id=child_flow_id,
         )
         if count != 1:
             raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
@@ -149,8 +152,30 @@ class StepCommit:
             error=error,
             interrupt_payload=dumps(interrupt_payload or {}),
         )
-        if count == 1:
-            self.effects.stopped = status
+        if count != 1:
+            return
+        self.effects.stopped = status
+        info = self.info
+        if not info.parent_flow_id:
+            return
+        # A child flow stopped: its parent learns in the same transaction, so no parent can stay parked
+        # on a child that already ended.
+        if status == Status.COMPLETED:
+            await self._wake_parent(subgraph_result=final_state or {}, subgraph_error="")
+        elif status == Status.FAILED:
+            await self._wake_parent(subgraph_result=None, subgraph_error=error or "the child flow failed")
+        elif status == Status.INTERRUPTED:
+            await surface_interrupt(self.tx, info.parent_flow_id, interrupt_payload or {}, self.effects)
+
+    async def _wake_parent(self, *, subgraph_result: Mapping[str, Any] | None, subgraph_error: str) -> None:
+        count = await self.tx.execute(
+            "wake_parent_step",
+            step_id=self.info.parent_step_id,
+            subgraph_result=None if subgraph_result is None else dumps(subgraph_result),
+            subgraph_error=subgraph_error,
+        )
+        if count:
+            self.effects.new_work = True
 
     async def _fail_flow(self, error: str) -> None:
         """Fail the flow and cancel everything else still pending in it."""
@@ -179,6 +204,26 @@ class StepCommit:
         """Park the step awaiting resume; the flow becomes interrupted unless it already is."""
         await self._finish(Status.INTERRUPTED, changes, interrupt_payload=payload, carry=self._carry(changes))
         await self._stop_flow(Status.INTERRUPTED, interrupt_payload=payload)
+
+    async def commit_subgraph(
+        self, changes: Mapping[str, Any], workflow_url: str, child_input: Mapping[str, Any], child_graph: Graph
+    ) -> None:
+        """Park the step on a new child flow that starts with exactly ``child_input`` as its state."""
+        info = self.info
+        child = await insert_flow(
+            self.tx,
+            info.shard,
+            child_graph,
+            workflow_url,
+            child_input,
+            info.policy(),
+            parent_flow_id=info.flow_id,
+            parent_step_id=int(self.step["step_id"]),
+            root_flow_id=info.root_flow_id,
+        )
+        self.effects.new_work = True
+        self.effects.created.append(child)
+        await self._finish(Status.CREATED, changes, carry=self._carry(changes), child_flow_id=child.flow_id)
 
     async def commit_failure(self, changes: Mapping[str, Any], error: str) -> None:
         """The task failed and nothing routes the error: the flow fails, its other steps are cancelled."""
@@ -398,6 +443,17 @@ class StepCommit:
                 lineage = parents.get(lineage, 0)
             if lineage == spawn_id:
                 await self.tx.execute("cancel_step", step_id=step_id)
+
+
+async def surface_interrupt(tx: Tx, flow_id: int, payload: Mapping[str, Any], effects: Effects) -> None:
+    """Mark ``flow_id`` and its ancestors interrupted with ``payload`` (an interrupt deep in a tree
+    surfaces at the root). A loop, not recursion: trees may nest without limit."""
+    text = dumps(payload)
+    while flow_id:
+        await tx.execute("mark_flow_interrupted", flow_id=flow_id, interrupt_payload=text)
+        effects.woken.append(flow_id)
+        parent = await tx.fetch_value("flow_parent", flow_id=flow_id)
+        flow_id = int(parent or 0)
 
 
 def _compose(carry: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

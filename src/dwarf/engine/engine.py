@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dwarf.engine.completion import Effects
-from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps
+from dwarf.engine.completion import Effects, surface_interrupt
+from dwarf.engine.creation import FlowPolicy, insert_flow
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps, policy_of_row
 from dwarf.engine.history import build_history, load_step
 from dwarf.engine.host import Host
 from dwarf.engine.keys import ParsedKey, correlation_id, format_key, new_token, parse_key, tokens_match
@@ -297,8 +298,13 @@ class Engine:
         await self._host.execute_task(task_url, flow)
 
     async def _after_commit(self, info: FlowInfo, effects: Effects) -> None:
+        for child in effects.created:
+            self._flow_cache.put(child)
         if effects.new_work:
             self._ring(info.shard)
+        for flow_id in effects.woken:
+            self._waiters.wake(info.shard, flow_id)
+            self._signal(Signal(FLOW_STOPPED, info.shard, flow_id))
         if effects.stopped is not None:
             await self._flow_stopped(info, effects.stopped)
 
@@ -399,18 +405,21 @@ class Engine:
         store = thread[0] if thread is not None else self._pick_shard()
         time_budget = to_seconds(options.time_budget) if options.time_budget is not None else 0.0
         thread_row = thread[1] if thread is not None else None
+        policy = FlowPolicy(
+            priority=options.priority or self._default_priority,
+            fairness_key=options.fairness_key,
+            fairness_weight=float(options.fairness_weight or 1.0),
+            time_budget_ms=max(1, round((time_budget if time_budget > 0 else self._time_budget) * 1000)),
+            notify_on_stop=options.notify_on_stop,
+            delete_on_completion=options.delete_on_completion,
+            baggage=options.baggage,
+        )
         info = await self._insert_flow(
             store,
             graph,
             workflow_url,
             state,
-            priority=options.priority or self._default_priority,
-            fairness_key=options.fairness_key,
-            fairness_weight=options.fairness_weight or 1.0,
-            time_budget=time_budget if time_budget > 0 else self._time_budget,
-            notify_on_stop=options.notify_on_stop,
-            delete_on_completion=options.delete_on_completion,
-            baggage=options.baggage,
+            policy,
             thread_id=int(thread_row["thread_id"]) if thread_row else 0,
             thread_token=thread_row["thread_token"] if thread_row else "",
         )
@@ -434,86 +443,15 @@ class Engine:
         graph: Graph,
         workflow_url: str,
         state: Mapping[str, Any],
+        policy: FlowPolicy,
         *,
-        priority: int,
-        fairness_key: str,
-        fairness_weight: float,
-        time_budget: float,
-        notify_on_stop: bool,
-        delete_on_completion: bool,
-        baggage: Any,
         thread_id: int = 0,
         thread_token: str = "",
     ) -> FlowInfo:
-        token = new_token()
-        graph_json = graph.to_json()
-        time_budget_ms = max(1, round(time_budget * 1000))
         async with store.transaction() as tx:
-            row = await tx.fetch_one(
-                "insert_flow",
-                flow_token=token,
-                workflow_url=workflow_url,
-                workflow_name=graph.name,
-                graph=graph_json,
-                baggage=dumps(baggage),
-                parent_flow_id=0,
-                parent_step_id=0,
-                root_flow_id=0,
-                thread_id=thread_id,
-                thread_token=thread_token,
-                forked_from_step_id=0,
-                notify_on_stop=1 if notify_on_stop else 0,
-                delete_on_completion=1 if delete_on_completion else 0,
-                priority=priority,
-                fairness_key=fairness_key,
-                fairness_weight=fairness_weight,
-                time_budget_ms=time_budget_ms,
-                trace_parent="",
+            info = await insert_flow(
+                tx, store.shard, graph, workflow_url, state, policy, thread_id=thread_id, thread_token=thread_token
             )
-            assert row is not None
-            flow_id = int(row["flow_id"])
-            await tx.execute("set_flow_lineage", flow_id=flow_id)
-            entry = graph.entry_point
-            await tx.fetch_value(
-                "insert_step",
-                flow_id=flow_id,
-                step_token=new_token(),
-                step_depth=1,
-                task_name=entry,
-                task_url=graph.url_of(entry),
-                state=dumps(state),
-                changes="{}",
-                carry="{}",
-                status=Status.PENDING.value,
-                attempt=0,
-                time_budget_ms=time_budget_ms,
-                priority=priority,
-                fairness_key=fairness_key,
-                fairness_weight=fairness_weight,
-                predecessor_id=0,
-                lineage_id=0,
-                fan_out_ordinal=0,
-                delay=0.0,
-            )
-        info = FlowInfo(
-            shard=store.shard,
-            flow_id=flow_id,
-            token=token,
-            workflow_url=workflow_url,
-            workflow_name=graph.name,
-            graph=graph,
-            baggage=json.loads(dumps(baggage)),
-            created_at=float(row["created_at"]),
-            parent_flow_id=0,
-            parent_step_id=0,
-            root_flow_id=flow_id,
-            notify_on_stop=notify_on_stop,
-            delete_on_completion=delete_on_completion,
-            priority=priority,
-            fairness_key=fairness_key,
-            fairness_weight=fairness_weight,
-            time_budget_ms=time_budget_ms,
-        )
         self._flow_cache.put(info)
         return info
 
@@ -535,7 +473,9 @@ class Engine:
         deadline = None if limit is None else loop.time() + limit
         event = self._waiters.register(store.shard, flow_id)
         try:
-            poll = 0.05
+            # Pushed wake-ups (local, or a peer's flow-stopped signal) end the wait; this slow poll only
+            # covers signals that were lost.
+            poll = 1.0
             while True:
                 self._require_started()
                 event.clear()
@@ -545,7 +485,6 @@ class Engine:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"flow {correlation_id(store.shard, flow_id)} did not stop in time")
-                # Pushed wake-ups normally end the wait; the growing poll only covers lost signals.
                 pause = poll if remaining is None else min(poll, remaining)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
@@ -711,26 +650,24 @@ class Engine:
         if int(row["parent_flow_id"]):
             raise BadRequestError("resume the root flow, not a child flow")
         flow_id = int(row["flow_id"])
+        effects = Effects()
         async with store.transaction() as tx:
             locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
             if locked is None:
                 raise NotFoundError("flow not found")
             if locked["status"] != Status.INTERRUPTED.value:
                 raise ConflictError(f"the flow is {locked['status']}, not interrupted")
-            parked = await tx.fetch_all("interrupted_steps", flow_id=flow_id)
+            parked = await tx.fetch_all("tree_interrupted_steps", root_flow_id=flow_id)
             if not parked:
                 raise ConflictError("the flow has no interrupted step")
             await tx.execute("resume_step", step_id=parked[0]["step_id"], resume_data=dumps(data))
+            await tx.execute("resume_interrupted_flows_of_tree", root_flow_id=flow_id)
             if len(parked) > 1:
-                # Another branch is parked too: surface it at once (one interrupt at a time).
-                await tx.execute(
-                    "set_flow_status",
-                    flow_id=flow_id,
-                    status=Status.INTERRUPTED.value,
-                    interrupt_payload=parked[1]["interrupt_payload"],
+                # Another step of the tree is parked too: surface it at once (one interrupt at a time).
+                following = parked[1]
+                await surface_interrupt(
+                    tx, int(following["flow_id"]), json.loads(following["interrupt_payload"]), effects
                 )
-            else:
-                await tx.execute("set_flow_status", flow_id=flow_id, status=Status.RUNNING.value, interrupt_payload="{}")
         self._ring(store.shard)
 
     async def cancel(self, flow_key: str, reason: str = "") -> None:
@@ -773,13 +710,7 @@ class Engine:
             graph,
             latest["workflow_url"],
             state,
-            priority=int(latest["priority"]),
-            fairness_key=latest["fairness_key"],
-            fairness_weight=float(latest["fairness_weight"]),
-            time_budget=int(latest["time_budget_ms"]) / 1000.0,
-            notify_on_stop=bool(latest["notify_on_stop"]),
-            delete_on_completion=bool(latest["delete_on_completion"]),
-            baggage=json.loads(latest["baggage"]),
+            policy_of_row(latest),
             thread_id=int(latest["thread_id"]),
             thread_token=latest["thread_token"],
         )

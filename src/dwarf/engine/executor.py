@@ -19,8 +19,9 @@ from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.store.base import Row, Store
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
+from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json
-from dwarf.errors import BadRequestError
+from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
 from dwarf.workflow.reducers import apply_changes
 
 if TYPE_CHECKING:
@@ -111,6 +112,13 @@ async def _commit_outcome(
     task_error: BaseException | None,
 ) -> None:
     changes = carrier.changes
+    child_graph: Graph | None = None
+    if park is not None and park.kind == "subgraph":
+        url, _ = carrier.subgraph_request or ("", {})
+        try:
+            child_graph = await engine._load_graph(url, info.baggage)
+        except (NotFoundError, InvalidGraphError) as error:
+            park, task_error = None, error
     state = json.loads(step["state"])
     merged = apply_changes(state, changes)
     graph = info.graph
@@ -120,11 +128,9 @@ async def _commit_outcome(
             commit = StepCommit(tx, info, step, lease_token)
             if park is not None and park.kind == "interrupt":
                 await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
-            elif park is not None:
-                # Child flows are not supported by this engine version yet; fail the step clearly.
-                await _commit_error(
-                    commit, graph, node, changes, merged, BadRequestError("subgraphs are not supported yet")
-                )
+            elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
+                url, child_input = carrier.subgraph_request
+                await commit.commit_subgraph(changes, url, child_input, child_graph)
             elif carrier.retry_delay is not None:
                 await commit.commit_retry(merged, carrier.retry_delay, error_text(task_error) if task_error else "")
             elif task_error is not None:

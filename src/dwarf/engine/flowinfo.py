@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.keys import correlation_id, format_key
 from dwarf.store.base import Row
 from dwarf.workflow.graph import Graph
+
+if TYPE_CHECKING:
+    from dwarf.engine.creation import FlowPolicy
 
 __all__ = ["FlowInfo", "FlowInfoCache", "dumps"]
 
@@ -55,6 +58,18 @@ class FlowInfo:
         """The token-free id for logs and telemetry."""
         return correlation_id(self.shard, self.flow_id)
 
+    def policy(self) -> FlowPolicy:
+        """This flow's policy, inherited by its child flows (without the stop flags)."""
+        from dwarf.engine.creation import FlowPolicy
+
+        return FlowPolicy(
+            priority=self.priority,
+            fairness_key=self.fairness_key,
+            fairness_weight=self.fairness_weight,
+            time_budget_ms=self.time_budget_ms,
+            baggage=self.baggage,
+        )
+
     @classmethod
     def from_row(cls, shard: int, row: Row, graph: Graph | None = None) -> FlowInfo:
         """Build from a dwarf_flows row (parsing the graph unless given)."""
@@ -77,6 +92,21 @@ class FlowInfo:
             fairness_weight=float(row["fairness_weight"]),
             time_budget_ms=int(row["time_budget_ms"]),
         )
+
+
+def policy_of_row(row: Row) -> FlowPolicy:
+    """The scheduling policy stored on a dwarf_flows row (for continuations and forks)."""
+    from dwarf.engine.creation import FlowPolicy
+
+    return FlowPolicy(
+        priority=int(row["priority"]),
+        fairness_key=row["fairness_key"],
+        fairness_weight=float(row["fairness_weight"]),
+        time_budget_ms=int(row["time_budget_ms"]),
+        notify_on_stop=bool(row["notify_on_stop"]),
+        delete_on_completion=bool(row["delete_on_completion"]),
+        baggage=json.loads(row["baggage"]),
+    )
 
 
 class FlowInfoCache:

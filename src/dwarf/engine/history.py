@@ -49,10 +49,28 @@ def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
 
 
 async def build_history(store: Store, flow: Row) -> list[FlowStep]:
-    """Every step of the flow in depth order, then by id."""
-    rows = await store.read("flow_steps", flow_id=int(flow["flow_id"]))
-    tokens = {int(row["step_id"]): row["step_token"] for row in rows}
-    return [step_record(store.shard, row, tokens) for row in rows]
+    """Every step of the flow in depth order, then by id; steps that ran a child flow carry its history.
+
+    Child flows are walked with an explicit stack so that nesting depth never meets Python's recursion limit.
+    """
+    top: list[FlowStep] = []
+    pending: list[tuple[int, list[FlowStep], str]] = [(int(flow["flow_id"]), top, "")]
+    while pending:
+        flow_id, target, parent_key = pending.pop()
+        rows = await store.read("flow_steps", flow_id=flow_id)
+        tokens = {int(row["step_id"]): row["step_token"] for row in rows}
+        children = {int(c["flow_id"]): c for c in await store.read("child_flows_of_flow", flow_id=flow_id)}
+        for index, row in enumerate(rows):
+            record = step_record(store.shard, row, tokens)
+            if index == 0 and parent_key and not record.prev_key:
+                record.prev_key = parent_key
+            child = children.get(int(row["child_flow_id"]))
+            if child is not None:
+                record.sub_workflow_url = child["workflow_url"]
+                record.sub_workflow_name = child["workflow_name"]
+                pending.append((int(child["flow_id"]), record.sub_history, record.step_key))
+            target.append(record)
+    return top
 
 
 async def load_step(store: Store, key: ParsedKey) -> FlowStep:

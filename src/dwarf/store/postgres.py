@@ -77,7 +77,6 @@ class PostgresStore(Store):
             open=False,
             name=f"dwarf-shard-{self.shard}",
             timeout=30.0,
-            check=AsyncConnectionPool.check_connection,
         )
         await pool.open(wait=True, timeout=30.0)
         self._pool = pool

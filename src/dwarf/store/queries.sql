@@ -65,8 +65,7 @@ SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_depth, step_id
 
 -- name: child_flows_of_flow
 -- Child flows started by steps of a flow (sub_history).
-SELECT flow_id, flow_token, parent_step_id, workflow_url, workflow_name
-FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
+SELECT * FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
 
 -- name: claim_due_steps
 -- Lease up to :limit due steps, lowest priority number first, oldest first within a priority.
@@ -107,6 +106,7 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 UPDATE dwarf_steps
 SET status = :status, changes = :changes, error = :error, interrupt_payload = :interrupt_payload,
     successor_id = :successor_id, carry = :carry, arrived = :arrived, cohort_size = :cohort_size,
+    parked = :parked, child_flow_id = CASE WHEN :child_flow_id = 0 THEN child_flow_id ELSE :child_flow_id END,
     cohort_arrivals = :cohort_arrivals, for_each_as = :for_each_as, join_target = :join_target,
     lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -271,3 +271,33 @@ SELECT COUNT(*) AS running FROM dwarf_flows WHERE root_flow_id = :root_flow_id A
 -- A step and the identity of its flow, for step keys.
 SELECT s.*, f.flow_token, f.purge_marked FROM dwarf_steps s JOIN dwarf_flows f ON f.flow_id = s.flow_id
 WHERE s.step_id = :step_id
+
+-- name: wake_parent_step
+-- A child flow stopped: its parent's parked step runs again with the child's result or error.
+UPDATE dwarf_steps
+SET status = 'pending', parked = 0, subgraph_result = :subgraph_result, subgraph_error = :subgraph_error,
+    not_before = {now}, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND status = 'created' AND parked = 1
+
+-- name: mark_flow_interrupted
+-- Surface an interrupt on a flow (an ancestor of the flow whose step interrupted).
+UPDATE dwarf_flows
+SET status = 'interrupted', interrupt_payload = :interrupt_payload, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND status IN ('running', 'interrupted')
+
+-- name: tree_interrupted_steps
+-- The parked interrupts anywhere in a tree of flows, oldest first.
+SELECT s.step_id, s.flow_id, s.interrupt_payload FROM dwarf_steps s
+JOIN dwarf_flows f ON f.flow_id = s.flow_id
+WHERE f.root_flow_id = :root_flow_id AND s.status = 'interrupted'
+ORDER BY s.step_id
+
+-- name: resume_interrupted_flows_of_tree
+-- After a resume, every interrupted flow of the tree runs again (another parked interrupt is re-surfaced).
+UPDATE dwarf_flows
+SET status = 'running', interrupt_payload = '{}', updated_at = {now}, version = version + 1
+WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
+
+-- name: flow_parent
+-- The parent of a flow (0 for a root), to walk a tree upward.
+SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id

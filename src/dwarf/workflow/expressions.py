@@ -28,8 +28,8 @@ text splitting. The choices below are either the reference's behaviour or, where
   tests for a missing or null field, exactly as in the reference.
 - ``==`` holds only between two values of the same JSON type among number, string, bool and null; ints
   and floats are both numbers and compare exactly; a bool is never a number. Arrays and objects equal
-  nothing, themselves included (the reference compares them by identity of type only and then refuses).
-  ``!=`` is always the negation of ``==``.
+  nothing, themselves included, as in the reference (whose equality knows no containers). ``!=`` is
+  always the negation of ``==``.
 - ``<`` and ``>`` order numbers numerically and strings by code point; for any other pair they are false.
   ``<=`` and ``>=`` mean "``==`` or strictly ordered", so ``true <= true`` and ``null >= null`` are true
   while ``false < true`` is false (the reference's definition).
@@ -64,7 +64,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from dwarf.errors import InvalidGraphError
 
@@ -76,13 +76,25 @@ MAX_NESTING: Final = 200
 # How much of an expression an error message quotes: enough to recognise it, not a whole pasted document.
 _QUOTE_LIMIT: Final = 120
 
-_NUMBER_RE: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_.])")
-_PATH_RE: Final = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
-_OPERATORS: Final = ("&&", "||", "==", "!=", "<=", ">=", "=~", "!~", "<", ">", "!", "(", ")")
+# One alternative per kind of token, tried in this order at each position: two-character operators before
+# their one-character prefixes, and a number before a path so that "1.5" is a number while "1.5.2" and
+# "2fa" are paths. Strings repeat possessively ("*+") so that a backslash consumed as an escape is never
+# given back to close the string: 'it\' is unterminated rather than the text "it\".
+_TOKEN_RE: Final = re.compile(
+    r"""
+      (?P<space>\s+)
+    | (?P<operator>&&|\|\||==|!=|<=|>=|=~|!~|[<>!()])
+    | (?P<number>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_.]))
+    | (?P<path>[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)
+    | '(?P<single>(?:[^'\\]|\\['"\\]|\\)*+)'
+    | "(?P<double>(?:[^"\\]|\\['"\\]|\\)*+)"
+    | `(?P<raw>[^`]*)`
+    """,
+    re.VERBOSE,
+)
+_ESCAPE_RE: Final = re.compile(r"""\\(['"\\])""")
 _COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">=", "=~", "!~"})
 _REGEXP_OPERATORS: Final = frozenset({"=~", "!~"})
-_QUOTES: Final = "'\"`"
-_ESCAPABLE: Final = "\\'\""
 
 
 # ---------------------------------------------------------------------------------------------- tokens
@@ -100,12 +112,11 @@ class _Kind(enum.Enum):
     END = "end"
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     kind: _Kind
     pos: int
     text: str
-    # The literal's value, the path's segments, or the comparison operator.
+    # The literal's value, the path's segments, or the operator.
     value: Any = None
 
     def describe(self) -> str:
@@ -120,81 +131,51 @@ def _error(source: str, pos: int, message: str) -> InvalidGraphError:
     return InvalidGraphError(f"invalid expression {quoted!r} at position {pos}: {message}")
 
 
+_OPERATOR_KINDS: Final = {
+    "&&": _Kind.AND,
+    "||": _Kind.OR,
+    "!": _Kind.NOT,
+    "(": _Kind.LPAREN,
+    ")": _Kind.RPAREN,
+    **{operator: _Kind.COMPARE for operator in _COMPARISONS},
+}
+
+
 def _tokenize(source: str) -> list[_Token]:
     tokens: list[_Token] = []
     pos = 0
-    length = len(source)
-    while pos < length:
-        char = source[pos]
-        if char.isspace():
-            pos += 1
-            continue
-        if char in _QUOTES:
-            value, end = _scan_string(source, pos)
-            tokens.append(_Token(_Kind.LITERAL, pos, source[pos:end], value))
-            pos = end
-            continue
-        if char.isascii() and (char.isalnum() or char in "_.+-"):
-            token = _scan_word(source, pos)
-            if token is not None:
-                tokens.append(token)
-                pos += len(token.text)
-                continue
-        operator = next((op for op in _OPERATORS if source.startswith(op, pos)), None)
-        if operator is None:
-            raise _error(source, pos, _unexpected_character(source, pos))
-        kind = _Kind.COMPARE if operator in _COMPARISONS else _Kind(operator)
-        tokens.append(_Token(kind, pos, operator, operator))
-        pos += len(operator)
-    tokens.append(_Token(_Kind.END, length, ""))
+    while pos < len(source):
+        match = _TOKEN_RE.match(source, pos)
+        if match is None:
+            raise _error(source, pos, _unexpected(source, pos))
+        group = match.lastgroup
+        text = match.group()
+        if group == "operator":
+            tokens.append(_Token(_OPERATOR_KINDS[text], pos, text, text))
+        elif group == "number":
+            tokens.append(_Token(_Kind.LITERAL, pos, text, _number_value(source, pos, text)))
+        elif group == "path":
+            keyword = text.lower()
+            if keyword in ("true", "false"):
+                tokens.append(_Token(_Kind.LITERAL, pos, text, keyword == "true"))
+            else:
+                tokens.append(_Token(_Kind.PATH, pos, text, tuple(text.split("."))))
+        elif group in ("single", "double"):
+            tokens.append(_Token(_Kind.LITERAL, pos, text, _ESCAPE_RE.sub(r"\1", match.group(group))))
+        elif group == "raw":
+            tokens.append(_Token(_Kind.LITERAL, pos, text, match.group(group)))
+        pos = match.end()
+    tokens.append(_Token(_Kind.END, len(source), ""))
     return tokens
 
 
-def _unexpected_character(source: str, pos: int) -> str:
+def _unexpected(source: str, pos: int) -> str:
     char = source[pos]
+    if char in "'\"`":
+        return "unterminated string"
     hints = {"=": "use '==' to compare", "&": "use '&&'", "|": "use '||'"}
     hint = hints.get(char)
     return f"unexpected character {char!r}" + (f" ({hint})" if hint else "")
-
-
-def _scan_string(source: str, start: int) -> tuple[str, int]:
-    """Return the value of the string literal opening at ``start`` and the position just past it."""
-    quote = source[start]
-    if quote == "`":
-        end = source.find("`", start + 1)
-        if end < 0:
-            raise _error(source, start, "unterminated string")
-        return source[start + 1 : end], end + 1
-    parts: list[str] = []
-    pos = start + 1
-    while pos < len(source):
-        char = source[pos]
-        if char == quote:
-            return "".join(parts), pos + 1
-        if char == "\\" and pos + 1 < len(source) and source[pos + 1] in _ESCAPABLE:
-            parts.append(source[pos + 1])
-            pos += 2
-            continue
-        parts.append(char)
-        pos += 1
-    raise _error(source, start, "unterminated string")
-
-
-def _scan_word(source: str, pos: int) -> _Token | None:
-    """Scan a number, keyword or path at ``pos``; None when none starts there (a lone sign or dot)."""
-    number = _NUMBER_RE.match(source, pos)
-    if number is not None:
-        return _Token(_Kind.LITERAL, pos, number.group(), _number_value(source, pos, number.group()))
-    if source[pos] in "+-":
-        # A sign that does not start a number: "- 1", "-x" and "a-b" are not in the language.
-        return None
-    path = _PATH_RE.match(source, pos)
-    if path is None:
-        return None
-    text = path.group()
-    if text.lower() in ("true", "false"):
-        return _Token(_Kind.LITERAL, pos, text, text.lower() == "true")
-    return _Token(_Kind.PATH, pos, text, tuple(text.split(".")))
 
 
 def _number_value(source: str, pos: int, text: str) -> int | float:
@@ -369,7 +350,7 @@ class _Compiler:
         return _error(self._source, token.pos, f"{message}, found {token.describe()}")
 
     def _complete(self, operand: _Operand, token: _Token) -> _Operand:
-        """Finish a comparison whose right operand ``operand`` is (if any) and return what the term is now."""
+        """Emit the comparison awaiting ``operand`` as its right side, if any; return what the term is."""
         comparison = self._top()
         if not isinstance(comparison, _Comparison):
             return operand

@@ -340,23 +340,26 @@ class Graph:
 
         Validates the graph first if it changed since the last ``validate`` (InvalidGraphError if invalid).
         """
-        if self._fan_in_by_source is None:
-            self.validate()
-        assert self._fan_in_by_source is not None
-        return self._fan_in_by_source.get(name)
+        return self._checked_fan_ins().get(name)
 
     # ----------------------------------------------------------------- validation
 
     def validate(self) -> None:
         """Raise InvalidGraphError if the graph breaks a rule listed in this module's docstring."""
-        self._check_declarations()
-        for t in self._transitions:
-            self._check_transition(t)
-        self._check_sources()
-        self._check_reachability()
-        if not any(t.to == END for t in self._transitions):
-            raise self._error(f"no transition leads to {END}, so no path can complete the flow")
-        self._fan_in_by_source = self._trace_lineage()
+        self._checked_fan_ins()
+
+    def _checked_fan_ins(self) -> dict[str, str]:
+        # Every mutator clears the cache, so a graph the host hands over again and again is checked once.
+        if self._fan_in_by_source is None:
+            self._check_declarations()
+            for t in self._transitions:
+                self._check_transition(t)
+            self._check_sources()
+            self._check_reachability()
+            if not any(t.to == END for t in self._transitions):
+                raise self._error(f"no transition leads to {END}, so no path can complete the flow")
+            self._fan_in_by_source = self._trace_lineage()
+        return self._fan_in_by_source
 
     def _error(self, message: str) -> InvalidGraphError:
         return InvalidGraphError(f"graph {self._name!r}: {message}")
@@ -513,6 +516,11 @@ class Graph:
         for name in self._nodes:
             if name in fan_out_sources and name not in fan_in_by_source:
                 raise self._unjoined_branch(name, lineage, "its branches never reach a fan-in node")
+        joined = set(fan_in_by_source.values())
+        for name in sorted(self._fan_in - joined):
+            # Only an entry point nothing leads back to gets here: every other node is entered by some
+            # edge, and every edge into a fan-in node either pops a frame above or was refused.
+            raise self._error(f"fan-in node {name!r} is not where the branches of any fan-out converge")
         return fan_in_by_source
 
     def _unjoined_branch(
@@ -549,7 +557,8 @@ class Graph:
             "fanIn": sorted(self._fan_in),
             "reducers": {field: str(reducer) for field, reducer in self._reducers.items()},
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # ASCII output: a lone surrogate in a name must not make the frozen text unencodable.
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Graph:

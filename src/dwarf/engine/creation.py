@@ -1,0 +1,115 @@
+"""Inserting a flow and its entry step: shared by create, continue_thread, subgraph spawns and fork."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dwarf.engine.flowinfo import FlowInfo, dumps
+from dwarf.engine.keys import new_token
+from dwarf.store.base import Tx
+from dwarf.workflow.graph import Graph
+from dwarf.workflow.status import Status
+
+__all__ = ["FlowPolicy", "insert_flow"]
+
+
+@dataclass(frozen=True)
+class FlowPolicy:
+    """How a flow is scheduled and treated when it stops; children and continuations inherit it."""
+
+    priority: int
+    fairness_key: str
+    fairness_weight: float
+    time_budget_ms: int
+    notify_on_stop: bool = False
+    delete_on_completion: bool = False
+    baggage: Any = None
+
+
+async def insert_flow(
+    tx: Tx,
+    shard: int,
+    graph: Graph,
+    workflow_url: str,
+    state: Mapping[str, Any],
+    policy: FlowPolicy,
+    *,
+    parent_flow_id: int = 0,
+    parent_step_id: int = 0,
+    root_flow_id: int = 0,
+    thread_id: int = 0,
+    thread_token: str = "",
+    forked_from_step_id: int = 0,
+    with_entry_step: bool = True,
+) -> FlowInfo:
+    """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo."""
+    token = new_token()
+    row = await tx.fetch_one(
+        "insert_flow",
+        flow_token=token,
+        workflow_url=workflow_url,
+        workflow_name=graph.name,
+        graph=graph.to_json(),
+        baggage=dumps(policy.baggage),
+        parent_flow_id=parent_flow_id,
+        parent_step_id=parent_step_id,
+        root_flow_id=root_flow_id,
+        thread_id=thread_id,
+        thread_token=thread_token,
+        forked_from_step_id=forked_from_step_id,
+        notify_on_stop=1 if policy.notify_on_stop else 0,
+        delete_on_completion=1 if policy.delete_on_completion else 0,
+        priority=policy.priority,
+        fairness_key=policy.fairness_key,
+        fairness_weight=policy.fairness_weight,
+        time_budget_ms=policy.time_budget_ms,
+        trace_parent="",
+    )
+    assert row is not None
+    flow_id = int(row["flow_id"])
+    await tx.execute("set_flow_lineage", flow_id=flow_id)
+    if with_entry_step:
+        entry = graph.entry_point
+        await tx.fetch_value(
+            "insert_step",
+            flow_id=flow_id,
+            step_token=new_token(),
+            step_depth=1,
+            task_name=entry,
+            task_url=graph.url_of(entry),
+            state=dumps(state),
+            changes="{}",
+            carry="{}",
+            status=Status.PENDING.value,
+            attempt=0,
+            time_budget_ms=policy.time_budget_ms,
+            priority=policy.priority,
+            fairness_key=policy.fairness_key,
+            fairness_weight=policy.fairness_weight,
+            predecessor_id=0,
+            lineage_id=0,
+            fan_out_ordinal=0,
+            delay=0.0,
+        )
+    return FlowInfo(
+        shard=shard,
+        flow_id=flow_id,
+        token=token,
+        workflow_url=workflow_url,
+        workflow_name=graph.name,
+        graph=graph,
+        baggage=json.loads(dumps(policy.baggage)),
+        created_at=float(row["created_at"]),
+        parent_flow_id=parent_flow_id,
+        parent_step_id=parent_step_id,
+        root_flow_id=root_flow_id or flow_id,
+        notify_on_stop=policy.notify_on_stop,
+        delete_on_completion=policy.delete_on_completion,
+        priority=policy.priority,
+        fairness_key=policy.fairness_key,
+        fairness_weight=policy.fairness_weight,
+        time_budget_ms=policy.time_budget_ms,
+    )

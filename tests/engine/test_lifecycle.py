@@ -1,0 +1,271 @@
+"""Engine configuration and lifecycle (SPEC §8, API.md Engine): setters, defaults, startup and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from dwarf import EngineStateError, Flow, FlowOptions, Query, Status
+from dwarf.engine import Engine, TestProxy
+from tests.engine.graphs import WAIT, Gate, chain, noop, proxy_with
+
+
+def _proxy() -> TestProxy:
+    return proxy_with("one", chain("One", "A"), A=noop)
+
+
+# --- defaults ---
+
+
+def test_default_workers_is_64() -> None:
+    assert Engine()._workers == 64
+
+
+def test_default_workers_per_conn_is_8() -> None:
+    assert Engine()._workers_per_conn == 8
+
+
+def test_default_max_open_conns_is_8() -> None:
+    assert Engine()._max_open_conns == 8
+
+
+def test_default_time_budget_is_two_minutes() -> None:
+    assert Engine()._time_budget == 120.0
+
+
+def test_default_pool_size_is_eight_connections() -> None:
+    assert Engine().pool_size == 8
+
+
+def test_pool_size_is_workers_over_workers_per_conn_capped_by_max_open_conns() -> None:
+    engine = Engine(workers=10, workers_per_conn=4)
+    assert engine.pool_size == 3
+    engine.set_max_open_conns(2)
+    assert engine.pool_size == 2
+
+
+async def test_default_priority_is_100(make_engine: Any) -> None:
+    engine = await make_engine(_proxy())
+    await engine.create("one")
+    page, _ = await engine.list()
+    assert [summary.priority for summary in page] == [100]
+
+
+# --- construction-time and live setters ---
+
+CONSTRUCTION_TIME_SETTERS: list[tuple[str, tuple[Any, ...]]] = [
+    ("set_dsn", ("sqlite:///elsewhere.db",)),
+    ("set_host", (TestProxy(),)),
+    ("set_workers", (4,)),
+    ("set_num_shards", (2,)),
+    ("set_logger", (logging.getLogger("dwarf.test"),)),
+    ("set_debug_logger", ()),
+    ("set_meter_provider", (None,)),
+    ("set_tracer_provider", (None,)),
+    ("set_in_test", ("another_test",)),
+]
+
+
+@pytest.mark.parametrize(("setter", "args"), CONSTRUCTION_TIME_SETTERS, ids=[s for s, _ in CONSTRUCTION_TIME_SETTERS])
+async def test_construction_time_setter_raises_engine_state_error_after_startup(
+    make_engine: Any, setter: str, args: tuple[Any, ...]
+) -> None:
+    engine = await make_engine(_proxy())
+    with pytest.raises(EngineStateError):
+        getattr(engine, setter)(*args)
+
+
+@pytest.mark.parametrize(("setter", "args"), CONSTRUCTION_TIME_SETTERS, ids=[s for s, _ in CONSTRUCTION_TIME_SETTERS])
+async def test_construction_time_setter_raises_engine_state_error_after_shutdown(
+    make_engine: Any, setter: str, args: tuple[Any, ...]
+) -> None:
+    engine = await make_engine(_proxy())
+    await engine.shutdown()
+    with pytest.raises(EngineStateError):
+        getattr(engine, setter)(*args)
+
+
+LIVE_SETTERS: list[tuple[str, tuple[Any, ...]]] = [
+    ("set_max_open_conns", (3,)),
+    ("set_workers_per_conn", (2,)),
+    ("set_time_budget", (30.0,)),
+    ("set_default_priority", (5,)),
+]
+
+
+@pytest.mark.parametrize(("setter", "args"), LIVE_SETTERS, ids=[s for s, _ in LIVE_SETTERS])
+async def test_live_setter_is_accepted_after_startup(make_engine: Any, setter: str, args: tuple[Any, ...]) -> None:
+    engine = await make_engine(_proxy())
+    getattr(engine, setter)(*args)
+    _, outcome = await engine.run("one", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+
+
+async def test_live_default_priority_applies_to_flows_created_afterwards(make_engine: Any) -> None:
+    engine = await make_engine(_proxy())
+    before = await engine.create("one")
+    engine.set_default_priority(7)
+    after = await engine.create("one")
+    page, _ = await engine.list()
+    priorities = {summary.flow_key: summary.priority for summary in page}
+    assert priorities == {before: 100, after: 7}
+
+
+async def test_live_time_budget_applies_to_flows_created_afterwards(make_engine: Any) -> None:
+    async def slow(flow: Flow) -> None:
+        await asyncio.sleep(5)
+
+    engine = await make_engine(proxy_with("slow", chain("Slow", "S"), S=slow))
+    engine.set_time_budget(0.3)
+    _, outcome = await engine.run("slow", timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert "time budget" in outcome.error
+
+
+async def test_live_workers_per_conn_and_max_open_conns_change_the_pool_size_at_once(make_engine: Any) -> None:
+    engine = await make_engine(_proxy())
+    engine.set_workers_per_conn(16)
+    assert engine.pool_size == 4
+    engine.set_max_open_conns(1)
+    assert engine.pool_size == 1
+
+
+def test_engine_keywords_call_the_setters() -> None:
+    logger = logging.getLogger("dwarf.test.keywords")
+    proxy = TestProxy()
+    engine = Engine(
+        host=proxy,
+        dsn="sqlite:///x.db",
+        workers=10,
+        workers_per_conn=2,
+        max_open_conns=4,
+        num_shards=1,
+        time_budget=30,
+        default_priority=7,
+        logger=logger,
+    )
+    assert engine._host is proxy
+    assert engine._dsn == "sqlite:///x.db"
+    assert engine._workers == 10
+    assert engine.pool_size == 4
+    assert engine._time_budget == 30.0
+    assert engine._default_priority == 7
+    assert engine._log is logger
+
+
+async def test_engine_keywords_configure_a_working_engine(make_engine: Any) -> None:
+    engine = await make_engine(_proxy(), workers=2, default_priority=9, time_budget=5)
+    key, outcome = await engine.run("one", timeout=WAIT)
+    page, _ = await engine.list()
+    assert outcome.status == Status.COMPLETED
+    assert [(s.flow_key, s.priority) for s in page] == [(key, 9)]
+
+
+def test_engine_rejects_an_unknown_keyword() -> None:
+    with pytest.raises(TypeError):
+        Engine(no_such_setting=1)
+
+
+# --- lifecycle ---
+
+
+async def test_startup_twice_is_harmless(make_engine: Any) -> None:
+    engine = await make_engine(_proxy())
+    await engine.startup()
+    _, outcome = await engine.run("one", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+
+
+async def test_shutdown_twice_is_harmless(make_engine: Any) -> None:
+    engine = await make_engine(_proxy())
+    await engine.shutdown()
+    await engine.shutdown()
+
+
+async def test_shutdown_of_a_never_started_engine_is_harmless(make_engine: Any) -> None:
+    engine = await make_engine(_proxy(), start=False)
+    await engine.shutdown()
+    await engine.shutdown()
+
+
+async def test_async_context_manager_starts_and_stops_the_engine(make_engine: Any) -> None:
+    engine = await make_engine(_proxy(), start=False)
+    async with engine as entered:
+        assert entered is engine
+        _, outcome = await engine.run("one", timeout=WAIT)
+        assert outcome.status == Status.COMPLETED
+    with pytest.raises(EngineStateError):
+        await engine.list()
+
+
+def _operations(key: str) -> dict[str, Any]:
+    """Every operation of the API as a zero-argument coroutine factory."""
+    return {
+        "create": lambda e: e.create("one"),
+        "wait": lambda e: e.wait(key, timeout=1),
+        "run": lambda e: e.run("one", timeout=1),
+        "snapshot": lambda e: e.snapshot(key),
+        "history": lambda e: e.history(key),
+        "history_mermaid": lambda e: e.history_mermaid(key),
+        "step": lambda e: e.step(key),
+        "list": lambda e: e.list(Query()),
+        "resume": lambda e: e.resume(key, {}),
+        "cancel": lambda e: e.cancel(key),
+        "continue_thread": lambda e: e.continue_thread(key),
+        "fork": lambda e: e.fork(key),
+        "delete": lambda e: e.delete(key),
+        "purge": lambda e: e.purge(Query()),
+        "fingerprint": lambda e: e.fingerprint(key),
+        "shard_info": lambda e: e.shard_info(),
+        "deliver_signal": lambda e: e.deliver_signal("doorbell", b'{"shard":1}'),
+    }
+
+
+OPERATIONS = list(_operations("").keys())
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_operation_on_a_never_started_engine_raises_engine_state_error(
+    make_engine: Any, operation: str
+) -> None:
+    engine = await make_engine(_proxy(), start=False)
+    with pytest.raises(EngineStateError):
+        await _operations("1-1-AAAAAAAAAAAAAAAA")[operation](engine)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_operation_on_a_stopped_engine_raises_engine_state_error(make_engine: Any, operation: str) -> None:
+    engine = await make_engine(_proxy())
+    key = await engine.create("one")
+    await engine.wait(key, timeout=WAIT)
+    await engine.shutdown()
+    with pytest.raises(EngineStateError):
+        await _operations(key)[operation](engine)
+
+
+async def test_wait_in_progress_ends_with_engine_state_error_when_the_engine_stops(make_engine: Any) -> None:
+    gate = Gate()
+
+    async def blocked(flow: Flow) -> None:
+        await gate.pass_through()
+
+    engine = await make_engine(proxy_with("blocked", chain("Blocked", "B"), B=blocked))
+    key = await engine.create("blocked")
+    await gate.wait_entered()
+    waiter = asyncio.ensure_future(engine.wait(key, timeout=WAIT))
+    await asyncio.sleep(0.1)
+    await engine.shutdown(drain_timeout=0)
+    with pytest.raises(EngineStateError):
+        await asyncio.wait_for(waiter, WAIT)
+
+
+async def test_flow_options_time_budget_overrides_the_engine_default(make_engine: Any) -> None:
+    async def slow(flow: Flow) -> None:
+        await asyncio.sleep(0.6)
+
+    engine = await make_engine(proxy_with("slow", chain("Slow", "S"), S=slow), time_budget=0.2)
+    _, outcome = await engine.run("slow", options=FlowOptions(time_budget=5), timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
