@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import builtins
 import contextlib
 import hashlib
 import json
@@ -54,6 +55,8 @@ DEFAULT_PRIORITY = 100
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 DEFAULT_DRAIN_TIMEOUT = 10.0
+PURGE_LIMIT = 4096
+REAP_BATCH = 500
 
 
 def _utc(seconds: float | None) -> datetime | None:
@@ -112,6 +115,7 @@ class Engine:
         self._waiters = FlowWaiters()
         self._flow_cache = FlowInfoCache()
         self._background: set[asyncio.Task[Any]] = set()
+        self._reaping: set[int] = set()
         self.drain_timeout = DEFAULT_DRAIN_TIMEOUT
         for name, value in settings.items():
             setter = getattr(self, f"set_{name}", None)
@@ -232,6 +236,10 @@ class Engine:
         self._scheduler = Scheduler(self, self._stores, self._workers)
         self._scheduler.start()
         self._phase = _STARTED
+        for store in self._stores:
+            # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
+            if int((await store.read("any_marked"))[0]["marked"]):
+                self._start_reaper(store)
         self._log.debug("engine started with %d shard(s)", len(self._stores))
 
     async def shutdown(self, *, drain_timeout: float | None = None) -> None:
@@ -571,30 +579,8 @@ class Engine:
         limit = min(query.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
         positions = _decode_cursor(query.cursor)
         stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
-        thread_id, thread_token = 0, ""
-        if query.thread_key:
-            try:
-                parsed = parse_key(query.thread_key, "thread")
-            except NotFoundError:
-                return [], ""
-            thread_id, thread_token = parsed.id, parsed.token
-            stores = [s for s in stores if s.shard == parsed.shard]
-        params = {
-            "include_subgraphs": 1 if query.include_subgraphs else 0,
-            "status": query.status,
-            "workflow_url": query.workflow_url,
-            "workflow_name": query.workflow_name,
-            "thread_id": thread_id,
-            "thread_token": thread_token,
-            "fairness_key": query.fairness_key,
-            "priority": query.priority,
-            "older_than": to_seconds(query.older_than) if query.older_than is not None else -1.0,
-            "newer_than": to_seconds(query.newer_than) if query.newer_than is not None else -1.0,
-            "task_name": query.task_name,
-            "search": query.search,
-            "pattern": "%" + _like_escape(query.search) + "%",
-            "limit": limit + 1,
-        }
+        stores, params = self._filter(query, stores)
+        params["limit"] = limit + 1
         # Per shard, the cursor holds the last flow id already returned (0: none yet; -1: shard exhausted).
         candidates: list[tuple[int, Row]] = []
         complete: dict[int, bool] = {}
@@ -617,6 +603,33 @@ class Engine:
         cursor = _encode_cursor(next_positions) if more else ""
         summaries = [self._summary(shard, row) for shard, row in page]
         return summaries, cursor
+
+    def _filter(self, query: Query, stores: builtins.list[Store]) -> tuple[builtins.list[Store], dict[str, Any]]:
+        """The statement parameters of a Query's filters, and the shards it can match on."""
+        thread_id, thread_token = 0, ""
+        if query.thread_key:
+            try:
+                parsed = parse_key(query.thread_key, "thread")
+            except NotFoundError:
+                return [], {}
+            thread_id, thread_token = parsed.id, parsed.token
+            stores = [s for s in stores if s.shard == parsed.shard]
+        params = {
+            "include_subgraphs": 1 if query.include_subgraphs else 0,
+            "status": query.status,
+            "workflow_url": query.workflow_url,
+            "workflow_name": query.workflow_name,
+            "thread_id": thread_id,
+            "thread_token": thread_token,
+            "fairness_key": query.fairness_key,
+            "priority": query.priority,
+            "older_than": to_seconds(query.older_than) if query.older_than is not None else -1.0,
+            "newer_than": to_seconds(query.newer_than) if query.newer_than is not None else -1.0,
+            "task_name": query.task_name,
+            "search": query.search,
+            "pattern": "%" + _like_escape(query.search) + "%",
+        }
+        return stores, params
 
     def _store_for_shard_filter(self, shard: int) -> Store:
         if shard > len(self._stores):
@@ -749,12 +762,54 @@ class Engine:
         self._flow_cache.discard(store.shard, flow_id)
 
     async def purge(self, query: Query) -> int:
-        """Mark matching stopped root flows for deletion (not supported yet)."""
+        """Mark up to 4096 matching stopped root flows (with their trees) for deletion; return how many.
+
+        Marked flows disappear from list, snapshot and history at once; a background reaper deletes their
+        rows in bounded batches. Call again to purge more.
+        """
         self._require_started()
         if not isinstance(query, Query):
             raise BadRequestError("query must be a Query")
         query.check()
-        raise NotImplementedError("purge is not implemented in this version of dwarf")
+        stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
+        stores, params = self._filter(query, stores)
+        remaining = PURGE_LIMIT
+        marked = 0
+        for store in stores:
+            if remaining <= 0:
+                break
+            async with store.transaction() as tx:
+                rows = await tx.fetch_all("mark_for_purge", limit=remaining, **params)
+            roots = sum(1 for row in rows if int(row["parent_flow_id"]) == 0)
+            for row in rows:
+                self._flow_cache.discard(store.shard, int(row["flow_id"]))
+            marked += roots
+            remaining -= roots
+            if rows:
+                self._start_reaper(store)
+        return marked
+
+    def _start_reaper(self, store: Store) -> None:
+        if store.shard in self._reaping:
+            return
+        self._reaping.add(store.shard)
+        self._spawn(self._reap(store))
+
+    async def _reap(self, store: Store) -> None:
+        """Delete the rows of flows marked for deletion, a bounded batch per transaction."""
+        try:
+            while self._phase == _STARTED:
+                async with store.transaction() as tx:
+                    deleted = await tx.execute("reap_marked_steps", batch=REAP_BATCH)
+                    if not deleted:
+                        deleted = await tx.execute("reap_marked_flows", batch=REAP_BATCH)
+                if not deleted:
+                    return
+                await asyncio.sleep(0)
+        except Exception as error:
+            self._log.warning("reaping shard %d failed: %s", store.shard, error)
+        finally:
+            self._reaping.discard(store.shard)
 
     async def fingerprint(self, flow_key: str) -> tuple[str, str]:
         """A token that changes whenever anything observable about the flow changes, and its status."""

@@ -17,7 +17,7 @@ __all__ = ["Row", "Store", "Tx", "load_queries"]
 
 Row = dict[str, Any]
 
-_QUERY_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_QUERY_HEADER = re.compile(r"^--\s*name:\s*(_?[a-z][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def _parse_query_file(text: str) -> dict[str, str]:
@@ -39,7 +39,16 @@ def load_queries(dialect: str, now_expression: str) -> dict[str, str]:
     package = resources.files("dwarf.store")
     queries = _parse_query_file((package / "queries.sql").read_text(encoding="utf-8"))
     queries.update(_parse_query_file((package / f"queries_{dialect}.sql").read_text(encoding="utf-8")))
-    return {name: sql.replace("{now}", now_expression) for name, sql in queries.items()}
+    # Names starting with "_" are fragments shared by several statements, spliced in as {_name}.
+    fragments = {name: sql for name, sql in queries.items() if name.startswith("_")}
+    resolved = {}
+    for name, sql in queries.items():
+        if name.startswith("_"):
+            continue
+        for fragment, text in fragments.items():
+            sql = sql.replace("{" + fragment + "}", text)
+        resolved[name] = sql.replace("{now}", now_expression)
+    return resolved
 
 
 def migration_scripts(dialect: str) -> list[tuple[int, str, str]]:

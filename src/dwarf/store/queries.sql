@@ -154,16 +154,9 @@ FROM dwarf_flows f WHERE f.flow_id = :flow_id AND f.purge_marked = 0
 -- The status of one flow, for waiters.
 SELECT flow_token, status FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
 
--- name: list_flows
--- A page of flows, newest first, after the cursor position :before_id (0 = from the top).
-SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
-       f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
-       f.parent_flow_id,
-       COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
-                 ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
-FROM dwarf_flows f
-WHERE f.purge_marked = 0
-  AND (:before_id = 0 OR f.flow_id < :before_id)
+-- name: _flow_filter
+-- The filters of a Query over dwarf_flows f (shared by list_flows and mark_for_purge).
+f.purge_marked = 0
   AND (:include_subgraphs = 1 OR f.parent_flow_id = 0)
   AND (:status = '' OR f.status = :status)
   AND (:workflow_url = '' OR f.workflow_url = :workflow_url)
@@ -179,8 +172,51 @@ WHERE f.purge_marked = 0
   AND (:search = '' OR f.workflow_url LIKE :pattern ESCAPE '!' OR f.workflow_name LIKE :pattern ESCAPE '!'
        OR f.fairness_key LIKE :pattern ESCAPE '!' OR f.error LIKE :pattern ESCAPE '!'
        OR f.cancel_reason LIKE :pattern ESCAPE '!')
+
+-- name: list_flows
+-- A page of flows, newest first, after the cursor position :before_id (0 = from the top).
+SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
+       f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
+       f.parent_flow_id,
+       COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
+                 ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
+FROM dwarf_flows f
+WHERE (:before_id = 0 OR f.flow_id < :before_id) AND {_flow_filter}
 ORDER BY f.flow_id DESC
 LIMIT :limit
+
+-- name: mark_for_purge
+-- Mark up to :limit matching stopped root flows, and their whole trees, for the reaper. Marked flows
+-- vanish from every read at once; the reaper deletes their rows in bounded batches later.
+UPDATE dwarf_flows SET purge_marked = 1
+WHERE purge_marked = 0 AND root_flow_id IN (
+    SELECT f.flow_id FROM dwarf_flows f
+    WHERE f.parent_flow_id = 0 AND f.status <> 'running'
+      AND NOT EXISTS (SELECT 1 FROM dwarf_flows d WHERE d.root_flow_id = f.flow_id AND d.status = 'running')
+      AND {_flow_filter}
+    ORDER BY f.flow_id
+    LIMIT :limit
+)
+RETURNING flow_id, parent_flow_id
+
+-- name: reap_marked_steps
+-- Delete a batch of steps of flows marked for deletion.
+DELETE FROM dwarf_steps WHERE step_id IN (
+    SELECT s.step_id FROM dwarf_steps s JOIN dwarf_flows f ON f.flow_id = s.flow_id
+    WHERE f.purge_marked = 1 LIMIT :batch
+)
+
+-- name: reap_marked_flows
+-- Delete a batch of marked flows whose steps are gone.
+DELETE FROM dwarf_flows WHERE flow_id IN (
+    SELECT f.flow_id FROM dwarf_flows f
+    WHERE f.purge_marked = 1 AND NOT EXISTS (SELECT 1 FROM dwarf_steps s WHERE s.flow_id = f.flow_id)
+    LIMIT :batch
+)
+
+-- name: any_marked
+-- Whether the reaper has work on this shard.
+SELECT COUNT(*) AS marked FROM (SELECT 1 FROM dwarf_flows WHERE purge_marked = 1 LIMIT 1) AS m
 
 -- name: delete_flow_steps
 -- Remove the steps of a tree (delete_on_completion, delete, the purge reaper).
