@@ -731,11 +731,102 @@ class Engine:
         return info.key
 
     async def fork(self, step_key: str, state_overrides: Mapping[str, Any] | None = None) -> str:
-        """Clone a terminal flow up to a step and re-run from it with overrides (not supported yet)."""
+        """Start a new flow that replays a stopped flow up to a step and re-runs that step with overrides.
+
+        The steps before the chosen one (every shallower step) are copied into a new flow, the chosen step
+        is queued again with ``state_overrides`` applied to its input, and the original flow is never
+        modified. The fork inherits scheduling and baggage, not the notify/delete flags.
+        """
         self._require_started()
-        _json_object(state_overrides, "state overrides")
-        parse_key(step_key, "step")
-        raise NotImplementedError("fork is not implemented in this version of dwarf")
+        overrides = _json_object(state_overrides, "state overrides")
+        parsed = parse_key(step_key, "step")
+        store = self._store_for_key(parsed)
+        rows = await store.read("get_step_with_flow", step_id=parsed.id)
+        if not rows or int(rows[0]["purge_marked"]) or not tokens_match(parsed.token, rows[0]["step_token"]):
+            raise NotFoundError("step not found")
+        target = rows[0]
+        flow = (await store.read("get_flow", flow_id=int(target["flow_id"])))[0]
+        if int(flow["parent_flow_id"]):
+            raise BadRequestError("forking from a step inside a child flow is not supported yet")
+        if Status(flow["status"]) not in TERMINAL_STATUSES:
+            raise ConflictError(f"only a stopped flow can be forked; this one is {flow['status']}")
+        if int(target["lineage_id"]):
+            raise BadRequestError("forking from a step inside a fan-out branch is not supported yet")
+        graph = Graph.from_json(flow["graph"])
+        policy = policy_of_row(flow)
+        policy = FlowPolicy(
+            priority=policy.priority,
+            fairness_key=policy.fairness_key,
+            fairness_weight=policy.fairness_weight,
+            time_budget_ms=policy.time_budget_ms,
+            baggage=policy.baggage,
+        )
+        async with store.transaction() as tx:
+            info = await insert_flow(
+                tx,
+                store.shard,
+                graph,
+                flow["workflow_url"],
+                {},
+                policy,
+                forked_from_step_id=int(target["step_id"]),
+                with_entry_step=False,
+            )
+            prefix = await tx.fetch_all(
+                "fork_prefix_steps", flow_id=int(flow["flow_id"]), depth=int(target["step_depth"])
+            )
+            clones: dict[int, int] = {}
+            for source in prefix:
+                clones[int(source["step_id"])] = int(
+                    await tx.fetch_value(
+                        "clone_step",
+                        source_step_id=int(source["step_id"]),
+                        flow_id=info.flow_id,
+                        step_token=new_token(),
+                        priority=policy.priority,
+                        fairness_key=policy.fairness_key,
+                        fairness_weight=policy.fairness_weight,
+                    )
+                )
+            state = apply_changes(json.loads(target["state"]), overrides)
+            predecessor = clones.get(int(target["predecessor_id"]), 0)
+            rerun_id = int(
+                await tx.fetch_value(
+                    "insert_step",
+                    flow_id=info.flow_id,
+                    step_token=new_token(),
+                    step_depth=int(target["step_depth"]),
+                    task_name=target["task_name"],
+                    task_url=target["task_url"],
+                    state=dumps(state),
+                    changes="{}",
+                    carry="{}",
+                    status=Status.PENDING.value,
+                    attempt=0,
+                    time_budget_ms=policy.time_budget_ms,
+                    priority=policy.priority,
+                    fairness_key=policy.fairness_key,
+                    fairness_weight=policy.fairness_weight,
+                    predecessor_id=predecessor,
+                    lineage_id=0,
+                    fan_out_ordinal=0,
+                    delay=0.0,
+                )
+            )
+            for source in prefix:
+                successor = int(source["successor_id"])
+                new_successor = rerun_id if successor == int(target["step_id"]) else clones.get(successor, 0)
+                await tx.execute(
+                    "remap_step_links",
+                    step_id=clones[int(source["step_id"])],
+                    predecessor_id=clones.get(int(source["predecessor_id"]), 0),
+                    successor_id=new_successor,
+                    lineage_id=clones.get(int(source["lineage_id"]), 0),
+                    fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
+                )
+        self._flow_cache.put(info)
+        self._ring(store.shard)
+        return info.key
 
     async def delete(self, flow_key: str) -> None:
         """Delete a stopped root flow and its whole tree, steps included."""

@@ -337,3 +337,31 @@ WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
 -- name: flow_parent
 -- The parent of a flow (0 for a root), to walk a tree upward.
 SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
+
+-- name: fork_prefix_steps
+-- The steps a fork copies: every step of the flow shallower than the step it forks from.
+SELECT * FROM dwarf_steps WHERE flow_id = :flow_id AND step_depth < :depth ORDER BY step_id
+
+-- name: clone_step
+-- Copy a step into a forked flow; ids that point at other steps are remapped afterwards.
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
+    error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, successor_id,
+    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, arrived, for_each_as,
+    join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result, subgraph_error,
+    not_before, created_at, started_at, updated_at
+)
+SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
+    error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight, predecessor_id, successor_id,
+    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, arrived, for_each_as,
+    join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
+    not_before, created_at, started_at, {now}
+FROM dwarf_steps WHERE step_id = :source_step_id
+RETURNING step_id
+
+-- name: remap_step_links
+-- Point a cloned step's links at the clones of the steps they named (0 where no clone exists).
+UPDATE dwarf_steps
+SET predecessor_id = :predecessor_id, successor_id = :successor_id, lineage_id = :lineage_id,
+    fan_in_step_id = :fan_in_step_id
+WHERE step_id = :step_id
