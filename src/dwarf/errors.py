@@ -24,7 +24,7 @@ class DwarfError(Exception):
 
 
 class BadRequestError(DwarfError):
-    """The caller passed something unusable: non-JSON state, a bad option, a child key where a root is needed."""
+    """The caller passed something unusable: non-JSON state, a bad option, a child key for a root one."""
 
     status_code = 400
 
@@ -52,6 +52,6 @@ class EngineStateError(DwarfError):
 
 
 class SubgraphError(DwarfError):
-    """Raised inside a parent task by ``Flow.subgraph`` when the child flow failed; carries the child's error."""
+    """Raised in a parent task by ``Flow.subgraph`` when the child flow failed; carries the child's error."""
 
     status_code = 500

@@ -206,7 +206,11 @@ class StepCommit:
         await self._stop_flow(Status.INTERRUPTED, interrupt_payload=payload)
 
     async def commit_subgraph(
-        self, changes: Mapping[str, Any], workflow_url: str, child_input: Mapping[str, Any], child_graph: Graph
+        self,
+        changes: Mapping[str, Any],
+        workflow_url: str,
+        child_input: Mapping[str, Any],
+        child_graph: Graph,
     ) -> None:
         """Park the step on a new child flow that starts with exactly ``child_input`` as its state."""
         info = self.info
@@ -333,7 +337,11 @@ class StepCommit:
             else:
                 runnable.append((ordinal, branch))
         size = len(route.branches) + route.ends
-        for_each_as = next((str(key) for key in route.branches[0].extra if route.for_each), "") if route.branches else ""
+        for_each_as = (
+            next((str(key) for key in route.branches[0].extra if route.for_each), "")
+            if route.branches
+            else ""
+        )
         first_successor = 0
         for ordinal, branch in runnable:
             state = dict(merged)
@@ -394,7 +402,9 @@ class StepCommit:
             outer_lineage = int(spawn["lineage_id"])
             try:
                 merged = merge_fan_in(base, deltas, reducers)
-                outer_carry = merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
+                outer_carry = (
+                    merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
+                )
             except ReducerError as error:
                 await self._fail_flow(f"merging the branches of {spawn['task_name']!r}: {error}")
                 return
@@ -432,7 +442,10 @@ class StepCommit:
     async def _cancel_cohort(self, spawn_id: int) -> None:
         """Cancel every unfinished step descending from a spawn (its branches and their nested cohorts)."""
         flow_id = self.info.flow_id
-        parents = {int(r["step_id"]): int(r["lineage_id"]) for r in await self.tx.fetch_all("spawn_steps", flow_id=flow_id)}
+        parents = {
+            int(r["step_id"]): int(r["lineage_id"])
+            for r in await self.tx.fetch_all("spawn_steps", flow_id=flow_id)
+        }
         own = int(self.step["step_id"])
         for row in await self.tx.fetch_all("unfinished_steps", flow_id=flow_id):
             step_id = int(row["step_id"])

@@ -134,7 +134,7 @@ class Engine:
             raise EngineStateError(f"{what} can only be set before startup")
 
     def set_dsn(self, dsn: str) -> None:
-        """The database: ``sqlite:///path`` or ``postgresql://...``; ``%d`` is replaced by the shard number."""
+        """The database: ``sqlite:///path`` or ``postgresql://...``; ``%d`` stands for the shard number."""
         self._require_new("the DSN")
         if not isinstance(dsn, str):
             raise BadRequestError("the DSN must be a string")
@@ -282,7 +282,9 @@ class Engine:
 
     def _require_started(self) -> None:
         if self._phase != _STARTED:
-            raise EngineStateError("the engine is not started" if self._phase == _NEW else "the engine is stopped")
+            raise EngineStateError(
+                "the engine is not started" if self._phase == _NEW else "the engine is stopped"
+            )
 
     # --- internals used by the scheduler and executor ---
 
@@ -440,7 +442,9 @@ class Engine:
         if graph is None:
             raise NotFoundError(f"workflow {workflow_url!r} not found")
         if not isinstance(graph, Graph):
-            raise InvalidGraphError(f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph")
+            raise InvalidGraphError(
+                f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph"
+            )
         graph.validate()
         # Freeze a copy: the host may keep mutating its own Graph object.
         return Graph.from_json(graph.to_json())
@@ -458,7 +462,14 @@ class Engine:
     ) -> FlowInfo:
         async with store.transaction() as tx:
             info = await insert_flow(
-                tx, store.shard, graph, workflow_url, state, policy, thread_id=thread_id, thread_token=thread_token
+                tx,
+                store.shard,
+                graph,
+                workflow_url,
+                state,
+                policy,
+                thread_id=thread_id,
+                thread_token=thread_token,
             )
         self._flow_cache.put(info)
         return info
@@ -467,7 +478,11 @@ class Engine:
         parsed = parse_key(thread_key, "thread")
         store = self._store_for_key(parsed)
         rows = await store.read("get_flow", flow_id=parsed.id)
-        if not rows or not tokens_match(parsed.token, rows[0]["thread_token"]) or int(rows[0]["thread_id"]) != parsed.id:
+        if (
+            not rows
+            or not tokens_match(parsed.token, rows[0]["thread_token"])
+            or int(rows[0]["thread_id"]) != parsed.id
+        ):
             raise NotFoundError("thread not found")
         return store, rows[0]
 
@@ -604,7 +619,9 @@ class Engine:
         summaries = [self._summary(shard, row) for shard, row in page]
         return summaries, cursor
 
-    def _filter(self, query: Query, stores: builtins.list[Store]) -> tuple[builtins.list[Store], dict[str, Any]]:
+    def _filter(
+        self, query: Query, stores: builtins.list[Store]
+    ) -> tuple[builtins.list[Store], dict[str, Any]]:
         """The statement parameters of a Query's filters, and the shards it can match on."""
         thread_id, thread_token = 0, ""
         if query.thread_key:
@@ -704,7 +721,9 @@ class Engine:
         if info is not None:
             await self._flow_stopped(info, Status.CANCELLED)
 
-    async def continue_thread(self, thread_key: str, additional_state: Mapping[str, Any] | None = None) -> str:
+    async def continue_thread(
+        self, thread_key: str, additional_state: Mapping[str, Any] | None = None
+    ) -> str:
         """Start the next flow of a thread from its latest completed flow's final state."""
         self._require_started()
         extra = _json_object(additional_state, "additional state")
@@ -914,7 +933,7 @@ class Engine:
         digest = hashlib.sha256(material.encode()).hexdigest()[:24]
         return digest, data["status"]
 
-    async def shard_info(self) -> list[ShardSummary]:
+    async def shard_info(self) -> builtins.list[ShardSummary]:
         """Per shard: ping latency and the number of flows and steps, or the error."""
         self._require_started()
         loop = asyncio.get_running_loop()

@@ -16,12 +16,12 @@ from dwarf.engine.completion import LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import format_key
 from dwarf.engine.transitions import RoutingError, route_after_success
+from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Row, Store
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json
-from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
 from dwarf.workflow.reducers import apply_changes
 
 if TYPE_CHECKING:
@@ -132,7 +132,9 @@ async def _commit_outcome(
                 url, child_input = carrier.subgraph_request
                 await commit.commit_subgraph(changes, url, child_input, child_graph)
             elif carrier.retry_delay is not None:
-                await commit.commit_retry(merged, carrier.retry_delay, error_text(task_error) if task_error else "")
+                await commit.commit_retry(
+                    merged, carrier.retry_delay, error_text(task_error) if task_error else ""
+                )
             elif task_error is not None:
                 await _commit_error(commit, graph, node, changes, merged, task_error)
             else:

@@ -91,7 +91,9 @@ class Scheduler:
             # Hand the step back at once so another replica need not wait for the lease to expire.
             with contextlib.suppress(Exception):
                 async with flight.store.transaction() as tx:
-                    await tx.execute("release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token)
+                    await tx.execute(
+                        "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token
+                    )
 
     async def abandon(self) -> None:
         """Stop at once without releasing leases, as a crashed process would (for tests)."""
@@ -162,7 +164,9 @@ class Scheduler:
                 async with store.transaction() as tx:
                     recovered = await tx.execute("recover_expired_leases")
                 if recovered:
-                    self._engine._log.info("recovered %d expired lease(s) on shard %d", recovered, store.shard)
+                    self._engine._log.info(
+                        "recovered %d expired lease(s) on shard %d", recovered, store.shard
+                    )
                     return 0.0
             else:
                 delay = min(delay, until_expiry)

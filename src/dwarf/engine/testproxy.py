@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskHandler", "TestProxy"]
 
-TaskHandler = Callable[[Flow], None | Awaitable[None]]
-StoppedCallback = Callable[[str, FlowOutcome], None | Awaitable[None]]
+TaskHandler = Callable[[Flow], Awaitable[None] | None]
+StoppedCallback = Callable[[str, FlowOutcome], Awaitable[None] | None]
 
 
 class TestProxy:

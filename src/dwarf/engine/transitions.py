@@ -87,7 +87,11 @@ def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto:
                 continue
             count = len(items)
             for index, item in enumerate(items):
-                extra = {transition.as_: item, f"{transition.as_}Index": index, f"{transition.as_}Count": count}
+                extra = {
+                    transition.as_: item,
+                    f"{transition.as_}Index": index,
+                    f"{transition.as_}Count": count,
+                }
                 branches.append(Branch(transition.to, extra, transition.for_each))
             continue
         if transition.when and not _holds(transition.when, state):

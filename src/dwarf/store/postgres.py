@@ -15,7 +15,15 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from dwarf.store.base import AbstractTxContext, Row, Store, Tx, load_queries, migration_scripts, split_statements
+from dwarf.store.base import (
+    AbstractTxContext,
+    Row,
+    Store,
+    Tx,
+    load_queries,
+    migration_scripts,
+    split_statements,
+)
 
 __all__ = ["PostgresStore", "redact_dsn", "to_psycopg_params"]
 
@@ -91,8 +99,8 @@ class PostgresStore(Store):
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
             await conn.execute(
-                "CREATE TABLE IF NOT EXISTS dwarf_migrations ("
-                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                "CREATE TABLE IF NOT EXISTS dwarf_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             cursor = await conn.execute("SELECT version FROM dwarf_migrations")
             done = {row["version"] for row in await cursor.fetchall()}

@@ -16,7 +16,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dwarf.errors import BadRequestError
-from dwarf.store.base import AbstractTxContext, Row, Store, Tx, load_queries, migration_scripts, split_statements
+from dwarf.store.base import (
+    AbstractTxContext,
+    Row,
+    Store,
+    Tx,
+    load_queries,
+    migration_scripts,
+    split_statements,
+)
 
 __all__ = ["SQLiteStore", "parse_sqlite_dsn"]
 
@@ -184,7 +192,7 @@ class _SQLiteTxContext(AbstractTxContext):
             raise
         return _SQLiteTx(self._store)
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         lock = self._store._lock
         assert lock is not None
         try:

@@ -13,7 +13,7 @@ Duration = timedelta | float | int
 
 
 def to_seconds(value: Duration | None, *, what: str = "duration") -> float:
-    """Return ``value`` in seconds; None is 0. Raises BadRequestError for a non-number or a non-finite number."""
+    """Return ``value`` in seconds (None is 0); BadRequestError for a non-number or a non-finite one."""
     if value is None:
         return 0.0
     if isinstance(value, timedelta):
