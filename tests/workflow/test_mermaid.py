@@ -310,6 +310,11 @@ def test_history_ignores_edges_to_steps_it_does_not_have() -> None:
     assert diagram.edges == []
 
 
+def test_history_reads_neighbour_id_zero_as_none() -> None:
+    diagram = parse(history_mermaid([step(0, "Zero"), step(5, "Five")]))
+    assert diagram.edges == []
+
+
 def test_history_repeated_and_negative_step_ids_get_unique_node_ids() -> None:
     diagram = parse(history_mermaid([step(4, "A"), step(4, "B"), step(-2, "C")]))
     assert list(diagram.nodes) == ["s4", "s4_2", "sn2"]

@@ -48,6 +48,10 @@ class Effects:
     # Other flows of the tree whose waiters must wake (ancestors an interrupt surfaced on).
     woken: list[int] = field(default_factory=list)
     created: list[FlowInfo] = field(default_factory=list)
+    # Seconds until delayed steps created here come due (sleeps, retries): the claimer sets timers.
+    due_in: list[float] = field(default_factory=list)
+    # A successor inserted already leased to this worker, to run next without a claim.
+    inline_step: Row | None = None
 
 
 @dataclass
@@ -58,6 +62,8 @@ class StepCommit:
     info: FlowInfo
     step: Row
     lease_token: str
+    # When set, a lone successor with no delay is inserted leased to this worker (see insert_leased_step).
+    inline_lease_margin: float | None = None
     effects: Effects = field(default_factory=Effects)
 
     # --- building blocks ---
@@ -134,7 +140,44 @@ class StepCommit:
             delay=max(0.0, delay),
         )
         self.effects.new_work = True
+        if delay > 0:
+            self.effects.due_in.append(delay)
         return int(step_id)
+
+    async def _insert_inline_step(
+        self,
+        node: str,
+        state: Mapping[str, Any],
+        *,
+        depth: int,
+        lineage_id: int,
+        ordinal: int,
+        carry: Mapping[str, Any],
+    ) -> int:
+        info = self.info
+        assert self.inline_lease_margin is not None
+        row = await self.tx.fetch_one(
+            "insert_leased_step",
+            flow_id=info.flow_id,
+            step_token=new_token(),
+            step_depth=depth,
+            task_name=node,
+            task_url=info.graph.url_of(node),
+            state=dumps(state),
+            carry=dumps(carry),
+            time_budget_ms=info.time_budget_ms,
+            priority=info.priority,
+            fairness_key=info.fairness_key,
+            fairness_weight=info.fairness_weight,
+            predecessor_id=int(self.step["step_id"]),
+            lineage_id=lineage_id,
+            fan_out_ordinal=ordinal,
+            lease_token=self.lease_token,
+            lease_margin=self.inline_lease_margin,
+        )
+        assert row is not None
+        self.effects.inline_step = row
+        return int(row["step_id"])
 
     async def _stop_flow(
         self,
@@ -199,6 +242,8 @@ class StepCommit:
         if count != 1:
             raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
         self.effects.new_work = True
+        if delay > 0:
+            self.effects.due_in.append(delay)
 
     async def commit_interrupt(self, changes: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
         """Park the step awaiting resume; the flow becomes interrupted unless it already is."""
@@ -286,16 +331,26 @@ class StepCommit:
                 await self._finish(Status.COMPLETED, changes, carry=carry, arrived=True)
                 await self._arrive(lineage_id, node, abandoned=False)
                 return
-            successor_id = await self._insert_step(
-                node,
-                merged,
-                depth=depth,
-                predecessor_id=step_id,
-                lineage_id=lineage_id,
-                ordinal=int(step["fan_out_ordinal"]),
-                delay=sleep,
-                carry=carry if lineage_id else None,
-            )
+            if self.inline_lease_margin is not None and sleep <= 0:
+                successor_id = await self._insert_inline_step(
+                    node,
+                    merged,
+                    depth=depth,
+                    lineage_id=lineage_id,
+                    ordinal=int(step["fan_out_ordinal"]),
+                    carry=carry if lineage_id else {},
+                )
+            else:
+                successor_id = await self._insert_step(
+                    node,
+                    merged,
+                    depth=depth,
+                    predecessor_id=step_id,
+                    lineage_id=lineage_id,
+                    ordinal=int(step["fan_out_ordinal"]),
+                    delay=sleep,
+                    carry=carry if lineage_id else None,
+                )
             await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
             return
 

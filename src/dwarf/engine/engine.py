@@ -312,6 +312,9 @@ class Engine:
             self._flow_cache.put(child)
         if effects.new_work:
             self._ring(info.shard)
+        if self._scheduler is not None:
+            for delay in effects.due_in:
+                self._scheduler.ring_later(info.shard, delay)
         for flow_id in effects.woken:
             self._waiters.wake(info.shard, flow_id)
             self._signal(Signal(FLOW_STOPPED, info.shard, flow_id))

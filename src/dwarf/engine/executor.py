@@ -55,12 +55,18 @@ def _loads(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
-async def run_claimed_step(engine: Engine, store: Store, step: Row, lease_token: str) -> None:
-    """Execute a leased step and commit its outcome; a lost lease means nothing is committed."""
+async def run_claimed_step(
+    engine: Engine, store: Store, step: Row, lease_token: str, inline_lease_margin: float | None = None
+) -> Row | None:
+    """Execute a leased step and commit its outcome; a lost lease means nothing is committed.
+
+    With ``inline_lease_margin`` set, a lone successor is inserted already leased to this worker and
+    returned, for the caller to run next without a claim round trip.
+    """
     info = await engine._flow_info(store, int(step["flow_id"]))
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
-        return
+        return None
     carrier = _build_carrier(info, step)
     budget = int(step["time_budget_ms"]) / 1000.0
     task_error: BaseException | None = None
@@ -81,7 +87,9 @@ async def run_claimed_step(engine: Engine, store: Store, step: Row, lease_token:
     except Exception as error:
         task_error = error
 
-    await _commit_outcome(engine, store, info, step, lease_token, carrier, park, task_error)
+    return await _commit_outcome(
+        engine, store, info, step, lease_token, carrier, park, task_error, inline_lease_margin
+    )
 
 
 def _build_carrier(info: FlowInfo, step: Row) -> Flow:
@@ -110,7 +118,8 @@ async def _commit_outcome(
     carrier: Flow,
     park: Park | None,
     task_error: BaseException | None,
-) -> None:
+    inline_lease_margin: float | None,
+) -> Row | None:
     changes = carrier.changes
     child_graph: Graph | None = None
     if park is not None and park.kind == "subgraph":
@@ -125,7 +134,7 @@ async def _commit_outcome(
     node = step["task_name"]
     try:
         async with store.transaction() as tx:
-            commit = StepCommit(tx, info, step, lease_token)
+            commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
             if park is not None and park.kind == "interrupt":
                 await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
             elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
@@ -146,8 +155,9 @@ async def _commit_outcome(
                     await commit.commit_success(changes, merged, route, carrier.sleep_seconds)
     except LeaseLostError:
         log.info("step %s-%s lost its lease; its outcome was discarded", info.shard, step["step_id"])
-        return
+        return None
     await engine._after_commit(info, commit.effects)
+    return commit.effects.inline_step
 
 
 async def _commit_error(

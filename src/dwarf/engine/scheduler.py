@@ -124,6 +124,10 @@ class Scheduler:
                 continue
             if len(claimed) == free:
                 continue
+            # Nothing more is due. Local work rings the doorbell (and delayed local work sets a timer);
+            # after a quiet poll interval, ask the database what is coming (peers' sleeps, expired leases).
+            if await self._wait_for(doorbell, self.idle_poll):
+                continue
             try:
                 delay = await self._idle_delay(store)
             except asyncio.CancelledError:
@@ -131,11 +135,23 @@ class Scheduler:
             except Exception as error:
                 self._engine._log.warning("polling shard %d failed: %s", store.shard, error)
                 delay = self.error_backoff
-            if delay <= 0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await doorbell.wait()
+            if delay > 0:
+                await self._wait_for(doorbell, delay)
+
+    @staticmethod
+    async def _wait_for(doorbell: asyncio.Event, timeout: float) -> bool:
+        """Wait for the doorbell up to ``timeout``; True when it rang."""
+        try:
+            async with asyncio.timeout(timeout):
+                await doorbell.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def ring_later(self, shard: int, delay: float) -> None:
+        """Ring ``shard``'s doorbell once ``delay`` seconds have passed (a local step comes due)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, delay) + 0.001, self.ring, shard)
 
     async def _claim(self, store: Store, limit: int) -> list[Row]:
         lease_token = new_token()
@@ -173,14 +189,25 @@ class Scheduler:
         return max(0.0, delay)
 
     async def _run(self, store: Store, step: Row, lease_token: str) -> None:
+        task = asyncio.current_task()
+        next_step: Row | None = step
         try:
-            await run_claimed_step(self._engine, store, step, lease_token)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._engine._log.exception("running step %d-%d failed", store.shard, step["step_id"])
+            while next_step is not None:
+                if task is not None:
+                    self._in_flight[task] = _InFlight(store, next_step, lease_token)
+                # Run a lone successor inline only while this engine has idle workers: then no queued step
+                # is waiting for this worker, so skipping the queue cannot starve anything here.
+                inline = (
+                    self.lease_margin if not self._stopping and len(self._in_flight) < self._workers else None
+                )
+                current, next_step = next_step, None
+                try:
+                    next_step = await run_claimed_step(self._engine, store, current, lease_token, inline)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self._engine._log.exception("running step %d-%d failed", store.shard, current["step_id"])
         finally:
-            task = asyncio.current_task()
             if task is not None:
                 self._in_flight.pop(task, None)
             self._slot_free.set()

@@ -210,10 +210,10 @@ def history_mermaid(steps: Sequence[FlowStep]) -> str:
     def close_level(level: _Level) -> None:
         has_incoming: set[str] = set()
         for step, own in zip(level.steps, level.node_ids, strict=True):
-            for source, target in (
-                (level.ids.get(step.predecessor_id), own),
-                (own, level.ids.get(step.successor_id)),
-            ):
+            # 0 means "no such neighbour", even in a level that happens to hold a step with id 0.
+            predecessor = level.ids.get(step.predecessor_id) if step.predecessor_id else None
+            successor = level.ids.get(step.successor_id) if step.successor_id else None
+            for source, target in ((predecessor, own), (own, successor)):
                 if source is not None and target is not None and source != target:
                     add_edge(source, target, "-->")
                     has_incoming.add(target)
