@@ -502,12 +502,18 @@ class Engine:
             # Pushed wake-ups (local, or a peer's flow-stopped signal) end the wait; this slow poll only
             # covers signals that were lost.
             poll = 1.0
+            current: Row | None = row
             while True:
                 self._require_started()
                 event.clear()
-                status = await self._flow_status(store, flow_id)
-                if status in _STOPPED_STATUSES:
-                    return await self._outcome(store, flow_id)
+                if current is None:
+                    rows = await store.read("get_flow", flow_id=flow_id)
+                    if not rows:
+                        raise NotFoundError("flow not found")
+                    current = rows[0]
+                if Status(current["status"]) in _STOPPED_STATUSES:
+                    return await self._outcome(store, flow_id, current)
+                current = None
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"flow {correlation_id(store.shard, flow_id)} did not stop in time")

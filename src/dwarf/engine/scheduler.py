@@ -155,10 +155,9 @@ class Scheduler:
 
     async def _claim(self, store: Store, limit: int) -> list[Row]:
         lease_token = new_token()
-        async with store.transaction() as tx:
-            rows = await tx.fetch_all(
-                "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
-            )
+        rows = await store.write(
+            "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
+        )
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
             task = asyncio.create_task(self._run(store, row, lease_token))
@@ -167,9 +166,7 @@ class Scheduler:
 
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""
-        async with store.transaction(write=False) as tx:
-            row = await tx.fetch_one("next_wake_time")
-        assert row is not None
+        row = (await store.read("next_wake_time"))[0]
         now = float(row["now"])
         delay = self.idle_poll
         if row["next_due"] is not None:
@@ -177,8 +174,7 @@ class Scheduler:
         if row["next_expiry"] is not None:
             until_expiry = float(row["next_expiry"]) - now
             if until_expiry <= 0:
-                async with store.transaction() as tx:
-                    recovered = await tx.execute("recover_expired_leases")
+                recovered = len(await store.write("recover_expired_leases"))
                 if recovered:
                     self._engine._log.info(
                         "recovered %d expired lease(s) on shard %d", recovered, store.shard

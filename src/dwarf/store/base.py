@@ -124,6 +124,11 @@ class Store(abc.ABC):
         async with self.transaction(write=False) as tx:
             return await tx.fetch_all(query, **params)
 
+    async def write(self, query: str, **params: Any) -> list[Row]:
+        """Run one writing statement in its own transaction and return the rows it returned."""
+        async with self.transaction() as tx:
+            return await tx.fetch_all(query, **params)
+
     @property
     @abc.abstractmethod
     def description(self) -> str:

@@ -108,6 +108,7 @@ SELECT
 UPDATE dwarf_steps
 SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
+RETURNING step_id
 
 -- name: release_lease
 -- A replica shutting down hands a claimed step back at once.

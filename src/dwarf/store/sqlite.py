@@ -94,6 +94,21 @@ class SQLiteStore(Store):
     def transaction(self, *, write: bool = True) -> AbstractTxContext:
         return _SQLiteTxContext(self, write)
 
+    async def read(self, query: str, **params: Any) -> list[Row]:
+        return await self._single(query, params, write=False)
+
+    async def write(self, query: str, **params: Any) -> list[Row]:
+        return await self._single(query, params, write=True)
+
+    async def _single(self, query: str, params: dict[str, Any], *, write: bool) -> list[Row]:
+        # A one-statement transaction makes a single trip to the store's thread instead of three.
+        lock = self._lock
+        if lock is None:
+            raise RuntimeError("SQLite store is not open")
+        async with lock:
+            rows: list[Row] = await asyncio.shield(self._call(self._run_alone, query, params, write))
+            return rows
+
     async def _call(self, fn: Any, *args: Any) -> Any:
         if self._executor is None:
             raise RuntimeError("SQLite store is not open")
@@ -151,6 +166,20 @@ class SQLiteStore(Store):
         rows = cursor.fetchall()
         return rows, cursor.rowcount
 
+    def _run_alone(self, query: str, params: dict[str, Any], write: bool) -> list[Row]:
+        self._begin(write)
+        try:
+            rows, _ = self._run(query, params)
+        except BaseException:
+            self._end(False)
+            raise
+        self._end(True)
+        return rows
+
+    def _run_first(self, write: bool, query: str, params: dict[str, Any]) -> tuple[list[Row], int]:
+        self._begin(write)
+        return self._run(query, params)
+
     def _begin(self, write: bool) -> None:
         assert self._conn is not None
         self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -163,40 +192,51 @@ class SQLiteStore(Store):
 
 
 class _SQLiteTx(Tx):
-    def __init__(self, store: SQLiteStore) -> None:
+    """Statements of one transaction. BEGIN travels with the first statement to save a thread hop."""
+
+    def __init__(self, store: SQLiteStore, write: bool) -> None:
         self._store = store
+        self._write = write
+        self.begun = False
+
+    async def _send(self, query: str, params: dict[str, Any]) -> tuple[list[Row], int]:
+        store = self._store
+        if not self.begun:
+            self.begun = True
+            result = await store._call(store._run_first, self._write, query, params)
+        else:
+            result = await store._call(store._run, query, params)
+        return result  # type: ignore[no-any-return]
 
     async def fetch_all(self, query: str, **params: Any) -> list[Row]:
-        rows, _ = await self._store._call(self._store._run, query, params)
-        return rows  # type: ignore[no-any-return]
+        rows, _ = await self._send(query, params)
+        return rows
 
     async def execute(self, query: str, **params: Any) -> int:
-        _, count = await self._store._call(self._store._run, query, params)
-        return count  # type: ignore[no-any-return]
+        _, count = await self._send(query, params)
+        return count
 
 
 class _SQLiteTxContext(AbstractTxContext):
     def __init__(self, store: SQLiteStore, write: bool) -> None:
         self._store = store
         self._write = write
+        self._tx: _SQLiteTx | None = None
 
     async def __aenter__(self) -> Tx:
         lock = self._store._lock
         if lock is None:
             raise RuntimeError("SQLite store is not open")
         await lock.acquire()
-        try:
-            await self._store._call(self._store._begin, self._write)
-        except BaseException:
-            lock.release()
-            raise
-        return _SQLiteTx(self._store)
+        self._tx = _SQLiteTx(self._store, self._write)
+        return self._tx
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         lock = self._store._lock
         assert lock is not None
         try:
-            # Shielded: a cancelled caller must still end the transaction, or the connection stays inside it.
-            await asyncio.shield(self._store._call(self._store._end, exc_type is None))
+            if self._tx is not None and self._tx.begun:
+                # Shielded: a cancelled caller must still end the transaction, or the connection stays in it.
+                await asyncio.shield(self._store._call(self._store._end, exc_type is None))
         finally:
             lock.release()
