@@ -25,8 +25,12 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# coverage starts before pytest so that the dwarf.testing plugin's early import of dwarf is measured too.
 pytest: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=dwarf --cov-report=term:skip-covered tests
+	$(BIN)/python -m coverage run -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m coverage report --skip-covered --include='src/dwarf/*'
+	$(BIN)/python -m coverage report --fail-under=95 --include='src/dwarf/workflow/*' > /dev/null || \
+		{ echo "coverage of dwarf.workflow is under 95%"; $(BIN)/python -m coverage report --include='src/dwarf/workflow/*'; exit 1; }
 
 test: lint typecheck pytest
 

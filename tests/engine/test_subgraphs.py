@@ -1,0 +1,255 @@
+"""Child flows (SPEC §5 subgraph, §7 history/list/cancel/delete/resume on child keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dwarf import BadRequestError, Flow, FlowOptions, Query, Status, SubgraphError, current_baggage
+from dwarf.engine import TestProxy
+from tests.engine.graphs import WAIT, Gate, chain, failing, noop, wait_until
+from tests.engine.graphs_parallel import Runs, calls_subgraph, child_summaries, single, summaries, wait_for_status
+
+
+def _parent_and_child(child_handler: Any, parent_handler: Any | None = None) -> TestProxy:
+    """Workflow ``parent`` (node Call, which runs ``child``) and workflow ``child`` (node Child)."""
+    proxy = TestProxy()
+    proxy.handle_graph("parent", single("Parent", "Call"))
+    proxy.handle_graph("child", single("ChildFlow", "Child"))
+    proxy.handle_task("Call", parent_handler or calls_subgraph("child", input_field="input"))
+    proxy.handle_task("Child", child_handler)
+    return proxy
+
+
+async def test_child_starts_with_exactly_the_input_and_returns_its_final_state(make_engine: Any) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def child(flow: Flow) -> None:
+        seen.append(flow.snapshot())
+        flow.set("doubled", flow.get_int("n") * 2)
+
+    engine = await make_engine(_parent_and_child(child))
+    _, outcome = await engine.run("parent", {"input": {"n": 21}, "secret": "parent only"}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert seen == [{"n": 21}]
+    assert outcome.state == {"input": {"n": 21}, "secret": "parent only", "result": {"n": 21, "doubled": 42}}
+
+
+async def test_parent_step_parks_and_re_runs_when_the_child_completes(make_engine: Any) -> None:
+    runs = Runs()
+    child_gate = Gate()
+
+    async def call(flow: Flow) -> None:
+        runs.count("Call")
+        flow.set("result", flow.subgraph("child", {}))
+
+    async def child(flow: Flow) -> None:
+        await child_gate.pass_through()
+        flow.set("done", True)
+
+    engine = await make_engine(_parent_and_child(child, call))
+    key = await engine.create("parent")
+    await child_gate.wait_entered()
+    assert runs["Call"] == 1
+    [parked] = [step for step in await engine.history(key) if step.task_name == "Call"]
+    assert parked.parked
+    assert parked.subgraph
+    child_gate.open()
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    assert outcome.state == {"result": {"done": True}}
+    assert runs["Call"] == 2
+
+
+async def test_child_inherits_the_parents_baggage(make_engine: Any) -> None:
+    seen: list[Any] = []
+
+    async def child(flow: Flow) -> None:
+        seen.append(current_baggage())
+
+    engine = await make_engine(_parent_and_child(child))
+    _, outcome = await engine.run("parent", options=FlowOptions(baggage={"tenant": "acme"}), timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    assert seen == [{"tenant": "acme"}]
+
+
+async def test_failed_child_raises_subgraph_error_that_the_parent_can_handle(make_engine: Any) -> None:
+    async def call(flow: Flow) -> None:
+        try:
+            flow.subgraph("child", {})
+        except SubgraphError as error:
+            flow.set("handled", str(error))
+
+    engine = await make_engine(_parent_and_child(failing("the child broke"), call))
+    _, outcome = await engine.run("parent", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert "the child broke" in outcome.state["handled"]
+
+
+async def test_failed_child_fails_the_parent_with_the_childs_error_when_uncaught(make_engine: Any) -> None:
+    engine = await make_engine(_parent_and_child(failing("the child broke")))
+    key, outcome = await engine.run("parent", timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert "the child broke" in outcome.error
+    [child] = await child_summaries(engine)
+    assert child.status == Status.FAILED
+
+
+async def test_subgraphs_nest_three_levels_deep(make_engine: Any) -> None:
+    proxy = TestProxy()
+    for level in range(4):
+        proxy.handle_graph(f"level{level}", single(f"Level{level}", f"L{level}"))
+
+    def level_task(level: int) -> Any:
+        async def handler(flow: Flow) -> None:
+            path = [*flow.get("path", []), f"in{level}"]
+            if level < 3:
+                path = flow.subgraph(f"level{level + 1}", {"path": path})["path"]
+            flow.set("path", [*path, f"out{level}"])
+
+        return handler
+
+    for level in range(4):
+        proxy.handle_task(f"L{level}", level_task(level))
+    engine = await make_engine(proxy)
+    key, outcome = await engine.run("level0", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state["path"] == ["in0", "in1", "in2", "in3", "out3", "out2", "out1", "out0"]
+    assert len(await child_summaries(engine)) == 3
+    history = await engine.history(key)
+    depth = 0
+    while history:
+        [step] = history
+        history = step.sub_history
+        depth += 1
+    assert depth == 4
+
+
+@pytest.mark.parametrize("operation", ["cancel", "delete", "resume"])
+async def test_child_key_is_refused_with_bad_request(make_engine: Any, operation: str) -> None:
+    gate = Gate()
+
+    async def child(flow: Flow) -> None:
+        await gate.pass_through()
+
+    engine = await make_engine(_parent_and_child(child))
+    key = await engine.create("parent")
+    try:
+        await gate.wait_entered()
+        [summary] = await child_summaries(engine)
+        with pytest.raises(BadRequestError):
+            if operation == "resume":
+                await engine.resume(summary.flow_key, {})
+            else:
+                await getattr(engine, operation)(summary.flow_key)
+    finally:
+        gate.open()
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+
+
+async def test_cancel_of_the_root_cancels_the_child(make_engine: Any) -> None:
+    gate = Gate()
+
+    async def child(flow: Flow) -> None:
+        await gate.pass_through()
+
+    engine = await make_engine(_parent_and_child(child))
+    key = await engine.create("parent")
+    await gate.wait_entered()
+    [summary] = await child_summaries(engine)
+    await engine.cancel(key, "stop it")
+    gate.open()
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.CANCELLED
+    await wait_for_status(engine, summary.flow_key, Status.CANCELLED)
+    [summary] = await child_summaries(engine)
+    assert summary.status == Status.CANCELLED
+
+
+async def test_history_nests_the_child_under_the_parking_step(make_engine: Any) -> None:
+    proxy = _parent_and_child(noop)
+    proxy.handle_graph("child", chain("ChildFlow", "Child", "Child2"))
+    proxy.handle_task("Child2", noop)
+    engine = await make_engine(proxy)
+    key, outcome = await engine.run("parent", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    [call] = await engine.history(key)
+    assert call.task_name == "Call"
+    assert call.subgraph
+    assert call.sub_workflow_url == "child"
+    assert call.sub_workflow_name == "ChildFlow"
+    assert [step.task_name for step in call.sub_history] == ["Child", "Child2"]
+    assert all(step.status == Status.COMPLETED for step in call.sub_history)
+
+
+async def test_list_excludes_children_unless_include_subgraphs(make_engine: Any) -> None:
+    engine = await make_engine(_parent_and_child(noop))
+    key, _ = await engine.run("parent", timeout=WAIT)
+    assert [s.flow_key for s in await summaries(engine)] == [key]
+    everything = await summaries(engine, Query(include_subgraphs=True))
+    assert len(everything) == 2
+    [child] = [s for s in everything if s.flow_key != key]
+    assert child.subgraph
+    assert child.workflow_url == "child"
+    assert not [s for s in everything if s.flow_key == key][0].subgraph
+
+
+async def test_unknown_child_workflow_fails_the_parent_step_with_not_found(make_engine: Any) -> None:
+    proxy = _parent_and_child(noop, calls_subgraph("no-such-workflow"))
+    engine = await make_engine(proxy)
+    key, outcome = await engine.run("parent", timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert "not found" in outcome.error.lower()
+    assert "no-such-workflow" in outcome.error
+    [call] = await engine.history(key)
+    assert call.status == Status.FAILED
+    assert await child_summaries(engine) == []
+
+
+async def test_history_mermaid_draws_the_child_as_a_subgraph_block(make_engine: Any) -> None:
+    engine = await make_engine(_parent_and_child(noop))
+    key, _ = await engine.run("parent", timeout=WAIT)
+    diagram = await engine.history_mermaid(key)
+    lines = [line.strip() for line in diagram.splitlines()]
+    blocks = [line for line in lines if line.startswith("subgraph ")]
+    assert len(blocks) == 1
+    assert "ChildFlow" in blocks[0]
+    assert "end" in lines
+
+
+async def test_child_runs_on_the_parents_shard_and_priority(make_engine: Any) -> None:
+    engine = await make_engine(_parent_and_child(noop))
+    key, _ = await engine.run("parent", options=FlowOptions(priority=7, fairness_key="tenant-a"), timeout=WAIT)
+    [child] = await child_summaries(engine)
+    assert child.flow_key.split("-")[0] == key.split("-")[0]
+    assert (child.priority, child.fairness_key) == (7, "tenant-a")
+
+
+async def test_parent_waits_for_the_child_before_running_on(make_engine: Any) -> None:
+    runs = Runs()
+    gate = Gate()
+
+    async def child(flow: Flow) -> None:
+        runs.count("Child")
+        await gate.pass_through()
+
+    async def after(flow: Flow) -> None:
+        runs.count("After")
+
+    proxy = _parent_and_child(child)
+    proxy.handle_graph("parent", chain("Parent", "Call", "After"))
+    proxy.handle_task("After", after)
+    engine = await make_engine(proxy)
+    key = await engine.create("parent")
+    await gate.wait_entered()
+
+    async def child_running() -> bool:
+        return [s.status for s in await child_summaries(engine)] == [Status.RUNNING]
+
+    await wait_until(child_running)
+    assert runs["After"] == 0
+    gate.open()
+    assert (await engine.wait(key, timeout=WAIT)).status == Status.COMPLETED
+    assert runs.order == ["Child", "After"]
