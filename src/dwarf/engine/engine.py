@@ -195,10 +195,18 @@ class Engine:
     def set_max_open_conns(self, n: int) -> None:
         """The cap on connections per shard (default 8)."""
         self._max_open_conns = _positive_int(n, "max open connections")
+        self._resize_pools()
 
     def set_workers_per_conn(self, n: int) -> None:
         """How many workers share one connection when sizing the pool (default 8)."""
         self._workers_per_conn = _positive_int(n, "workers per connection")
+        self._resize_pools()
+
+    def _resize_pools(self) -> None:
+        if self._phase != _STARTED:
+            return
+        for store in self._stores:
+            self._spawn(store.resize(self.pool_size))
 
     def set_time_budget(self, budget: Duration) -> None:
         """The default time budget of a step (default 2 minutes)."""

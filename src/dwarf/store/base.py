@@ -129,6 +129,10 @@ class Store(abc.ABC):
         async with self.transaction() as tx:
             return await tx.fetch_all(query, **params)
 
+    async def resize(self, pool_size: int) -> None:
+        """Apply a new connection pool size (stores without a pool ignore it)."""
+        return None
+
     @property
     @abc.abstractmethod
     def description(self) -> str:

@@ -121,6 +121,11 @@ class PostgresStore(Store):
     def transaction(self, *, write: bool = True) -> AbstractTxContext:
         return _PostgresTxContext(self)
 
+    async def resize(self, pool_size: int) -> None:
+        self.pool_size = max(1, pool_size)
+        if self._pool is not None:
+            await self._pool.resize(min_size=1, max_size=self.pool_size)
+
     def pool_stats(self) -> dict[str, int]:
         """The pool's counters (size, idle, waiting...) for telemetry."""
         return dict(self._pool.get_stats()) if self._pool is not None else {}
