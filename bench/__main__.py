@@ -167,7 +167,11 @@ async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
         "p95_ms": round(_percentile(latencies, 0.95) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else 0.0,
-        "settings": {"workers": engine._workers, "pool_size": engine.pool_size, "python": sys.version.split()[0]},
+        "settings": {
+            "workers": engine._workers,
+            "pool_size": engine.pool_size,
+            "python": sys.version.split()[0],
+        },
     }
 
 
@@ -191,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
     if args.repeat > 1:
         median = statistics.median(r["steps_per_s"] for r in results)
-        print(json.dumps({"workload": args.workload, "db": args.db, "median_steps_per_s": median}), flush=True)
+        summary = {"workload": args.workload, "db": args.db, "median_steps_per_s": median}
+        print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -59,6 +59,15 @@ PURGE_LIMIT = 4096
 REAP_BATCH = 500
 
 
+def _silent_logger() -> logging.Logger:
+    """The default logger: discards everything and never reaches the application's root handlers."""
+    logger = logging.getLogger("dwarf.engine.silent")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
 def _utc(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(float(seconds), UTC)
 
@@ -100,7 +109,7 @@ class Engine:
         self._host: Any = None
         self._workers = DEFAULT_WORKERS
         self._num_shards = 1
-        self._log = logging.getLogger("dwarf.engine")
+        self._log = _silent_logger()
         self._debug = False
         self._meter_provider: Any = None
         self._tracer_provider: Any = None
@@ -161,7 +170,7 @@ class Engine:
     def set_logger(self, logger: logging.Logger | None) -> None:
         """Where the engine logs; None silences it (the default)."""
         self._require_new("the logger")
-        self._log = logger if logger is not None else logging.getLogger("dwarf.engine")
+        self._log = logger if logger is not None else _silent_logger()
 
     def set_debug_logger(self) -> None:
         """Log everything at DEBUG level to stderr (for development)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +27,6 @@ if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
 __all__ = ["error_text", "run_claimed_step"]
-
-log = logging.getLogger("dwarf.engine")
-
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
@@ -154,7 +150,7 @@ async def _commit_outcome(
                 else:
                     await commit.commit_success(changes, merged, route, carrier.sleep_seconds)
     except LeaseLostError:
-        log.info("step %s-%s lost its lease; its outcome was discarded", info.shard, step["step_id"])
+        engine._log.info("step %s-%s lost its lease; its outcome was discarded", info.shard, step["step_id"])
         return None
     await engine._after_commit(info, commit.effects)
     return commit.effects.inline_step

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,9 +21,6 @@ if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
 __all__ = ["Scheduler"]
-
-log = logging.getLogger("dwarf.engine")
-
 
 @dataclass
 class _InFlight:
