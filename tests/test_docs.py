@@ -135,8 +135,24 @@ def test_skipped_fragments_are_rare() -> None:
     assert len(skipped) * 10 <= len(ALL_EXAMPLES), f"too many '# not run' blocks: {skipped}"
 
 
-def test_relative_links_between_docs_resolve() -> None:
-    link = re.compile(r"\]\(([^)#:\s]+\.md)(#[^)]*)?\)")
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub derives from a Markdown file's headings (outside code blocks)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_links_between_docs_resolve() -> None:
+    link = re.compile(r"\]\(([^)#:\s]*)(?:#([^)\s]+))?\)")
     for path in DOC_FILES:
-        for target, _anchor in link.findall(path.read_text(encoding="utf-8")):
-            assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+        for target, anchor in link.findall(path.read_text(encoding="utf-8")):
+            linked = (path.parent / target).resolve() if target else path
+            assert linked.exists(), f"{path.name} links to missing {target}"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked), f"{path.name} links to missing #{anchor} in {linked.name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
 from typing import Any
 
 from dwarf import END, Flow, FlowStep, Graph, Reducer, Status
@@ -167,3 +168,41 @@ def proxy_with(url: str, graph: Graph, **handlers: Handler | Callable[[Flow], No
     for task_url, handler in handlers.items():
         proxy.handle_task(task_url, handler)
     return proxy
+
+
+class Replicas:
+    """Engines on one shared database (a DSN that outlives them), built and shut down by the test.
+
+    For restart and crash tests: ``make_engine``'s in-test databases are dropped when their last engine
+    stops, so tests that stop one engine and start the next use ``fresh_dsn`` and this helper instead::
+
+        async with Replicas(proxy, fresh_dsn) as replicas:
+            first = await replicas.start()
+            ...
+            await first.shutdown(drain_timeout=0)
+            second = await replicas.start()
+    """
+
+    def __init__(self, host: Any, dsn: str) -> None:
+        self._host = host
+        self._dsn = dsn
+        self._engines: list[Engine] = []
+
+    async def start(self, *, lease_margin: float | None = None, **settings: Any) -> Engine:
+        """A started engine on the shared database; ``lease_margin`` shrinks the scheduler's lease margin."""
+        engine = Engine(host=self._host, dsn=self._dsn, **settings)
+        self._engines.append(engine)
+        await engine.startup()
+        if lease_margin is not None:
+            assert engine._scheduler is not None
+            engine._scheduler.lease_margin = lease_margin
+        return engine
+
+    async def __aenter__(self) -> Replicas:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for engine in reversed(self._engines):
+            await engine.shutdown(drain_timeout=0)

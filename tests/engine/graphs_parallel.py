@@ -75,7 +75,9 @@ def single(name: str, node: str) -> Graph:
     return graph
 
 
-def calls_subgraph(child_url: str, *, result_field: str = "result", input_field: str | None = None) -> Handler:
+def calls_subgraph(
+    child_url: str, *, result_field: str = "result", input_field: str | None = None
+) -> Handler:
     """A task that runs ``child_url`` as a child flow (input: the state field ``input_field`` when given,
     else the whole state) and stores the child's final state in ``result_field``."""
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dwarf import Flow, Reducer, Status
-from tests.engine.graphs import WAIT, fan_out, for_each, noop, proxy_with, steps_named
+from dwarf import END, Flow, Reducer, Status
+from tests.engine.graphs import WAIT, fan_out, for_each, graph_of, noop, proxy_with, steps_named
 from tests.engine.graphs_parallel import Latch, Runs, fan_out_when, for_each_chain, nested_for_each
 
 # Per reducer: (initial state of the field or None for absent, the delta a branch writes for its element,
@@ -19,7 +19,11 @@ REDUCER_CASES: dict[Reducer, tuple[Any, Any, Any]] = {
     Reducer.ADD: (10, lambda n: n, 16),
     Reducer.APPEND: ([0], lambda n: [n], [0, 1, 2, 3]),
     Reducer.UNION: ([1], lambda n: [n, n + 1], [1, 2, 3, 4]),
-    Reducer.MERGE: ({"base": 0}, lambda n: {"k": n, f"e{n}": n}, {"base": 0, "k": 3, "e1": 1, "e2": 2, "e3": 3}),
+    Reducer.MERGE: (
+        {"base": 0},
+        lambda n: {"k": n, f"e{n}": n},
+        {"base": 0, "k": 3, "e1": 1, "e2": 2, "e3": 3},
+    ),
     Reducer.AND: (True, lambda n: n != 2, False),
     Reducer.OR: (False, lambda n: n == 2, True),
     Reducer.CONCAT: ("x", lambda n: str(n), "x123"),
@@ -53,7 +57,9 @@ async def test_fan_in_merges_branch_deltas_with_the_reducer_in_element_order(
     assert outcome.state["acc"] == expected
 
 
-async def test_replace_keeps_the_last_branch_in_element_order_not_the_last_to_finish(make_engine: Any) -> None:
+async def test_replace_keeps_the_last_branch_in_element_order_not_the_last_to_finish(
+    make_engine: Any,
+) -> None:
     finished: list[int] = []
 
     async def work(flow: Flow) -> None:
@@ -67,7 +73,9 @@ async def test_replace_keeps_the_last_branch_in_element_order_not_the_last_to_fi
     assert outcome.state["winner"] == 9
 
 
-async def test_each_branch_sees_its_element_index_and_count_but_not_the_source_array(make_engine: Any) -> None:
+async def test_each_branch_sees_its_element_index_and_count_but_not_the_source_array(
+    make_engine: Any,
+) -> None:
     seen: dict[int, dict[str, Any]] = {}
 
     async def work(flow: Flow) -> None:
@@ -96,9 +104,13 @@ async def test_source_array_reappears_after_the_fan_in_and_bookkeeping_keys_are_
     assert outcome.state == {"items": [1, 2], "other": "kept"}
 
 
-async def test_bookkeeping_key_that_existed_before_the_fan_out_gets_its_old_value_back(make_engine: Any) -> None:
+async def test_bookkeeping_key_that_existed_before_the_fan_out_gets_its_old_value_back(
+    make_engine: Any,
+) -> None:
     engine = await make_engine(proxy_with("restore", for_each("Restore"), Split=noop, Work=noop, Join=noop))
-    _, outcome = await engine.run("restore", {"items": [1, 2], "item": "before", "itemIndex": -1}, timeout=WAIT)
+    _, outcome = await engine.run(
+        "restore", {"items": [1, 2], "item": "before", "itemIndex": -1}, timeout=WAIT
+    )
     assert outcome.state == {"items": [1, 2], "item": "before", "itemIndex": -1}
 
 
@@ -137,7 +149,9 @@ async def test_every_matching_when_transition_fires_as_a_fan_out_into_the_fan_in
 
     graph = fan_out_when("When", {"B": "x > 0", "C": "y > 0", "D": "z > 0"})
     graph.set_reducer("ran", Reducer.APPEND)
-    engine = await make_engine(proxy_with("when", graph, A=noop, B=branch("B"), C=branch("C"), D=branch("D"), J=join))
+    engine = await make_engine(
+        proxy_with("when", graph, A=noop, B=branch("B"), C=branch("C"), D=branch("D"), J=join)
+    )
     key, outcome = await engine.run("when", {"x": 1, "y": 2, "z": 0}, timeout=WAIT)
     assert outcome.status == Status.COMPLETED
     assert outcome.state["ran"] == ["B", "C"]
@@ -157,7 +171,9 @@ async def test_fan_out_transitions_merge_in_transition_order_not_completion_orde
     graph = fan_out("FanOut", ("B", "C", "D"), "J")
     graph.set_reducer("ran", Reducer.APPEND)
     graph.set_reducer("total", Reducer.ADD)
-    proxy = proxy_with("fan", graph, A=noop, B=branch("B", 0.2), C=branch("C", 0.1), D=branch("D", 0.0), J=noop)
+    proxy = proxy_with(
+        "fan", graph, A=noop, B=branch("B", 0.2), C=branch("C", 0.1), D=branch("D", 0.0), J=noop
+    )
     engine = await make_engine(proxy)
     _, outcome = await engine.run("fan", {"total": 0}, timeout=WAIT)
     assert outcome.status == Status.COMPLETED
@@ -199,7 +215,9 @@ async def test_nested_for_each_joins_each_inner_cohort_before_the_outer_fan_in(m
     async def outer_join(flow: Flow) -> None:
         runs.count("OuterJoin")
 
-    graph = nested_for_each(reducers={"total": Reducer.ADD, "count": Reducer.ADD, "groupSums": Reducer.APPEND})
+    graph = nested_for_each(
+        reducers={"total": Reducer.ADD, "count": Reducer.ADD, "groupSums": Reducer.APPEND}
+    )
     proxy = proxy_with(
         "nested", graph, Split=noop, Inner=noop, Work=work, InnerJoin=inner_join, OuterJoin=outer_join
     )
@@ -301,3 +319,22 @@ async def test_simultaneous_last_arrivals_on_two_replicas_start_exactly_one_fan_
     assert {key: joins[key] for key in keys} == dict.fromkeys(keys, 1)
     for key in keys[:3]:
         assert len(await steps_named(replicas[0], key, "Join")) == 1
+
+
+async def test_nested_for_each_ending_at_end_merges_every_level_once(make_engine: Any) -> None:
+    graph = graph_of("NestedEnd", "Split", "Inner", "Work")
+    graph.add_transition_for_each("Split", "Inner", "groups", "group")
+    graph.add_transition_for_each("Inner", "Work", "group", "n")
+    graph.add_transition("Work", END)
+    graph.set_reducer("total", Reducer.ADD)
+    graph.set_reducer("seen", Reducer.APPEND)
+
+    async def work(flow: Flow) -> None:
+        flow.set("total", flow.get_int("n"))
+        flow.set("seen", [flow.get_int("n")])
+
+    engine = await make_engine(proxy_with("nested-end", graph, Split=noop, Inner=noop, Work=work))
+    groups = [[1, 2], [3, 4, 5], [6]]
+    _, outcome = await engine.run("nested-end", {"groups": groups, "total": 0}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state == {"groups": groups, "total": 21, "seen": [1, 2, 3, 4, 5, 6]}

@@ -7,10 +7,20 @@ from typing import Any
 
 import pytest
 
-from dwarf import ConflictError, Flow, Reducer, Status
+from dwarf import BadRequestError, ConflictError, Flow, Reducer, Status
 from dwarf.engine import TestProxy
-from tests.engine.graphs import WAIT, Gate, chain, for_each, noop, proxy_with, steps_named, wait_for_step
-from tests.engine.graphs_parallel import Runs, calls_subgraph, single
+from tests.engine.graphs import (
+    WAIT,
+    Gate,
+    chain,
+    for_each,
+    noop,
+    proxy_with,
+    steps_named,
+    wait_for_step,
+    wait_until,
+)
+from tests.engine.graphs_parallel import Runs, calls_subgraph, child_summaries, single
 
 
 def _asking(runs: Runs | None = None, payload: dict[str, Any] | None = None) -> Any:
@@ -182,7 +192,7 @@ async def test_two_interrupting_branches_are_surfaced_one_at_a_time(make_engine:
     async def both_parked() -> bool:
         return [s.status for s in await steps_named(engine, key, "Work")] == [Status.INTERRUPTED] * 2
 
-    await asyncio.wait_for(_until(both_parked), WAIT)
+    await wait_until(both_parked)
     first = await engine.wait(key, timeout=WAIT)
     assert first.status == Status.INTERRUPTED
     assert first.interrupt_payload == {"item": 2}
@@ -198,6 +208,9 @@ async def test_two_interrupting_branches_are_surfaced_one_at_a_time(make_engine:
 
 async def test_two_interrupting_branches_need_two_resumes(make_engine: Any) -> None:
     async def work(flow: Flow) -> None:
+        if flow.get_int("item") == 2:
+            # In element order (the order the other test shows the engine gets wrong when reversed).
+            await asyncio.sleep(0.2)
         flow.set("answers", [flow.interrupt({"item": flow.get_int("item")})["answer"]])
 
     graph = for_each("Both", reducers={"answers": Reducer.APPEND})
@@ -207,7 +220,7 @@ async def test_two_interrupting_branches_need_two_resumes(make_engine: Any) -> N
     async def both_parked() -> bool:
         return [s.status for s in await steps_named(engine, key, "Work")] == [Status.INTERRUPTED] * 2
 
-    await asyncio.wait_for(_until(both_parked), WAIT)
+    await wait_until(both_parked)
     payloads = []
     for answer in ("a", "b"):
         outcome = await engine.wait(key, timeout=WAIT)
@@ -216,8 +229,8 @@ async def test_two_interrupting_branches_need_two_resumes(make_engine: Any) -> N
         await engine.resume(key, {"answer": answer})
     outcome = await engine.wait(key, timeout=WAIT)
     assert outcome.status == Status.COMPLETED, outcome.error
-    assert sorted(payloads) == [1, 2]
-    assert sorted(outcome.state["answers"]) == ["a", "b"]
+    assert payloads == [1, 2]
+    assert outcome.state["answers"] == ["a", "b"]
 
 
 async def test_cancel_of_an_interrupted_flow_cancels_it_and_its_parked_step(make_engine: Any) -> None:
@@ -232,6 +245,79 @@ async def test_cancel_of_an_interrupted_flow_cancels_it_and_its_parked_step(make
         await engine.resume(key, {})
 
 
-async def _until(condition: Any, interval: float = 0.02) -> None:
-    while not await condition():
-        await asyncio.sleep(interval)
+async def test_a_later_step_interrupts_afresh_after_a_resume(make_engine: Any) -> None:
+    def asking(name: str) -> Any:
+        async def ask(flow: Flow) -> None:
+            flow.set(name, flow.interrupt({"step": name})["answer"])
+
+        return ask
+
+    engine = await make_engine(
+        proxy_with("twice", chain("Twice", "A1", "A2"), A1=asking("A1"), A2=asking("A2"))
+    )
+    key, outcome = await engine.run("twice", timeout=WAIT)
+    assert outcome.interrupt_payload == {"step": "A1"}
+    await engine.resume(key, {"answer": 1})
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.INTERRUPTED
+    assert outcome.interrupt_payload == {"step": "A2"}
+    await engine.resume(key, {"answer": 2})
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    assert outcome.state == {"A1": 1, "A2": 2}
+
+
+async def test_cancel_of_a_root_whose_child_is_interrupted_cancels_the_child(make_engine: Any) -> None:
+    proxy = TestProxy()
+    proxy.handle_graph("root", single("Root", "Call"))
+    proxy.handle_graph("leaf", single("Leaf", "Ask"))
+    proxy.handle_task("Call", calls_subgraph("leaf"))
+    proxy.handle_task("Ask", _asking())
+    engine = await make_engine(proxy)
+    key, outcome = await engine.run("root", timeout=WAIT)
+    assert outcome.status == Status.INTERRUPTED
+    await engine.cancel(key)
+    assert (await engine.wait(key, timeout=WAIT)).status == Status.CANCELLED
+    [child] = await child_summaries(engine)
+    assert child.status == Status.CANCELLED
+    [call] = await engine.history(key)
+    assert [step.status for step in call.sub_history] == [Status.CANCELLED]
+
+
+@pytest.mark.xfail(
+    reason="engine bug: StepCommit._fail_flow cancels the interrupted sibling, but _stop_flow's finish_flow "
+    "only updates a 'running' flow, so the flow stays 'interrupted' with nothing left to resume (wedged)",
+    strict=True,
+)
+async def test_a_failing_sibling_of_an_interrupted_branch_fails_the_flow(make_engine: Any) -> None:
+    async def work(flow: Flow) -> None:
+        if flow.get_int("item") == 1:
+            flow.interrupt({"item": 1})
+        await asyncio.sleep(0.2)
+        raise RuntimeError("the second branch broke")
+
+    engine = await make_engine(proxy_with("mixed", for_each("Mixed"), Split=noop, Work=work, Join=noop))
+    key, outcome = await engine.run("mixed", {"items": [1, 2]}, timeout=WAIT)
+    assert outcome.status == Status.INTERRUPTED
+    await wait_for_step(engine, key, "Work", Status.FAILED)
+
+    async def failed() -> bool:
+        return (await engine.snapshot(key)).status == Status.FAILED
+
+    await wait_until(failed, timeout=1)
+    outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.error == "the second branch broke"
+    assert sorted(step.status for step in await steps_named(engine, key, "Work")) == sorted(
+        [Status.CANCELLED, Status.FAILED]
+    )
+
+
+async def test_resume_with_data_that_is_not_json_is_a_bad_request(make_engine: Any) -> None:
+    engine = await make_engine(_ask_proxy())
+    key, _ = await engine.run("ask", timeout=WAIT)
+    with pytest.raises(BadRequestError):
+        await engine.resume(key, {"answer": {1, 2}})
+    outcome = await engine.snapshot(key)
+    assert outcome.status == Status.INTERRUPTED
+    await engine.resume(key, {"answer": "fine"})
+    assert (await engine.wait(key, timeout=WAIT)).state["answer"] == "fine"

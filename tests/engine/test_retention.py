@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,7 +11,14 @@ import dwarf.engine.engine
 from dwarf import BadRequestError, ConflictError, Flow, FlowOptions, NotFoundError, Query, Status
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import WAIT, Gate, chain, failing, noop, proxy_with, wait_until
-from tests.engine.graphs_parallel import calls_subgraph, child_summaries, row_counts, single, summaries, wait_until_gone
+from tests.engine.graphs_parallel import (
+    calls_subgraph,
+    child_summaries,
+    row_counts,
+    single,
+    summaries,
+    wait_until_gone,
+)
 
 
 def _proxy() -> TestProxy:
@@ -207,7 +215,9 @@ async def test_reaper_removes_the_rows_of_purged_flows(make_engine: Any) -> None
     await _reaped(engine)
 
 
-async def test_purge_marks_at_most_the_limit_per_call(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_purge_marks_at_most_the_limit_per_call(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dwarf.engine.engine, "PURGE_LIMIT", 3)
     engine = await make_engine(_proxy())
     for _ in range(5):
@@ -235,7 +245,46 @@ async def test_delete_on_completion_keeps_a_failed_flow(make_engine: Any) -> Non
     engine = await make_engine(proxy_with("fails", single("Fails", "F"), F=failing("boom")))
     key, outcome = await engine.run("fails", options=FlowOptions(delete_on_completion=True), timeout=WAIT)
     assert outcome.status == Status.FAILED
+    await asyncio.sleep(0.2)  # a deletion would happen right after the stop
     snapshot = await engine.snapshot(key)
     assert snapshot.status == Status.FAILED
     assert snapshot.error == "boom"
     assert await row_counts(engine) == (1, 1)
+
+
+async def test_delete_of_an_interrupted_flow_removes_it(make_engine: Any) -> None:
+    async def ask(flow: Flow) -> None:
+        flow.interrupt({"question": "?"})
+
+    engine = await make_engine(proxy_with("ask", single("Ask", "Q"), Q=ask))
+    key, outcome = await engine.run("ask", timeout=WAIT)
+    assert outcome.status == Status.INTERRUPTED
+    await engine.delete(key)
+    with pytest.raises(NotFoundError):
+        await engine.snapshot(key)
+    assert await row_counts(engine) == (0, 0)
+
+
+async def test_purge_marks_only_flows_matching_the_status_filter(make_engine: Any) -> None:
+    proxy = _proxy()
+    proxy.handle_graph("fails", single("Fails", "F"))
+    proxy.handle_task("F", failing("boom"))
+    engine = await make_engine(proxy)
+    completed = [(await engine.run("one", timeout=WAIT))[0] for _ in range(2)]
+    for _ in range(3):
+        await engine.run("fails", timeout=WAIT)
+    assert await engine.purge(Query(status="failed")) == 3
+    assert sorted(s.flow_key for s in await summaries(engine)) == sorted(completed)
+
+
+async def test_reaper_deletes_in_batches_until_nothing_is_left(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dwarf.engine.engine, "REAP_BATCH", 2)
+    engine = await make_engine(_proxy())
+    await engine.run("parent", timeout=WAIT)
+    for _ in range(4):
+        await engine.run("one", timeout=WAIT)
+    assert await row_counts(engine) == (6, 7)
+    assert await engine.purge(Query()) == 5
+    await _reaped(engine)

@@ -6,10 +6,17 @@ from typing import Any
 
 import pytest
 
-from dwarf import BadRequestError, Flow, FlowOptions, Query, Status, SubgraphError, current_baggage
+from dwarf import BadRequestError, Flow, FlowOptions, Query, Reducer, Status, SubgraphError, current_baggage
 from dwarf.engine import TestProxy
-from tests.engine.graphs import WAIT, Gate, chain, failing, noop, wait_until
-from tests.engine.graphs_parallel import Runs, calls_subgraph, child_summaries, single, summaries, wait_for_status
+from tests.engine.graphs import WAIT, Gate, chain, failing, for_each, noop, wait_until
+from tests.engine.graphs_parallel import (
+    Runs,
+    calls_subgraph,
+    child_summaries,
+    single,
+    summaries,
+    wait_for_status,
+)
 
 
 def _parent_and_child(child_handler: Any, parent_handler: Any | None = None) -> TestProxy:
@@ -89,7 +96,7 @@ async def test_failed_child_raises_subgraph_error_that_the_parent_can_handle(mak
 
 async def test_failed_child_fails_the_parent_with_the_childs_error_when_uncaught(make_engine: Any) -> None:
     engine = await make_engine(_parent_and_child(failing("the child broke")))
-    key, outcome = await engine.run("parent", timeout=WAIT)
+    _, outcome = await engine.run("parent", timeout=WAIT)
     assert outcome.status == Status.FAILED
     assert "the child broke" in outcome.error
     [child] = await child_summaries(engine)
@@ -193,7 +200,7 @@ async def test_list_excludes_children_unless_include_subgraphs(make_engine: Any)
     [child] = [s for s in everything if s.flow_key != key]
     assert child.subgraph
     assert child.workflow_url == "child"
-    assert not [s for s in everything if s.flow_key == key][0].subgraph
+    assert not next(s for s in everything if s.flow_key == key).subgraph
 
 
 async def test_unknown_child_workflow_fails_the_parent_step_with_not_found(make_engine: Any) -> None:
@@ -221,7 +228,9 @@ async def test_history_mermaid_draws_the_child_as_a_subgraph_block(make_engine: 
 
 async def test_child_runs_on_the_parents_shard_and_priority(make_engine: Any) -> None:
     engine = await make_engine(_parent_and_child(noop))
-    key, _ = await engine.run("parent", options=FlowOptions(priority=7, fairness_key="tenant-a"), timeout=WAIT)
+    key, _ = await engine.run(
+        "parent", options=FlowOptions(priority=7, fairness_key="tenant-a"), timeout=WAIT
+    )
     [child] = await child_summaries(engine)
     assert child.flow_key.split("-")[0] == key.split("-")[0]
     assert (child.priority, child.fairness_key) == (7, "tenant-a")
@@ -253,3 +262,25 @@ async def test_parent_waits_for_the_child_before_running_on(make_engine: Any) ->
     gate.open()
     assert (await engine.wait(key, timeout=WAIT)).status == Status.COMPLETED
     assert runs.order == ["Child", "After"]
+
+
+async def test_fan_out_branches_each_run_a_child_and_the_fan_in_merges_their_results(
+    make_engine: Any,
+) -> None:
+    async def work(flow: Flow) -> None:
+        result = flow.subgraph("child", {"n": flow.get_int("item")})
+        flow.set("total", result["squared"])
+
+    async def child(flow: Flow) -> None:
+        flow.set("squared", flow.get_int("n") ** 2)
+
+    proxy = TestProxy()
+    proxy.handle_graph("parent", for_each("Squares", reducers={"total": Reducer.ADD}))
+    proxy.handle_graph("child", single("Square", "Child"))
+    for name, handler in {"Split": noop, "Work": work, "Join": noop, "Child": child}.items():
+        proxy.handle_task(name, handler)
+    engine = await make_engine(proxy)
+    _, outcome = await engine.run("parent", {"items": [1, 2, 3], "total": 0}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state == {"items": [1, 2, 3], "total": 14}
+    assert len(await child_summaries(engine)) == 3

@@ -45,7 +45,9 @@ async def test_flow_options_thread_key_joins_an_existing_thread(make_engine: Any
 
 
 @pytest.mark.parametrize(
-    "thread_key", ["1-999999-AAAAAAAAAAAAAAAA", "not a key", "1-1-AAAAAAAAAAAAAAAA"], ids=["unknown", "malformed", "token"]
+    "thread_key",
+    ["1-999999-AAAAAAAAAAAAAAAA", "not a key", "1-1-AAAAAAAAAAAAAAAA"],
+    ids=["unknown", "malformed", "token"],
 )
 async def test_unknown_thread_key_is_not_found(make_engine: Any, thread_key: str) -> None:
     engine = await make_engine(_turn_proxy())
@@ -180,3 +182,14 @@ async def test_list_by_thread_key_returns_only_that_threads_flows(make_engine: A
     await engine.wait(a3, timeout=WAIT)
     assert [s.flow_key for s in await summaries(engine, Query(thread_key=thread_a))] == [a3, a2, a1]
     assert [s.flow_key for s in await summaries(engine, Query(thread_key=thread_b))] == [b2, b1]
+
+
+async def test_continue_thread_accepts_the_key_of_a_later_flow_of_the_thread(make_engine: Any) -> None:
+    engine = await make_engine(_turn_proxy())
+    first, _ = await engine.run("turn", {"count": 1}, timeout=WAIT)
+    second = await engine.continue_thread(await _thread_of(engine, first), {"count": 1})
+    await engine.wait(second, timeout=WAIT)
+    third = await engine.continue_thread(second, {"count": 1})
+    outcome = await engine.wait(third, timeout=WAIT)
+    assert outcome.state == {"count": 3}
+    assert await _thread_of(engine, third) == await _thread_of(engine, first)

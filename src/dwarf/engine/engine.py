@@ -364,18 +364,22 @@ class Engine:
         task.add_done_callback(self._background.discard)
 
     async def _flow_stopped(self, info: FlowInfo, status: Status) -> None:
-        self._waiters.wake(info.shard, info.flow_id)
-        self._signal(Signal(FLOW_STOPPED, info.shard, info.flow_id))
-        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
-            await self._delete_tree(self._store(info.shard), info.flow_id)
         notify = getattr(self._host, "flow_stopped", None)
+        outcome: FlowOutcome | None = None
         if info.notify_on_stop and notify is not None:
+            # Read the outcome before delete_on_completion can remove the flow.
             try:
                 outcome = await self._outcome(self._store(info.shard), info.flow_id)
             except NotFoundError:
                 outcome = FlowOutcome(status=status, state={})
+        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
+            await self._delete_tree(self._store(info.shard), info.flow_id)
+        self._waiters.wake(info.shard, info.flow_id)
+        self._signal(Signal(FLOW_STOPPED, info.shard, info.flow_id))
+        if outcome is not None and notify is not None:
             try:
-                await notify(info.key, outcome)
+                with baggage_scope(info.baggage):
+                    await notify(info.key, outcome)
             except Exception as error:
                 self._log.warning("flow_stopped hook failed for flow %s: %s", info.correlation_id, error)
 
@@ -495,14 +499,14 @@ class Engine:
         return info
 
     async def _resolve_thread(self, thread_key: str) -> tuple[Store, Row]:
+        """A flow of the thread named by the thread key or by the key of any flow of the thread.
+
+        The row's ``thread_id``/``thread_token`` identify the thread (its first flow's id and token).
+        """
         parsed = parse_key(thread_key, "thread")
         store = self._store_for_key(parsed)
         rows = await store.read("get_flow", flow_id=parsed.id)
-        if (
-            not rows
-            or not tokens_match(parsed.token, rows[0]["thread_token"])
-            or int(rows[0]["thread_id"]) != parsed.id
-        ):
+        if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
             raise NotFoundError("thread not found")
         return store, rows[0]
 
@@ -620,7 +624,7 @@ class Engine:
         limit = min(query.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
         positions = _decode_cursor(query.cursor)
         stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
-        stores, params = self._filter(query, stores)
+        stores, params = await self._filter(query, stores)
         params["limit"] = limit + 1
         # Per shard, the cursor holds the last flow id already returned (0: none yet; -1: shard exhausted).
         candidates: list[tuple[int, Row]] = []
@@ -645,18 +649,18 @@ class Engine:
         summaries = [self._summary(shard, row) for shard, row in page]
         return summaries, cursor
 
-    def _filter(
+    async def _filter(
         self, query: Query, stores: builtins.list[Store]
     ) -> tuple[builtins.list[Store], dict[str, Any]]:
         """The statement parameters of a Query's filters, and the shards it can match on."""
         thread_id, thread_token = 0, ""
         if query.thread_key:
             try:
-                parsed = parse_key(query.thread_key, "thread")
+                thread_store, member = await self._resolve_thread(query.thread_key)
             except NotFoundError:
                 return [], {}
-            thread_id, thread_token = parsed.id, parsed.token
-            stores = [s for s in stores if s.shard == parsed.shard]
+            thread_id, thread_token = int(member["thread_id"]), member["thread_token"]
+            stores = [s for s in stores if s is thread_store]
         params = {
             "include_subgraphs": 1 if query.include_subgraphs else 0,
             "status": query.status,
@@ -908,7 +912,7 @@ class Engine:
             raise BadRequestError("query must be a Query")
         query.check()
         stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
-        stores, params = self._filter(query, stores)
+        stores, params = await self._filter(query, stores)
         remaining = PURGE_LIMIT
         marked = 0
         for store in stores:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["error_text", "run_claimed_step"]
 
+
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler"]
 
+
 @dataclass
 class _InFlight:
     store: Store

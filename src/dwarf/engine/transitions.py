@@ -37,18 +37,21 @@ class Route:
     """Where a completed step goes.
 
     ``branches`` are the successors to start, in fan-out position order. ``ends`` counts fired transitions
-    into END. ``for_each`` marks a forEach expansion (a cohort even with a single element; an empty array
-    spawns nothing). A route with no branches and no ends is a dead end: no transition matched.
+    into END. ``for_each`` marks a forEach expansion. ``cohort`` is set when the source node is a fan-out
+    source in the graph (two or more plain/when transitions, or a forEach): whatever matched then forms a
+    cohort, even a single branch, so the fan-in's reducers apply however many conditions held. A route
+    with no branches and no ends is a dead end: no transition matched (an empty forEach spawns nothing).
     """
 
     branches: tuple[Branch, ...] = ()
     ends: int = 0
     for_each: bool = False
+    cohort: bool = False
 
     @property
     def is_fan_out(self) -> bool:
         """True when the successors form a cohort that a fan-in will collect."""
-        return len(self.branches) + self.ends > 1 or (self.for_each and bool(self.branches))
+        return (self.cohort or len(self.branches) + self.ends > 1) and bool(self.branches or self.ends)
 
 
 def _holds(expression: str, state: Mapping[str, Any]) -> bool:
@@ -100,4 +103,4 @@ def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto:
             ends += 1
         else:
             branches.append(Branch(transition.to))
-    return Route(tuple(branches), ends, for_each)
+    return Route(tuple(branches), ends, for_each, graph.is_fan_out_source(node))

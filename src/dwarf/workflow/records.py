@@ -118,8 +118,8 @@ class Query:
     """Filters for ``Engine.list`` and ``Engine.purge``; every empty field means no filter.
 
     ``older_than``/``newer_than`` are ages relative to now, matched against the flow's creation time.
-    ``search`` is a literal substring matched against the workflow URL/name, thread key, task name,
-    fairness key and error. ``limit`` 0 means 100; at most 1000.
+    ``search`` is a literal substring matched against the workflow URL and name, the fairness key, the
+    error and the cancel reason. ``limit`` 0 means 100; at most 1000.
     """
 
     status: str = ""

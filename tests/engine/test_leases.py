@@ -1,0 +1,112 @@
+"""Leases (SPEC §9, DESIGN "Durable first"): a dead worker's step is re-claimed after its lease expires,
+and a worker that lost its lease commits nothing, so persisted state reflects exactly one execution.
+
+Leases are shrunk to keep the tests quick: a flow time budget of 0.5 s and a scheduler lease margin of
+0.2 s (set right after startup, before any claim) make a lease last 0.7 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from dwarf import Flow, FlowOptions, Status
+from tests.engine.graphs import WAIT, Replicas, chain, proxy_with
+
+BUDGET = 0.5
+MARGIN = 0.2
+
+
+async def _until(condition: Any, timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one_execution(
+    fresh_dsn: str,
+) -> None:
+    calls: Counter[str] = Counter()
+    starts: list[float] = []
+
+    def task(name: str) -> Any:
+        async def handler(flow: Flow) -> None:
+            calls[name] += 1
+            flow.set("count", flow.get_int("count") + 1)
+            if name == "B":
+                starts.append(time.monotonic())
+                if calls[name] == 1:
+                    await asyncio.Event().wait()  # never returns: the worker "hangs" until it crashes
+
+        return handler
+
+    proxy = proxy_with("hang", chain("Hang", "A", "B", "C"), A=task("A"), B=task("B"), C=task("C"))
+    async with Replicas(proxy, fresh_dsn) as replicas:
+        first = await replicas.start(lease_margin=MARGIN)
+        key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
+        await _until(lambda: calls["B"] == 1)
+        await first._crash_for_test()
+        second = await replicas.start(lease_margin=MARGIN)
+        outcome = await second.wait(key, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    assert outcome.state == {"count": 3}
+    assert calls == {"A": 1, "B": 2, "C": 1}
+    # Not re-claimed before the lease (budget + margin) expired.
+    assert starts[1] - starts[0] >= BUDGET + MARGIN - 0.05
+
+
+async def test_recovered_step_appears_once_in_history(fresh_dsn: str) -> None:
+    calls: Counter[str] = Counter()
+
+    async def hang_once(flow: Flow) -> None:
+        calls["A"] += 1
+        flow.set("count", flow.get_int("count") + 1)
+        if calls["A"] == 1:
+            await asyncio.Event().wait()
+
+    proxy = proxy_with("hang", chain("Hang", "A"), A=hang_once)
+    async with Replicas(proxy, fresh_dsn) as replicas:
+        first = await replicas.start(lease_margin=MARGIN)
+        key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
+        await _until(lambda: calls["A"] == 1)
+        await first._crash_for_test()
+        second = await replicas.start(lease_margin=MARGIN)
+        outcome = await second.wait(key, timeout=WAIT)
+        history = await second.history(key)
+    assert outcome.state == {"count": 1}
+    assert [(step.task_name, step.status, step.changes) for step in history] == [
+        ("A", Status.COMPLETED, {"count": 1})
+    ]
+
+
+async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> None:
+    calls: Counter[str] = Counter()
+    first_run_over = asyncio.Event()
+
+    async def slow_once(flow: Flow) -> None:
+        calls["A"] += 1
+        run = calls["A"]
+        flow.set("runner", run)
+        if run == 1:
+            try:
+                # Outlives the lease (budget 1.0 - 0.8 = 0.2 s) but not the budget.
+                await asyncio.sleep(0.6)
+            finally:
+                first_run_over.set()
+
+    engine = await make_engine(proxy_with("slow", chain("Slow", "A"), A=slow_once))
+    assert engine._scheduler is not None
+    engine._scheduler.lease_margin = -0.8
+    engine._scheduler.idle_poll = 0.1  # look for expired leases often, so the re-claim beats the first run
+    key = await engine.create("slow", options=FlowOptions(time_budget=1.0))
+    outcome = await engine.wait(key, timeout=WAIT)
+    async with asyncio.timeout(WAIT):
+        await first_run_over.wait()
+    await asyncio.sleep(0.2)  # let the stale worker try to commit
+    history = await engine.history(key)
+    assert outcome.state == {"runner": 2}
+    assert (await engine.snapshot(key)).state == {"runner": 2}
+    assert [(step.status, step.changes) for step in history] == [(Status.COMPLETED, {"runner": 2})]
+    assert calls["A"] == 2
