@@ -142,6 +142,15 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll a plain (non-async) ``condition`` until it holds; TimeoutError after ``timeout`` seconds."""
+
+    async def holds() -> bool:
+        return condition()
+
+    await wait_until(holds, timeout, interval=0.01)
+
+
 async def steps_named(engine: Engine, flow_key: str, task_name: str) -> list[FlowStep]:
     """The history entries of ``task_name`` in a flow."""
     return [step for step in await engine.history(flow_key) if step.task_name == task_name]

@@ -314,14 +314,18 @@ async def test_every_bad_flow_key_is_not_found_by_every_operation(make_engine: A
 async def test_every_bad_step_key_is_not_found(make_engine: Any) -> None:
     engine = await make_engine(_two())
     key, steps = await _flow_with_steps(engine)
-    cases = {kind: (lambda bad=bad: engine.step(bad)) for kind, bad in _bad_keys(steps[1], [key, steps[0]]).items()}
+    cases = {
+        kind: (lambda bad=bad: engine.step(bad)) for kind, bad in _bad_keys(steps[1], [key, steps[0]]).items()
+    }
     assert await _not_refused(cases, NotFoundError) == []
 
 
 async def test_every_bad_thread_key_of_continue_thread_is_not_found(make_engine: Any) -> None:
     engine = await make_engine(_two())
     key, steps = await _flow_with_steps(engine)
-    cases = {kind: (lambda bad=bad: engine.continue_thread(bad)) for kind, bad in _bad_keys(key, steps).items()}
+    cases = {
+        kind: (lambda bad=bad: engine.continue_thread(bad)) for kind, bad in _bad_keys(key, steps).items()
+    }
     assert await _not_refused(cases, NotFoundError) == []
 
 

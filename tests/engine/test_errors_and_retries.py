@@ -44,7 +44,9 @@ async def test_on_error_routes_to_the_handler_with_the_error_in_on_err(make_engi
         calls.append("Handler")
 
     engine = await make_engine(
-        proxy_with("onerror", _on_error_graph(), A=failing("card declined"), B=tracer(calls, "B"), Handler=handler)
+        proxy_with(
+            "onerror", _on_error_graph(), A=failing("card declined"), B=tracer(calls, "B"), Handler=handler
+        )
     )
     _, outcome = await engine.run("onerror", timeout=WAIT)
     assert outcome.status == Status.COMPLETED
@@ -64,7 +66,9 @@ async def test_on_err_carries_the_status_code_of_an_exception_that_has_one(make_
     assert outcome.state["onErr"] == {"error": "already booked", "statusCode": 409}
 
 
-async def test_failed_step_routed_by_on_error_is_recorded_completed_with_its_changes(make_engine: Any) -> None:
+async def test_failed_step_routed_by_on_error_is_recorded_completed_with_its_changes(
+    make_engine: Any,
+) -> None:
     async def partial(flow: Flow) -> None:
         flow.set("reserved", 3)
         raise RuntimeError("payment failed")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from dwarf import END, Flow, Reducer, Status
-from tests.engine.graphs import WAIT, fan_out, for_each, graph_of, noop, proxy_with, steps_named
+from dwarf import Flow, Reducer, Status
+from tests.engine.graphs import WAIT, fan_out, for_each, noop, proxy_with, steps_named
 from tests.engine.graphs_parallel import Latch, Runs, fan_out_when, for_each_chain, nested_for_each
 
-# Per reducer: (initial state of the field or None for absent, the delta a branch writes for its element,
+# Per reducer: (the value of its field before the fan-out, the delta a branch writes for its element,
 # the merged value after the fan-in of elements 1, 2, 3).
 REDUCER_CASES: dict[Reducer, tuple[Any, Any, Any]] = {
     Reducer.ADD: (10, lambda n: n, 16),
@@ -33,28 +33,24 @@ REDUCER_CASES: dict[Reducer, tuple[Any, Any, Any]] = {
 }
 
 
-def _finishing_in_reverse(field: str, delta: Any, step: float = 0.08) -> Any:
-    """A Work task that writes ``delta(item)`` to ``field``; earlier elements finish later."""
+async def test_fan_in_merges_branch_deltas_with_each_reducer_in_element_order(make_engine: Any) -> None:
+    """One field per reducer; earlier elements finish later, so completion order is the reverse of
+    element order."""
 
     async def work(flow: Flow) -> None:
-        await asyncio.sleep((flow.get_int("itemCount") - 1 - flow.get_int("itemIndex")) * step)
-        flow.set(field, delta(flow.get_int("item")))
+        await asyncio.sleep((flow.get_int("itemCount") - 1 - flow.get_int("itemIndex")) * 0.08)
+        for reducer, (_, delta, _) in REDUCER_CASES.items():
+            flow.set(reducer.value, delta(flow.get_int("item")))
 
-    return work
-
-
-@pytest.mark.parametrize("reducer", list(REDUCER_CASES), ids=[r.value for r in REDUCER_CASES])
-async def test_fan_in_merges_branch_deltas_with_the_reducer_in_element_order(
-    make_engine: Any, reducer: Reducer
-) -> None:
-    initial, delta, expected = REDUCER_CASES[reducer]
-    graph = for_each("Reduce", reducers={"acc": reducer})
+    reducers = {reducer.value: reducer for reducer in REDUCER_CASES}
     engine = await make_engine(
-        proxy_with("reduce", graph, Split=noop, Work=_finishing_in_reverse("acc", delta), Join=noop)
+        proxy_with("reduce", for_each("Reduce", reducers=reducers), Split=noop, Work=work, Join=noop)
     )
-    _, outcome = await engine.run("reduce", {"items": [1, 2, 3], "acc": initial}, timeout=WAIT)
+    initial = {reducer.value: start for reducer, (start, _, _) in REDUCER_CASES.items()}
+    _, outcome = await engine.run("reduce", {"items": [1, 2, 3], **initial}, timeout=WAIT)
     assert outcome.status == Status.COMPLETED, outcome.error
-    assert outcome.state["acc"] == expected
+    expected = {reducer.value: merged for reducer, (_, _, merged) in REDUCER_CASES.items()}
+    assert outcome.state == {"items": [1, 2, 3], **expected}
 
 
 async def test_replace_keeps_the_last_branch_in_element_order_not_the_last_to_finish(
@@ -319,22 +315,3 @@ async def test_simultaneous_last_arrivals_on_two_replicas_start_exactly_one_fan_
     assert {key: joins[key] for key in keys} == dict.fromkeys(keys, 1)
     for key in keys[:3]:
         assert len(await steps_named(replicas[0], key, "Join")) == 1
-
-
-async def test_nested_for_each_ending_at_end_merges_every_level_once(make_engine: Any) -> None:
-    graph = graph_of("NestedEnd", "Split", "Inner", "Work")
-    graph.add_transition_for_each("Split", "Inner", "groups", "group")
-    graph.add_transition_for_each("Inner", "Work", "group", "n")
-    graph.add_transition("Work", END)
-    graph.set_reducer("total", Reducer.ADD)
-    graph.set_reducer("seen", Reducer.APPEND)
-
-    async def work(flow: Flow) -> None:
-        flow.set("total", flow.get_int("n"))
-        flow.set("seen", [flow.get_int("n")])
-
-    engine = await make_engine(proxy_with("nested-end", graph, Split=noop, Inner=noop, Work=work))
-    groups = [[1, 2], [3, 4, 5], [6]]
-    _, outcome = await engine.run("nested-end", {"groups": groups, "total": 0}, timeout=WAIT)
-    assert outcome.status == Status.COMPLETED, outcome.error
-    assert outcome.state == {"groups": groups, "total": 21, "seen": [1, 2, 3, 4, 5, 6]}

@@ -13,16 +13,10 @@ from collections import Counter
 from typing import Any
 
 from dwarf import Flow, FlowOptions, Status
-from tests.engine.graphs import WAIT, Replicas, chain, proxy_with
+from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, until
 
 BUDGET = 0.5
 MARGIN = 0.2
-
-
-async def _until(condition: Any, timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one_execution(
@@ -46,7 +40,7 @@ async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one
     async with Replicas(proxy, fresh_dsn) as replicas:
         first = await replicas.start(lease_margin=MARGIN)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
-        await _until(lambda: calls["B"] == 1)
+        await until(lambda: calls["B"] == 1)
         await first._crash_for_test()
         second = await replicas.start(lease_margin=MARGIN)
         outcome = await second.wait(key, timeout=WAIT)
@@ -70,7 +64,7 @@ async def test_recovered_step_appears_once_in_history(fresh_dsn: str) -> None:
     async with Replicas(proxy, fresh_dsn) as replicas:
         first = await replicas.start(lease_margin=MARGIN)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
-        await _until(lambda: calls["A"] == 1)
+        await until(lambda: calls["A"] == 1)
         await first._crash_for_test()
         second = await replicas.start(lease_margin=MARGIN)
         outcome = await second.wait(key, timeout=WAIT)

@@ -1,16 +1,21 @@
-"""Engine operations (SPEC §7): wait, run, snapshot, history, step, mermaid, list, cancel, fingerprint,
-shard_info, resume of a trunk interrupt and continue_thread."""
+"""Engine operations (SPEC §7): wait, run, snapshot, history, step, mermaid, list, cancel, fingerprint and
+shard_info.
+
+Resume (trunk and branch interrupts) is covered in ``test_interrupts.py``, continue_thread and the
+thread_key filter in ``test_threads.py``, include_subgraphs in ``test_subgraphs.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from datetime import UTC
 from typing import Any
 
 import pytest
 
-from dwarf import ConflictError, Flow, FlowOptions, NotFoundError, Query, Reducer, Status
+from dwarf import ConflictError, Flow, FlowOptions, Query, Status
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import (
     WAIT,
@@ -198,7 +203,7 @@ async def test_history_mermaid_has_one_node_per_step(make_engine: Any) -> None:
     assert diagram.startswith("flowchart")
     nodes = re.findall(r"^\s+(s\d+)\[", diagram, flags=re.MULTILINE)
     assert sorted(nodes) == sorted(f"s{step.step_id}" for step in history)
-    for first, second in zip(history, history[1:], strict=False):
+    for first, second in itertools.pairwise(history):
         assert f"s{first.step_id} --> s{second.step_id}" in diagram
 
 
@@ -275,15 +280,6 @@ async def test_list_filters_by_workflow_name(make_engine: Any) -> None:
     assert await _flows(engine, Query(workflow_name="BadFlow")) == [bad]
 
 
-async def test_list_filters_by_thread_key(make_engine: Any) -> None:
-    engine = await make_engine(_catalogue())
-    first = await _stopped(engine, "ok")
-    await _stopped(engine, "ok")
-    second = await engine.continue_thread(first)
-    await engine.wait(second, timeout=WAIT)
-    assert await _flows(engine, Query(thread_key=first)) == [second, first]
-
-
 async def test_list_filters_by_task_name_of_the_latest_step(make_engine: Any) -> None:
     engine = await make_engine(_catalogue())
     ok = await _stopped(engine, "ok")
@@ -323,12 +319,6 @@ async def test_list_filters_by_shard(make_engine: Any) -> None:
     assert await _flows(engine, Query(shard=1)) == [key]
 
 
-async def test_list_include_subgraphs_still_lists_root_flows(make_engine: Any) -> None:
-    engine = await make_engine(_catalogue())
-    key = await _stopped(engine, "ok")
-    assert await _flows(engine, Query(include_subgraphs=True)) == [key]
-
-
 async def test_list_search_matches_a_substring_of_the_workflow_name(make_engine: Any) -> None:
     engine = await make_engine(_catalogue())
     await _stopped(engine, "ok")
@@ -343,19 +333,21 @@ async def test_list_search_matches_the_error(make_engine: Any) -> None:
     assert await _flows(engine, Query(search="kaput")) == [bad]
 
 
-@pytest.mark.parametrize(("search", "literal"), [("50%_off", "50%_off"), ("a_b", "a_b"), ("x%", "x%y")])
-async def test_list_search_treats_percent_and_underscore_literally(
-    make_engine: Any, search: str, literal: str
-) -> None:
-    lookalikes = {"50%_off": "500xoff", "a_b": "aXb", "x%": "xyz"}
+async def test_list_search_treats_percent_and_underscore_literally(make_engine: Any) -> None:
+    # Each search text, the workflow name it must find, and a lookalike its wildcard reading would find.
+    cases = {"50%_off": ("50%_off", "500xoff"), "a_b": ("a_b", "aXb"), "x%": ("x%y", "xyz")}
     proxy = TestProxy()
-    proxy.handle_graph("literal", chain(literal, "A"))
-    proxy.handle_graph("lookalike", chain(lookalikes[search], "A"))
     proxy.handle_task("A", noop)
+    for index, (literal, lookalike) in enumerate(cases.values()):
+        proxy.handle_graph(f"literal{index}", chain(literal, "A"))
+        proxy.handle_graph(f"lookalike{index}", chain(lookalike, "A"))
     engine = await make_engine(proxy)
-    match = await engine.create("literal")
-    await engine.create("lookalike")
-    assert await _flows(engine, Query(search=search)) == [match]
+    matches = {}
+    for index, search in enumerate(cases):
+        matches[search] = [await engine.create(f"literal{index}")]
+        await engine.create(f"lookalike{index}")
+    found = {search: await _flows(engine, Query(search=search)) for search in cases}
+    assert found == matches
 
 
 async def test_list_limit_caps_the_page_and_returns_a_cursor(make_engine: Any) -> None:
@@ -450,20 +442,13 @@ async def _passed(gate: Gate) -> bool:
     return gate.passes > 0
 
 
-async def test_cancel_of_an_interrupted_flow_cancels_it(make_engine: Any) -> None:
-    engine = await make_engine(_interrupting())
-    key, _ = await engine.run("ask", timeout=WAIT)
-    await engine.cancel(key, "rejected")
-    snapshot = await engine.snapshot(key)
-    assert (snapshot.status, snapshot.cancel_reason) == (Status.CANCELLED, "rejected")
-
-
-@pytest.mark.parametrize("url", ["ok", "bad"])
-async def test_cancel_of_a_terminal_flow_is_a_conflict(make_engine: Any, url: str) -> None:
+async def test_cancel_of_a_terminal_flow_is_a_conflict(make_engine: Any) -> None:
     engine = await make_engine(_catalogue())
-    key = await _stopped(engine, url)
-    with pytest.raises(ConflictError):
-        await engine.cancel(key)
+    completed = await _stopped(engine, "ok")
+    failed = await _stopped(engine, "bad")
+    for key in (completed, failed):
+        with pytest.raises(ConflictError):
+            await engine.cancel(key)
 
 
 async def test_cancel_of_a_cancelled_flow_is_a_conflict(make_engine: Any) -> None:
@@ -528,54 +513,6 @@ async def test_shard_info_reports_the_shard_and_its_row_counts(make_engine: Any)
     assert (shard.shard, shard.error) == (1, "")
     assert (shard.flows, shard.steps) == (2, 3)
     assert shard.latency_ms >= 0
-
-
-# --- resume of a trunk interrupt ---
-
-
-async def test_resume_of_a_trunk_interrupt_completes_the_flow(make_engine: Any) -> None:
-    engine = await make_engine(_interrupting())
-    key, _ = await engine.run("ask", timeout=WAIT)
-    await engine.resume(key, {"approved": True})
-    outcome = await engine.wait(key, timeout=WAIT)
-    assert outcome.status == Status.COMPLETED
-    assert outcome.state == {"asked": True, "answer": True, "done": True}
-
-
-async def test_resume_of_a_flow_that_is_not_interrupted_is_a_conflict(make_engine: Any) -> None:
-    engine = await make_engine(_catalogue())
-    key = await _stopped(engine, "ok")
-    with pytest.raises(ConflictError):
-        await engine.resume(key, {})
-
-
-# --- continue_thread ---
-
-
-def _counter() -> TestProxy:
-    graph = chain("Counter", "Count")
-    graph.set_reducer("log", Reducer.APPEND)
-
-    async def count(flow: Flow) -> None:
-        flow.set("n", flow.get_int("n") + 1)
-
-    return proxy_with("counter", graph, Count=count)
-
-
-async def test_continue_thread_starts_a_flow_from_the_final_state(make_engine: Any) -> None:
-    engine = await make_engine(_counter())
-    first, _ = await engine.run("counter", {"log": ["start"]}, timeout=WAIT)
-    second = await engine.continue_thread(first, {"log": ["more"], "extra": True})
-    outcome = await engine.wait(second, timeout=WAIT)
-    assert second != first
-    assert outcome.state == {"n": 2, "log": ["start", "more"], "extra": True}
-
-
-async def test_continue_thread_without_a_completed_flow_is_not_found(make_engine: Any) -> None:
-    engine = await make_engine(_catalogue())
-    key = await _stopped(engine, "bad")
-    with pytest.raises(NotFoundError):
-        await engine.continue_thread(key)
 
 
 # --- baggage ---

@@ -226,7 +226,7 @@ async def test_purge_marks_at_most_the_limit_per_call(
     assert len(await summaries(engine)) == 2
     assert await engine.purge(Query()) == 2
     assert await engine.purge(Query()) == 0
-    await _reaped(engine)
+    assert await summaries(engine) == []
 
 
 def test_purge_limit_is_4096() -> None:
@@ -288,3 +288,82 @@ async def test_reaper_deletes_in_batches_until_nothing_is_left(
     assert await row_counts(engine) == (6, 7)
     assert await engine.purge(Query()) == 5
     await _reaped(engine)
+
+
+class _TxSpy:
+    """A transaction that notes whether the reaper's last statement found nothing left to delete."""
+
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+        self.reaped_nothing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    async def execute(self, query: str, **params: Any) -> int:
+        count: int = await self._tx.execute(query, **params)
+        if query == "reap_marked_flows" and count == 0:
+            self.reaped_nothing = True
+        return count
+
+
+class _ReaperPause:
+    """Test instrumentation for a race: the first time the reaper commits a transaction that found nothing
+    left to delete, it is held right after the commit (before it returns) until ``release`` is set."""
+
+    def __init__(self, store: Any) -> None:
+        self._transaction = store.transaction
+        self.finishing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def transaction(self, *, write: bool = True) -> Any:
+        return _PausingContext(self, self._transaction(write=write))
+
+
+class _PausingContext:
+    def __init__(self, pause: _ReaperPause, inner: Any) -> None:
+        self._pause = pause
+        self._inner = inner
+        self._spy: _TxSpy | None = None
+
+    async def __aenter__(self) -> _TxSpy:
+        self._spy = _TxSpy(await self._inner.__aenter__())
+        return self._spy
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._inner.__aexit__(*exc)
+        pause = self._pause
+        if self._spy is not None and self._spy.reaped_nothing and not pause.finishing.is_set():
+            pause.finishing.set()
+            async with asyncio.timeout(WAIT):
+                await pause.release.wait()
+
+
+@pytest.mark.xfail(
+    raises=TimeoutError,
+    reason="engine bug: Engine._start_reaper skips a shard whose reaper is still in _reaping, and _reap then "
+    "returns after its last empty batch, so flows marked by a purge while the reaper is finishing are never "
+    "reaped (until a restart)",
+    strict=True,
+)
+async def test_flows_purged_while_the_reaper_is_finishing_are_still_reaped(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine(_proxy())
+    await engine.run("one", timeout=WAIT)
+    await engine.run("other", timeout=WAIT)
+    [store] = engine._stores
+    pause = _ReaperPause(store)
+    monkeypatch.setattr(store, "transaction", pause.transaction)
+    assert await engine.purge(Query(workflow_url="one")) == 1
+    try:
+        await asyncio.wait_for(pause.finishing.wait(), WAIT)
+    except TimeoutError:
+        pytest.fail("the reaper never committed an empty batch: the instrumentation is out of date")
+    assert await engine.purge(Query(workflow_url="other")) == 1
+    pause.release.set()
+
+    async def reaped() -> bool:
+        return await row_counts(engine) == (0, 0)
+
+    await wait_until(reaped, timeout=2)

@@ -138,7 +138,11 @@ async def test_goto_transition_never_fires_by_evaluation(make_engine: Any) -> No
     calls: list[str] = []
     engine = await make_engine(
         proxy_with(
-            "goto", _goto_graph(), A=tracer(calls, "A"), Jump=tracer(calls, "Jump"), Walk=tracer(calls, "Walk")
+            "goto",
+            _goto_graph(),
+            A=tracer(calls, "A"),
+            Jump=tracer(calls, "Jump"),
+            Walk=tracer(calls, "Walk"),
         )
     )
     _, outcome = await engine.run("goto", timeout=WAIT)

@@ -13,7 +13,7 @@ from typing import Any
 
 from dwarf import Flow, Status
 from dwarf.engine import TestProxy
-from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, wait_for_step
+from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, until, wait_for_step
 
 # With a default time budget the lease of a claimed step lasts over two minutes: a flow that finishes on
 # the next engine well within this bound was handed back at shutdown, not recovered after lease expiry.
@@ -97,7 +97,7 @@ async def test_restart_while_a_step_runs_continues_on_the_next_engine(fresh_dsn:
     async with Replicas(proxy, fresh_dsn) as replicas:
         first = await replicas.start()
         key = await first.create("counting")
-        await _until(lambda: calls["B"] == 1)
+        await until(lambda: calls["B"] == 1)
         await first.shutdown(drain_timeout=0)
         second = await replicas.start()
         outcome = await second.wait(key, timeout=PROMPT)
@@ -160,7 +160,7 @@ async def test_shutdown_lets_a_running_step_finish_within_the_drain_timeout(fres
     async with Replicas(proxy, fresh_dsn) as replicas:
         first = await replicas.start()
         key = await first.create("counting")
-        await _until(lambda: calls["B"] == 1)
+        await until(lambda: calls["B"] == 1)
         await first.shutdown(drain_timeout=WAIT)
         second = await replicas.start()
         [b_step] = [step for step in await second.history(key) if step.task_name == "B"]
@@ -168,9 +168,3 @@ async def test_shutdown_lets_a_running_step_finish_within_the_drain_timeout(fres
     assert b_step.status == Status.COMPLETED
     assert outcome.state == {"count": 3}
     assert calls == {"A": 1, "B": 1, "C": 1}
-
-
-async def _until(condition: Any, timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)

@@ -31,7 +31,7 @@ from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.testproxy import sending_engine
 from dwarf.errors import BadRequestError, ConflictError, EngineStateError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Row, Store
+from dwarf.store.base import Row, Store, Tx
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.durations import Duration, to_seconds
@@ -125,6 +125,7 @@ class Engine:
         self._flow_cache = FlowInfoCache()
         self._background: set[asyncio.Task[Any]] = set()
         self._reaping: set[int] = set()
+        self._reap_requested: set[int] = set()
         self.drain_timeout = DEFAULT_DRAIN_TIMEOUT
         for name, value in settings.items():
             setter = getattr(self, f"set_{name}", None)
@@ -484,8 +485,8 @@ class Engine:
         thread_id: int = 0,
         thread_token: str = "",
     ) -> FlowInfo:
-        async with store.transaction() as tx:
-            info = await insert_flow(
+        async def work(tx: Tx) -> FlowInfo:
+            return await insert_flow(
                 tx,
                 store.shard,
                 graph,
@@ -495,6 +496,8 @@ class Engine:
                 thread_id=thread_id,
                 thread_token=thread_token,
             )
+
+        info = await store.run(work)
         self._flow_cache.put(info)
         return info
 
@@ -711,7 +714,8 @@ class Engine:
             raise BadRequestError("resume the root flow, not a child flow")
         flow_id = int(row["flow_id"])
         effects = Effects()
-        async with store.transaction() as tx:
+
+        async def work(tx: Tx) -> None:
             locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
             if locked is None:
                 raise NotFoundError("flow not found")
@@ -728,7 +732,12 @@ class Engine:
                 await surface_interrupt(
                     tx, int(following["flow_id"]), json.loads(following["interrupt_payload"]), effects
                 )
+
+        await store.run(work)
         self._ring(store.shard)
+        for woken in effects.woken:
+            self._waiters.wake(store.shard, woken)
+            self._signal(Signal(FLOW_STOPPED, store.shard, woken))
 
     async def cancel(self, flow_key: str, reason: str = "") -> None:
         """Cancel a running or interrupted root flow and its whole tree."""
@@ -739,7 +748,8 @@ class Engine:
         if int(row["parent_flow_id"]):
             raise BadRequestError("cancel the root flow, not a child flow")
         flow_id = int(row["flow_id"])
-        async with store.transaction() as tx:
+
+        async def work(tx: Tx) -> None:
             locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
             if locked is None:
                 raise NotFoundError("flow not found")
@@ -747,6 +757,8 @@ class Engine:
                 raise ConflictError(f"the flow is already {locked['status']}")
             await tx.execute("cancel_flow_tree", root_flow_id=flow_id, reason=reason)
             await tx.execute("cancel_steps_of_tree", root_flow_id=flow_id)
+
+        await store.run(work)
         info = await self._flow_info(store, flow_id)
         if info is not None:
             await self._flow_stopped(info, Status.CANCELLED)
@@ -810,7 +822,8 @@ class Engine:
             time_budget_ms=policy.time_budget_ms,
             baggage=policy.baggage,
         )
-        async with store.transaction() as tx:
+
+        async def work(tx: Tx) -> FlowInfo:
             info = await insert_flow(
                 tx,
                 store.shard,
@@ -873,6 +886,9 @@ class Engine:
                     lineage_id=clones.get(int(source["lineage_id"]), 0),
                     fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
                 )
+            return info
+
+        info = await store.run(work)
         self._flow_cache.put(info)
         self._ring(store.shard)
         return info.key
@@ -884,7 +900,8 @@ class Engine:
         if int(row["parent_flow_id"]):
             raise BadRequestError("delete the root flow, not a child flow")
         flow_id = int(row["flow_id"])
-        async with store.transaction() as tx:
+
+        async def work(tx: Tx) -> None:
             locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
             if locked is None:
                 raise NotFoundError("flow not found")
@@ -893,12 +910,16 @@ class Engine:
                 raise ConflictError("the flow or one of its child flows is still running")
             await tx.execute("delete_flow_steps", root_flow_id=flow_id)
             await tx.execute("delete_flow_rows", root_flow_id=flow_id)
+
+        await store.run(work)
         self._flow_cache.discard(store.shard, flow_id)
 
     async def _delete_tree(self, store: Store, flow_id: int) -> None:
-        async with store.transaction() as tx:
+        async def work(tx: Tx) -> None:
             await tx.execute("delete_flow_steps", root_flow_id=flow_id)
             await tx.execute("delete_flow_rows", root_flow_id=flow_id)
+
+        await store.run(work)
         self._flow_cache.discard(store.shard, flow_id)
 
     async def purge(self, query: Query) -> int:
@@ -918,8 +939,7 @@ class Engine:
         for store in stores:
             if remaining <= 0:
                 break
-            async with store.transaction() as tx:
-                rows = await tx.fetch_all("mark_for_purge", limit=remaining, **params)
+            rows = await store.write("mark_for_purge", limit=remaining, **params)
             roots = sum(1 for row in rows if int(row["parent_flow_id"]) == 0)
             for row in rows:
                 self._flow_cache.discard(store.shard, int(row["flow_id"]))
@@ -930,6 +950,9 @@ class Engine:
         return marked
 
     def _start_reaper(self, store: Store) -> None:
+        # A reaper that is about to finish must not miss flows marked meanwhile: it checks this flag,
+        # without awaiting in between, before it stops.
+        self._reap_requested.add(store.shard)
         if store.shard in self._reaping:
             return
         self._reaping.add(store.shard)
@@ -939,13 +962,12 @@ class Engine:
         """Delete the rows of flows marked for deletion, a bounded batch per transaction."""
         try:
             while self._phase == _STARTED:
-                async with store.transaction() as tx:
-                    deleted = await tx.execute("reap_marked_steps", batch=REAP_BATCH)
-                    if not deleted:
-                        deleted = await tx.execute("reap_marked_flows", batch=REAP_BATCH)
-                if not deleted:
+                self._reap_requested.discard(store.shard)
+                deleted = await store.run(_reap_batch)
+                while deleted and self._phase == _STARTED:
+                    deleted = await store.run(_reap_batch)
+                if store.shard not in self._reap_requested:
                     return
-                await asyncio.sleep(0)
         except Exception as error:
             self._log.warning("reaping shard %d failed: %s", store.shard, error)
         finally:
@@ -985,6 +1007,14 @@ class Engine:
             except Exception as error:
                 summaries.append(ShardSummary(shard=store.shard, error=str(error) or type(error).__name__))
         return summaries
+
+
+async def _reap_batch(tx: Tx) -> int:
+    """Delete one bounded batch of marked rows: steps first, then the flows left without steps."""
+    deleted = await tx.execute("reap_marked_steps", batch=REAP_BATCH)
+    if not deleted:
+        deleted = await tx.execute("reap_marked_flows", batch=REAP_BATCH)
+    return deleted
 
 
 def _like_escape(text: str) -> str:

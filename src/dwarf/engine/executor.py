@@ -11,12 +11,12 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dwarf.engine.completion import LeaseLostError, StepCommit
+from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import format_key
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Row, Store
+from dwarf.store.base import Row, Store, Tx
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
@@ -129,32 +129,38 @@ async def _commit_outcome(
     merged = apply_changes(state, changes)
     graph = info.graph
     node = step["task_name"]
+    route = None
+    if park is None and carrier.retry_delay is None and task_error is None:
+        try:
+            route = route_after_success(graph, node, merged, carrier.goto_target)
+        except RoutingError as error:
+            task_error = error
+
+    async def record(tx: Tx) -> Effects:
+        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
+        if park is not None and park.kind == "interrupt":
+            await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
+        elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
+            url, child_input = carrier.subgraph_request
+            await commit.commit_subgraph(changes, url, child_input, child_graph)
+        elif carrier.retry_delay is not None:
+            await commit.commit_retry(
+                merged, carrier.retry_delay, error_text(task_error) if task_error else ""
+            )
+        elif task_error is not None:
+            await _commit_error(commit, graph, node, changes, merged, task_error)
+        else:
+            assert route is not None
+            await commit.commit_success(changes, merged, route, carrier.sleep_seconds)
+        return commit.effects
+
     try:
-        async with store.transaction() as tx:
-            commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
-            if park is not None and park.kind == "interrupt":
-                await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
-            elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
-                url, child_input = carrier.subgraph_request
-                await commit.commit_subgraph(changes, url, child_input, child_graph)
-            elif carrier.retry_delay is not None:
-                await commit.commit_retry(
-                    merged, carrier.retry_delay, error_text(task_error) if task_error else ""
-                )
-            elif task_error is not None:
-                await _commit_error(commit, graph, node, changes, merged, task_error)
-            else:
-                try:
-                    route = route_after_success(graph, node, merged, carrier.goto_target)
-                except RoutingError as error:
-                    await _commit_error(commit, graph, node, changes, merged, error)
-                else:
-                    await commit.commit_success(changes, merged, route, carrier.sleep_seconds)
+        effects = await store.run(record)
     except LeaseLostError:
         engine._log.info("step %s-%s lost its lease; its outcome was discarded", info.shard, step["step_id"])
         return None
-    await engine._after_commit(info, commit.effects)
-    return commit.effects.inline_step
+    await engine._after_commit(info, effects)
+    return effects.inline_step
 
 
 async def _commit_error(

@@ -87,10 +87,9 @@ class Scheduler:
                 continue
             # Hand the step back at once so another replica need not wait for the lease to expire.
             with contextlib.suppress(Exception):
-                async with flight.store.transaction() as tx:
-                    await tx.execute(
-                        "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token
-                    )
+                await flight.store.write(
+                    "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token
+                )
 
     async def abandon(self) -> None:
         """Stop at once without releasing leases, as a crashed process would (for tests)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Row", "Store", "Tx", "load_queries"]
+__all__ = ["Row", "Store", "Tx", "TxFunction", "load_queries"]
 
 Row = dict[str, Any]
 
@@ -76,6 +77,10 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
+T = TypeVar("T")
+TxFunction = Callable[["Tx"], Awaitable[T]]
+
+
 class Tx(abc.ABC):
     """One open transaction. Statements are referred to by name; parameters by keyword."""
 
@@ -99,7 +104,12 @@ class Tx(abc.ABC):
 
 
 class Store(abc.ABC):
-    """One shard's database: opens, migrates, hands out transactions, closes."""
+    """One shard's database: opens, migrates, runs units of work, closes.
+
+    A unit of work is an async function of a ``Tx``: ``run`` calls it inside one transaction that commits
+    when it returns and rolls back when it raises. The function must only await its ``Tx`` (no other
+    I/O): the SQLite store runs it whole on the database's own thread.
+    """
 
     dialect: str
     shard: int
@@ -113,21 +123,19 @@ class Store(abc.ABC):
         """Release every connection. Idempotent."""
 
     @abc.abstractmethod
-    def transaction(self, *, write: bool = True) -> AbstractTxContext:
-        """Open a transaction; commits on normal exit, rolls back on an exception.
+    async def run(self, work: TxFunction[T], *, write: bool = True) -> T:
+        """Run ``work`` in one transaction and return its result.
 
-        ``write=False`` is a hint that the transaction only reads (SQLite then skips the write lock).
+        ``write=False`` is a hint that the work only reads (SQLite then skips the write lock).
         """
 
     async def read(self, query: str, **params: Any) -> list[Row]:
         """Run one read-only statement in its own transaction."""
-        async with self.transaction(write=False) as tx:
-            return await tx.fetch_all(query, **params)
+        return await self.run(lambda tx: tx.fetch_all(query, **params), write=False)
 
     async def write(self, query: str, **params: Any) -> list[Row]:
         """Run one writing statement in its own transaction and return the rows it returned."""
-        async with self.transaction() as tx:
-            return await tx.fetch_all(query, **params)
+        return await self.run(lambda tx: tx.fetch_all(query, **params))
 
     async def resize(self, pool_size: int) -> None:
         """Apply a new connection pool size (stores without a pool ignore it)."""
@@ -137,13 +145,3 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str:
         """A credential-free description of the database for logs and errors."""
-
-
-class AbstractTxContext(abc.ABC):
-    """The async context manager returned by ``Store.transaction``."""
-
-    @abc.abstractmethod
-    async def __aenter__(self) -> Tx: ...
-
-    @abc.abstractmethod
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...

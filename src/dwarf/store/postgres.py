@@ -8,7 +8,7 @@ starting together apply each migration exactly once.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -16,16 +16,18 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dwarf.store.base import (
-    AbstractTxContext,
     Row,
     Store,
     Tx,
+    TxFunction,
     load_queries,
     migration_scripts,
     split_statements,
 )
 
 __all__ = ["PostgresStore", "redact_dsn", "to_psycopg_params"]
+
+T = TypeVar("T")
 
 _NOW = "extract(epoch from clock_timestamp())"
 # An arbitrary constant that namespaces our advisory lock; it must never change once deployed.
@@ -118,8 +120,12 @@ class PostgresStore(Store):
         if pool is not None:
             await pool.close()
 
-    def transaction(self, *, write: bool = True) -> AbstractTxContext:
-        return _PostgresTxContext(self)
+    async def run(self, work: TxFunction[T], *, write: bool = True) -> T:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("PostgreSQL store is not open")
+        async with pool.connection() as conn, conn.transaction():
+            return await work(_PostgresTx(conn, self._queries))
 
     async def resize(self, pool_size: int) -> None:
         self.pool_size = max(1, pool_size)
@@ -145,30 +151,3 @@ class _PostgresTx(Tx):
     async def execute(self, query: str, **params: Any) -> int:
         cursor = await self._conn.execute(self._queries[query], params)
         return cursor.rowcount
-
-
-class _PostgresTxContext(AbstractTxContext):
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-        self._connection_cm: Any = None
-        self._transaction_cm: Any = None
-
-    async def __aenter__(self) -> Tx:
-        pool = self._store._pool
-        if pool is None:
-            raise RuntimeError("PostgreSQL store is not open")
-        self._connection_cm = pool.connection()
-        conn = await self._connection_cm.__aenter__()
-        try:
-            self._transaction_cm = conn.transaction()
-            await self._transaction_cm.__aenter__()
-        except BaseException as error:
-            await self._connection_cm.__aexit__(type(error), error, error.__traceback__)
-            raise
-        return _PostgresTx(conn, self._store._queries)
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            await self._transaction_cm.__aexit__(exc_type, exc, tb)
-        finally:
-            await self._connection_cm.__aexit__(exc_type, exc, tb)

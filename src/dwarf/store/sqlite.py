@@ -1,9 +1,12 @@
 """The SQLite store: the embedded default, one database file (or an in-memory database in tests).
 
-All work on a database goes through one connection owned by one dedicated thread, so the event loop never
-blocks on SQLite and statements never race. Write transactions start with ``BEGIN IMMEDIATE`` so that a
-second process on the same file waits on the busy timeout instead of failing half-way through; the
-database runs in WAL mode, where readers in other processes are never blocked by the writer.
+Each store owns one connection and one thread running its own small event loop. A unit of work (see
+``Store.run``) is shipped to that thread whole and runs there start to finish, statements executing
+synchronously: one thread hop per transaction, the engine's loop never blocks on SQLite, and two units
+of work never interleave (they do not suspend, so the store's loop runs them one after the other).
+Write transactions start with ``BEGIN IMMEDIATE`` so that another process on the same file waits on the
+busy timeout instead of failing half-way; the database runs in WAL mode, where readers in other
+processes are never blocked by the writer.
 """
 
 from __future__ import annotations
@@ -11,22 +14,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dwarf.errors import BadRequestError
-from dwarf.store.base import (
-    AbstractTxContext,
-    Row,
-    Store,
-    Tx,
-    load_queries,
-    migration_scripts,
-    split_statements,
-)
+from dwarf.store.base import Row, Store, Tx, TxFunction, load_queries, migration_scripts, split_statements
 
 __all__ = ["SQLiteStore", "parse_sqlite_dsn"]
+
+T = TypeVar("T")
 
 # julianday('now') has millisecond resolution; converting keeps every time in epoch seconds like PostgreSQL.
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -54,7 +51,7 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
 
 
 class SQLiteStore(Store):
-    """One SQLite database driven by a single worker thread."""
+    """One SQLite database driven by its own thread."""
 
     dialect = "sqlite"
 
@@ -65,60 +62,66 @@ class SQLiteStore(Store):
         self.shard = shard
         self._synchronous = synchronous.lower()
         self._queries = load_queries("sqlite", _NOW)
-        self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        # One transaction at a time: statements of two transactions must never interleave on the one
-        # connection. The lock is created lazily so a store can be built outside a running loop.
-        self._lock: asyncio.Lock | None = None
-        self._thread_ident = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._in_transaction = False
 
     @property
     def description(self) -> str:
         return f"sqlite:{self.path}"
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._thread is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dwarf-sqlite-{self.shard}")
-        self._lock = asyncio.Lock()
-        await self._call(self._connect_and_migrate)
+        ready: Future[asyncio.AbstractEventLoop] = Future()
+        thread = threading.Thread(
+            target=self._serve, args=(ready,), name=f"dwarf-sqlite-{self.shard}", daemon=True
+        )
+        thread.start()
+        self._loop = await asyncio.wrap_future(ready)
+        self._thread = thread
+        try:
+            await self._submit(self._connect_and_migrate())
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
             return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, self._disconnect)
-        executor.shutdown(wait=True)
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._disconnect(), loop))
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
 
-    def transaction(self, *, write: bool = True) -> AbstractTxContext:
-        return _SQLiteTxContext(self, write)
+    async def run(self, work: TxFunction[T], *, write: bool = True) -> T:
+        result: T = await self._submit(self._run_unit(work, write))
+        return result
 
-    async def read(self, query: str, **params: Any) -> list[Row]:
-        return await self._single(query, params, write=False)
-
-    async def write(self, query: str, **params: Any) -> list[Row]:
-        return await self._single(query, params, write=True)
-
-    async def _single(self, query: str, params: dict[str, Any], *, write: bool) -> list[Row]:
-        # A one-statement transaction makes a single trip to the store's thread instead of three.
-        lock = self._lock
-        if lock is None:
+    async def _submit(self, coroutine: Any) -> Any:
+        loop = self._loop
+        if loop is None:
+            coroutine.close()
             raise RuntimeError("SQLite store is not open")
-        async with lock:
-            rows: list[Row] = await asyncio.shield(self._call(self._run_alone, query, params, write))
-            return rows
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._executor is None:
-            raise RuntimeError("SQLite store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        # Cancelling the caller does not stop the unit of work: it commits or rolls back on its own.
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
 
     # --- everything below runs on the store's thread ---
 
-    def _connect_and_migrate(self) -> None:
-        self._thread_ident = threading.get_ident()
+    def _serve(self, ready: Future[asyncio.AbstractEventLoop]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        ready.set_result(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _connect_and_migrate(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = _dict_row
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -155,88 +158,42 @@ class SQLiteStore(Store):
             conn.execute("ROLLBACK")
             raise
 
-    def _disconnect(self) -> None:
+    async def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _run(self, query: str, params: dict[str, Any]) -> tuple[list[Row], int]:
-        assert self._conn is not None
-        cursor = self._conn.execute(self._queries[query], params)
-        rows = cursor.fetchall()
-        return rows, cursor.rowcount
-
-    def _run_alone(self, query: str, params: dict[str, Any], write: bool) -> list[Row]:
-        self._begin(write)
+    async def _run_unit(self, work: TxFunction[T], write: bool) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SQLite store is not open")
+        if self._in_transaction:
+            # Only possible if a unit of work suspended on something other than its Tx.
+            raise RuntimeError("a unit of work suspended inside an SQLite transaction")
+        self._in_transaction = True
         try:
-            rows, _ = self._run(query, params)
-        except BaseException:
-            self._end(False)
-            raise
-        self._end(True)
-        return rows
-
-    def _run_first(self, write: bool, query: str, params: dict[str, Any]) -> tuple[list[Row], int]:
-        self._begin(write)
-        return self._run(query, params)
-
-    def _begin(self, write: bool) -> None:
-        assert self._conn is not None
-        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    def _end(self, commit: bool) -> None:
-        assert self._conn is not None
-        if not self._conn.in_transaction:
-            return
-        self._conn.execute("COMMIT" if commit else "ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = await work(_SQLiteTx(conn, self._queries))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        finally:
+            self._in_transaction = False
 
 
 class _SQLiteTx(Tx):
-    """Statements of one transaction. BEGIN travels with the first statement to save a thread hop."""
+    """Statements of one transaction, executed synchronously on the store's thread."""
 
-    def __init__(self, store: SQLiteStore, write: bool) -> None:
-        self._store = store
-        self._write = write
-        self.begun = False
-
-    async def _send(self, query: str, params: dict[str, Any]) -> tuple[list[Row], int]:
-        store = self._store
-        if not self.begun:
-            self.begun = True
-            result = await store._call(store._run_first, self._write, query, params)
-        else:
-            result = await store._call(store._run, query, params)
-        return result  # type: ignore[no-any-return]
+    def __init__(self, conn: sqlite3.Connection, queries: dict[str, str]) -> None:
+        self._conn = conn
+        self._queries = queries
 
     async def fetch_all(self, query: str, **params: Any) -> list[Row]:
-        rows, _ = await self._send(query, params)
+        rows: list[Row] = self._conn.execute(self._queries[query], params).fetchall()
         return rows
 
     async def execute(self, query: str, **params: Any) -> int:
-        _, count = await self._send(query, params)
-        return count
-
-
-class _SQLiteTxContext(AbstractTxContext):
-    def __init__(self, store: SQLiteStore, write: bool) -> None:
-        self._store = store
-        self._write = write
-        self._tx: _SQLiteTx | None = None
-
-    async def __aenter__(self) -> Tx:
-        lock = self._store._lock
-        if lock is None:
-            raise RuntimeError("SQLite store is not open")
-        await lock.acquire()
-        self._tx = _SQLiteTx(self._store, self._write)
-        return self._tx
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        lock = self._store._lock
-        assert lock is not None
-        try:
-            if self._tx is not None and self._tx.begun:
-                # Shielded: a cancelled caller must still end the transaction, or the connection stays in it.
-                await asyncio.shield(self._store._call(self._store._end, exc_type is None))
-        finally:
-            lock.release()
+        return self._conn.execute(self._queries[query], params).rowcount
