@@ -194,6 +194,7 @@ class StepCommit:
             final_state=dumps(final_state or {}),
             error=error,
             interrupt_payload=dumps(interrupt_payload or {}),
+            surfaced_step_id=int(self.step["step_id"]) if status == Status.INTERRUPTED else 0,
         )
         if count != 1:
             return
@@ -208,7 +209,9 @@ class StepCommit:
         elif status == Status.FAILED:
             await self._wake_parent(subgraph_result=None, subgraph_error=error or "the child flow failed")
         elif status == Status.INTERRUPTED:
-            await surface_interrupt(self.tx, info.parent_flow_id, interrupt_payload or {}, self.effects)
+            await surface_interrupt(
+                self.tx, info.parent_flow_id, interrupt_payload or {}, int(self.step["step_id"]), self.effects
+            )
 
     async def _wake_parent(self, *, subgraph_result: Mapping[str, Any] | None, subgraph_error: str) -> None:
         count = await self.tx.execute(
@@ -513,12 +516,14 @@ class StepCommit:
                 await self.tx.execute("cancel_step", step_id=step_id)
 
 
-async def surface_interrupt(tx: Tx, flow_id: int, payload: Mapping[str, Any], effects: Effects) -> None:
-    """Mark ``flow_id`` and its ancestors interrupted with ``payload`` (an interrupt deep in a tree
-    surfaces at the root). A loop, not recursion: trees may nest without limit."""
+async def surface_interrupt(
+    tx: Tx, flow_id: int, payload: Mapping[str, Any], step_id: int, effects: Effects
+) -> None:
+    """Mark ``flow_id`` and its ancestors interrupted with ``payload`` of step ``step_id`` (an interrupt
+    deep in a tree surfaces at the root). A loop, not recursion: trees may nest without limit."""
     text = dumps(payload)
     while flow_id:
-        await tx.execute("mark_flow_interrupted", flow_id=flow_id, interrupt_payload=text)
+        await tx.execute("mark_flow_interrupted", flow_id=flow_id, interrupt_payload=text, step_id=step_id)
         effects.woken.append(flow_id)
         parent = await tx.fetch_value("flow_parent", flow_id=flow_id)
         flow_id = int(parent or 0)

@@ -407,9 +407,9 @@ class Engine:
             raise NotFoundError("flow not found")
         return store, rows[0]
 
-    def _store_for_key(self, parsed: ParsedKey) -> Store:
+    def _store_for_key(self, parsed: ParsedKey, what: str = "flow") -> Store:
         if parsed.shard > len(self._stores):
-            raise NotFoundError("not found")
+            raise NotFoundError(f"{what} not found")
         return self._stores[parsed.shard - 1]
 
     def _pick_shard(self) -> Store:
@@ -507,7 +507,7 @@ class Engine:
         The row's ``thread_id``/``thread_token`` identify the thread (its first flow's id and token).
         """
         parsed = parse_key(thread_key, "thread")
-        store = self._store_for_key(parsed)
+        store = self._store_for_key(parsed, "thread")
         rows = await store.read("get_flow", flow_id=parsed.id)
         if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
             raise NotFoundError("thread not found")
@@ -614,7 +614,7 @@ class Engine:
         """One step by its key."""
         self._require_started()
         parsed = parse_key(step_key, "step")
-        store = self._store_for_key(parsed)
+        store = self._store_for_key(parsed, "step")
         return await load_step(store, parsed)
 
     async def list(self, query: Query | None = None) -> tuple[list[FlowSummary], str]:
@@ -724,13 +724,21 @@ class Engine:
             parked = await tx.fetch_all("tree_interrupted_steps", root_flow_id=flow_id)
             if not parked:
                 raise ConflictError("the flow has no interrupted step")
-            await tx.execute("resume_step", step_id=parked[0]["step_id"], resume_data=dumps(data))
+            # Resume the interrupt the caller was shown (its payload is the flow's), else the oldest.
+            surfaced = int(locked["surfaced_step_id"])
+            chosen = next((p for p in parked if int(p["step_id"]) == surfaced), parked[0])
+            await tx.execute("resume_step", step_id=chosen["step_id"], resume_data=dumps(data))
             await tx.execute("resume_interrupted_flows_of_tree", root_flow_id=flow_id)
-            if len(parked) > 1:
+            rest = [p for p in parked if p is not chosen]
+            if rest:
                 # Another step of the tree is parked too: surface it at once (one interrupt at a time).
-                following = parked[1]
+                following = rest[0]
                 await surface_interrupt(
-                    tx, int(following["flow_id"]), json.loads(following["interrupt_payload"]), effects
+                    tx,
+                    int(following["flow_id"]),
+                    json.loads(following["interrupt_payload"]),
+                    int(following["step_id"]),
+                    effects,
                 )
 
         await store.run(work)
@@ -801,7 +809,7 @@ class Engine:
         self._require_started()
         overrides = _json_object(state_overrides, "state overrides")
         parsed = parse_key(step_key, "step")
-        store = self._store_for_key(parsed)
+        store = self._store_for_key(parsed, "step")
         rows = await store.read("get_step_with_flow", step_id=parsed.id)
         if not rows or int(rows[0]["purge_marked"]) or not tokens_match(parsed.token, rows[0]["step_token"]):
             raise NotFoundError("step not found")

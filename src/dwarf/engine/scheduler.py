@@ -30,6 +30,17 @@ class _InFlight:
     lease_token: str
 
 
+def _reraise_swallowed_cancel() -> None:
+    """Re-raise a cancellation that a driver turned into an ordinary error.
+
+    psycopg answers a cancelled query with QueryCanceled (an Exception), consuming the CancelledError;
+    the task's pending cancel count still tells that the task was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Scheduler:
     """Claimers and workers of one engine."""
 
@@ -68,6 +79,10 @@ class Scheduler:
     async def stop(self, drain_timeout: float) -> None:
         """Stop claiming, let running steps finish for up to ``drain_timeout``, hand back the rest."""
         self._stopping = True
+        # Ring too: a driver may swallow the cancellation (see _reraise_swallowed_cancel), and a claimer
+        # that carries on must not then sleep a whole poll interval before it sees it is stopping.
+        self.ring_all()
+        self._slot_free.set()
         for claimer in self._claimers:
             claimer.cancel()
         for claimer in self._claimers:
@@ -115,6 +130,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                _reraise_swallowed_cancel()
                 self._engine._log.warning("claiming on shard %d failed: %s", store.shard, error)
                 await asyncio.sleep(self.error_backoff)
                 continue
@@ -129,14 +145,16 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                _reraise_swallowed_cancel()
                 self._engine._log.warning("polling shard %d failed: %s", store.shard, error)
                 delay = self.error_backoff
             if delay > 0:
                 await self._wait_for(doorbell, delay)
 
-    @staticmethod
-    async def _wait_for(doorbell: asyncio.Event, timeout: float) -> bool:
-        """Wait for the doorbell up to ``timeout``; True when it rang."""
+    async def _wait_for(self, doorbell: asyncio.Event, timeout: float) -> bool:
+        """Wait for the doorbell up to ``timeout``; True when it rang (or the scheduler is stopping)."""
+        if self._stopping:
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await doorbell.wait()

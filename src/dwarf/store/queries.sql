@@ -135,11 +135,13 @@ SET status = 'pending', state = :state, changes = '{}', attempt = attempt + 1, e
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 
 -- name: finish_flow
--- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end).
+-- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end). A flow that is
+-- interrupted (one branch parked) can still end: a sibling branch may fail it.
 UPDATE dwarf_flows
 SET status = :status, final_state = :final_state, error = :error, interrupt_payload = :interrupt_payload,
-    updated_at = {now}, version = version + 1
-WHERE flow_id = :flow_id AND status = 'running'
+    surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id
+  AND (status = 'running' OR (status = 'interrupted' AND :status IN ('completed', 'failed')))
 
 -- name: touch_flow
 -- Something observable about the flow changed without a status change.
@@ -331,10 +333,12 @@ SET status = 'pending', parked = 0, subgraph_result = :subgraph_result, subgraph
 WHERE step_id = :step_id AND status = 'created' AND parked = 1
 
 -- name: mark_flow_interrupted
--- Surface an interrupt on a flow (an ancestor of the flow whose step interrupted).
+-- Surface an interrupt on a flow (an ancestor of the flow whose step interrupted). A flow that already
+-- surfaces another interrupt keeps it: one interrupt at a time.
 UPDATE dwarf_flows
-SET status = 'interrupted', interrupt_payload = :interrupt_payload, updated_at = {now}, version = version + 1
-WHERE flow_id = :flow_id AND status IN ('running', 'interrupted')
+SET status = 'interrupted', interrupt_payload = :interrupt_payload, surfaced_step_id = :step_id,
+    updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND status = 'running'
 
 -- name: tree_interrupted_steps
 -- The parked interrupts anywhere in a tree of flows, oldest first.
@@ -346,7 +350,8 @@ ORDER BY s.step_id
 -- name: resume_interrupted_flows_of_tree
 -- After a resume, every interrupted flow of the tree runs again (another parked interrupt is re-surfaced).
 UPDATE dwarf_flows
-SET status = 'running', interrupt_payload = '{}', updated_at = {now}, version = version + 1
+SET status = 'running', interrupt_payload = '{}', surfaced_step_id = 0, updated_at = {now},
+    version = version + 1
 WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
 
 -- name: flow_parent

@@ -21,6 +21,7 @@ CREATE TABLE dwarf_flows (
     error                TEXT    NOT NULL DEFAULT '',
     cancel_reason        TEXT    NOT NULL DEFAULT '',
     interrupt_payload    TEXT    NOT NULL DEFAULT '{}',
+    surfaced_step_id     BIGINT  NOT NULL DEFAULT 0,
     priority             BIGINT  NOT NULL,
     fairness_key         TEXT    NOT NULL DEFAULT '',
     fairness_weight      DOUBLE PRECISION NOT NULL DEFAULT 1,

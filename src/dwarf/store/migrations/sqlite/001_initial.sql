@@ -21,6 +21,7 @@ CREATE TABLE dwarf_flows (
     error                TEXT    NOT NULL DEFAULT '',
     cancel_reason        TEXT    NOT NULL DEFAULT '',
     interrupt_payload    TEXT    NOT NULL DEFAULT '{}',
+    surfaced_step_id     INTEGER NOT NULL DEFAULT 0,
     priority             INTEGER NOT NULL,
     fairness_key         TEXT    NOT NULL DEFAULT '',
     fairness_weight      REAL    NOT NULL DEFAULT 1,
