@@ -144,40 +144,45 @@ class StepCommit:
             self.effects.due_in.append(delay)
         return int(step_id)
 
-    async def _insert_inline_step(
+    async def _finish_and_continue(
         self,
+        changes: Mapping[str, Any],
+        carry: Mapping[str, Any],
         node: str,
         state: Mapping[str, Any],
         *,
         depth: int,
         lineage_id: int,
         ordinal: int,
-        carry: Mapping[str, Any],
-    ) -> int:
+        next_carry: Mapping[str, Any],
+    ) -> None:
+        """Complete this step and insert its lone successor leased to this worker, in one query."""
         info = self.info
         assert self.inline_lease_margin is not None
         row = await self.tx.fetch_one(
-            "insert_leased_step",
+            "finish_and_continue",
+            step_id=int(self.step["step_id"]),
+            changes=dumps(changes),
+            carry=dumps(carry),
             flow_id=info.flow_id,
             step_token=new_token(),
             step_depth=depth,
             task_name=node,
             task_url=info.graph.url_of(node),
             state=dumps(state),
-            carry=dumps(carry),
+            next_carry=dumps(next_carry),
             time_budget_ms=info.time_budget_ms,
             priority=info.priority,
             fairness_key=info.fairness_key,
             fairness_weight=info.fairness_weight,
-            predecessor_id=int(self.step["step_id"]),
             lineage_id=lineage_id,
             fan_out_ordinal=ordinal,
             lease_token=self.lease_token,
             lease_margin=self.inline_lease_margin,
         )
-        assert row is not None
+        if row is None:
+            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
         self.effects.inline_step = row
-        return int(row["step_id"])
 
     async def _stop_flow(
         self,
@@ -335,14 +340,17 @@ class StepCommit:
                 await self._arrive(lineage_id, node, abandoned=False)
                 return
             if self.inline_lease_margin is not None and sleep <= 0:
-                successor_id = await self._insert_inline_step(
+                await self._finish_and_continue(
+                    changes,
+                    carry,
                     node,
                     merged,
                     depth=depth,
                     lineage_id=lineage_id,
                     ordinal=int(step["fan_out_ordinal"]),
-                    carry=carry if lineage_id else {},
+                    next_carry=carry if lineage_id else {},
                 )
+                return
             else:
                 successor_id = await self._insert_step(
                     node,

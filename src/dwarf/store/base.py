@@ -28,6 +28,8 @@ def _parse_query_file(text: str) -> dict[str, str]:
     # parts = [preamble, name1, body1, name2, body2, ...]
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        # A query may hold several statements separated by ";" at line ends (SQLite's stand-in for a
+        # PostgreSQL CTE); only the trailing ";" is dropped here.
         statement = "\n".join(lines).strip().rstrip(";").strip()
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice")

@@ -127,6 +127,21 @@ class PostgresStore(Store):
         async with pool.connection() as conn, conn.transaction():
             return await work(_PostgresTx(conn, self._queries))
 
+    async def read(self, query: str, **params: Any) -> list[Row]:
+        return await self._single(query, params)
+
+    async def write(self, query: str, **params: Any) -> list[Row]:
+        return await self._single(query, params)
+
+    async def _single(self, query: str, params: dict[str, Any]) -> list[Row]:
+        # One statement needs no BEGIN/COMMIT: on an autocommit connection it is its own transaction,
+        # which saves two round trips.
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("PostgreSQL store is not open")
+        async with pool.connection() as conn:
+            return await _PostgresTx(conn, self._queries).fetch_all(query, **params)
+
     async def resize(self, pool_size: int) -> None:
         self.pool_size = max(1, pool_size)
         if self._pool is not None:

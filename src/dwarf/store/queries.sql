@@ -43,20 +43,6 @@ INSERT INTO dwarf_steps (
 )
 RETURNING step_id
 
--- name: insert_leased_step
--- A successor that the worker which finished its predecessor runs at once: inserted already leased to it,
--- so no claim round trip is needed (a crash still hands it back when the lease expires).
-INSERT INTO dwarf_steps (
-    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
-    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    lease_token, lease_expires, version, not_before, created_at, started_at, updated_at
-) VALUES (
-    :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, '{}', :carry, 'running', 0,
-    :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
-    :fan_out_ordinal, :lease_token, {now} + :time_budget_ms / 1000.0 + :lease_margin, 1, {now}, {now}, {now}, {now}
-)
-RETURNING *
-
 -- name: get_flow
 -- Everything about one flow.
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0

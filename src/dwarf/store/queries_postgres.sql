@@ -22,3 +22,29 @@ SET status = 'running', lease_token = :lease_token,
 FROM due
 WHERE s.step_id = due.step_id
 RETURNING s.*
+
+-- name: finish_and_continue
+-- The hot path of a chain in one round trip: complete a step (only under its lease) and insert its lone
+-- successor leased to the same worker. The successor's id is drawn first so the finished step can point
+-- at it; a lost lease finishes nothing, inserts nothing and returns no row.
+WITH next_step AS (
+    SELECT nextval(pg_get_serial_sequence('dwarf_steps', 'step_id')) AS step_id
+), finished AS (
+    UPDATE dwarf_steps
+    SET status = 'completed', changes = :changes, carry = :carry, error = '', interrupt_payload = '{}',
+        parked = 0, successor_id = (SELECT step_id FROM next_step), lease_token = '', lease_expires = 0,
+        updated_at = {now}, version = version + 1
+    WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+    RETURNING step_id
+)
+INSERT INTO dwarf_steps (
+    step_id, flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    lease_token, lease_expires, version, not_before, created_at, started_at, updated_at
+)
+SELECT (SELECT step_id FROM next_step), :flow_id, :step_token, :step_depth, :task_name, :task_url, :state,
+    '{}', :next_carry, 'running', 0, :time_budget_ms, :priority, :fairness_key, :fairness_weight,
+    finished.step_id, :lineage_id, :fan_out_ordinal, :lease_token,
+    {now} + :time_budget_ms / 1000.0 + :lease_margin, 1, {now}, {now}, {now}, {now}
+FROM finished
+RETURNING *

@@ -61,7 +61,7 @@ class SQLiteStore(Store):
         self.path = path
         self.shard = shard
         self._synchronous = synchronous.lower()
-        self._queries = load_queries("sqlite", _NOW)
+        self._queries = {name: split_statements(sql) for name, sql in load_queries("sqlite", _NOW).items()}
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -185,15 +185,24 @@ class SQLiteStore(Store):
 
 
 class _SQLiteTx(Tx):
-    """Statements of one transaction, executed synchronously on the store's thread."""
+    """Statements of one transaction, executed synchronously on the store's thread.
 
-    def __init__(self, conn: sqlite3.Connection, queries: dict[str, str]) -> None:
+    A query of several statements runs them in order and answers with the first one that returned rows
+    (or, for ``execute``, the row count of the first statement).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, queries: dict[str, list[str]]) -> None:
         self._conn = conn
         self._queries = queries
 
     async def fetch_all(self, query: str, **params: Any) -> list[Row]:
-        rows: list[Row] = self._conn.execute(self._queries[query], params).fetchall()
-        return rows
+        result: list[Row] | None = None
+        for statement in self._queries[query]:
+            rows: list[Row] = self._conn.execute(statement, params).fetchall()
+            if result is None and rows:
+                result = rows
+        return result or []
 
     async def execute(self, query: str, **params: Any) -> int:
-        return self._conn.execute(self._queries[query], params).rowcount
+        counts = [self._conn.execute(statement, params).rowcount for statement in self._queries[query]]
+        return counts[0]
