@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 from dwarf import END, Flow, FlowSummary, Graph, NotFoundError, Query, Reducer, Status
 from dwarf.engine import Engine
@@ -158,8 +157,3 @@ class Latch:
             self._open.set()
         async with asyncio.timeout(self._hold):
             await self._open.wait()
-
-
-def snapshot_of(flow: Flow) -> dict[str, Any]:
-    """The task's view of the state (for tests that record what a step saw)."""
-    return flow.snapshot()

@@ -170,11 +170,6 @@ async def test_interrupt_in_a_fan_out_branch_parks_the_flow_and_resume_continues
     assert runs["Join"] == 1
 
 
-@pytest.mark.xfail(
-    reason="engine bug: resume re-runs the interrupted step with the lowest id, not the one whose payload "
-    "the flow surfaced (Engine.resume / tree_interrupted_steps ORDER BY step_id)",
-    strict=True,
-)
 async def test_two_interrupting_branches_are_surfaced_one_at_a_time(make_engine: Any) -> None:
     answers: dict[int, Any] = {}
 
@@ -209,7 +204,7 @@ async def test_two_interrupting_branches_are_surfaced_one_at_a_time(make_engine:
 async def test_two_interrupting_branches_need_two_resumes(make_engine: Any) -> None:
     async def work(flow: Flow) -> None:
         if flow.get_int("item") == 2:
-            # In element order (the order the other test shows the engine gets wrong when reversed).
+            # The branches ask in element order (the reverse order is the test above).
             await asyncio.sleep(0.2)
         flow.set("answers", [flow.interrupt({"item": flow.get_int("item")})["answer"]])
 
@@ -284,11 +279,6 @@ async def test_cancel_of_a_root_whose_child_is_interrupted_cancels_the_child(mak
     assert [step.status for step in call.sub_history] == [Status.CANCELLED]
 
 
-@pytest.mark.xfail(
-    reason="engine bug: StepCommit._fail_flow cancels the interrupted sibling, but _stop_flow's finish_flow "
-    "only updates a 'running' flow, so the flow stays 'interrupted' with nothing left to resume (wedged)",
-    strict=True,
-)
 async def test_a_failing_sibling_of_an_interrupted_branch_fails_the_flow(make_engine: Any) -> None:
     async def work(flow: Flow) -> None:
         if flow.get_int("item") == 1:
