@@ -238,11 +238,6 @@ async def test_fork_does_not_inherit_delete_on_completion(make_engine: Any) -> N
     assert (await engine.snapshot(forked)).state == {"ok": True}
 
 
-@pytest.mark.xfail(
-    reason="engine gap: Engine.fork refuses steps inside a child flow ('not supported yet'); SPEC §7 says "
-    "the child's tree is cloned too",
-    strict=True,
-)
 async def test_fork_from_a_step_inside_a_child_flow_clones_the_tree(make_engine: Any) -> None:
     proxy = TestProxy()
     proxy.handle_graph("parent", chain("Parent", "Call"))

@@ -24,9 +24,10 @@ from typing import Any
 from dwarf.engine.completion import Effects, surface_interrupt
 from dwarf.engine.creation import FlowPolicy, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps, policy_of_row
+from dwarf.engine.fork import fork_chain
 from dwarf.engine.history import build_history, load_step
 from dwarf.engine.host import Host
-from dwarf.engine.keys import ParsedKey, correlation_id, format_key, new_token, parse_key, tokens_match
+from dwarf.engine.keys import ParsedKey, correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.testproxy import sending_engine
@@ -804,7 +805,8 @@ class Engine:
 
         The steps before the chosen one (every shallower step) are copied into a new flow, the chosen step
         is queued again with ``state_overrides`` applied to its input, and the original flow is never
-        modified. The fork inherits scheduling and baggage, not the notify/delete flags.
+        modified. A step inside a child flow forks the whole tree down to it. The fork inherits
+        scheduling and baggage, not the notify/delete flags. Returns the new root flow's key.
         """
         self._require_started()
         overrides = _json_object(state_overrides, "state overrides")
@@ -814,92 +816,40 @@ class Engine:
         if not rows or int(rows[0]["purge_marked"]) or not tokens_match(parsed.token, rows[0]["step_token"]):
             raise NotFoundError("step not found")
         target = rows[0]
-        flow = (await store.read("get_flow", flow_id=int(target["flow_id"])))[0]
-        if int(flow["parent_flow_id"]):
-            raise BadRequestError("forking from a step inside a child flow is not supported yet")
-        if Status(flow["status"]) not in TERMINAL_STATUSES:
-            raise ConflictError(f"only a stopped flow can be forked; this one is {flow['status']}")
-        if int(target["lineage_id"]):
+        chain: builtins.list[Row] = []
+        flow_id = int(target["flow_id"])
+        while flow_id:
+            found = await store.read("get_flow", flow_id=flow_id)
+            if not found:
+                raise NotFoundError("step not found")
+            chain.append(found[0])
+            flow_id = int(found[0]["parent_flow_id"])
+        chain.reverse()
+        root = chain[0]
+        if Status(root["status"]) not in TERMINAL_STATUSES:
+            raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
+        pivots = [target] + [await self._step_row(store, int(child["parent_step_id"])) for child in chain[1:]]
+        if any(int(pivot["lineage_id"]) for pivot in pivots):
             raise BadRequestError("forking from a step inside a fan-out branch is not supported yet")
-        graph = Graph.from_json(flow["graph"])
-        policy = policy_of_row(flow)
+        base = policy_of_row(root)
         policy = FlowPolicy(
-            priority=policy.priority,
-            fairness_key=policy.fairness_key,
-            fairness_weight=policy.fairness_weight,
-            time_budget_ms=policy.time_budget_ms,
-            baggage=policy.baggage,
+            priority=base.priority,
+            fairness_key=base.fairness_key,
+            fairness_weight=base.fairness_weight,
+            time_budget_ms=base.time_budget_ms,
+            baggage=base.baggage,
         )
-
-        async def work(tx: Tx) -> FlowInfo:
-            info = await insert_flow(
-                tx,
-                store.shard,
-                graph,
-                flow["workflow_url"],
-                {},
-                policy,
-                forked_from_step_id=int(target["step_id"]),
-                with_entry_step=False,
-            )
-            prefix = await tx.fetch_all(
-                "fork_prefix_steps", flow_id=int(flow["flow_id"]), depth=int(target["step_depth"])
-            )
-            clones: dict[int, int] = {}
-            for source in prefix:
-                clones[int(source["step_id"])] = int(
-                    await tx.fetch_value(
-                        "clone_step",
-                        source_step_id=int(source["step_id"]),
-                        flow_id=info.flow_id,
-                        step_token=new_token(),
-                        priority=policy.priority,
-                        fairness_key=policy.fairness_key,
-                        fairness_weight=policy.fairness_weight,
-                    )
-                )
-            state = apply_changes(json.loads(target["state"]), overrides)
-            predecessor = clones.get(int(target["predecessor_id"]), 0)
-            rerun_id = int(
-                await tx.fetch_value(
-                    "insert_step",
-                    flow_id=info.flow_id,
-                    step_token=new_token(),
-                    step_depth=int(target["step_depth"]),
-                    task_name=target["task_name"],
-                    task_url=target["task_url"],
-                    state=dumps(state),
-                    changes="{}",
-                    carry="{}",
-                    status=Status.PENDING.value,
-                    attempt=0,
-                    time_budget_ms=policy.time_budget_ms,
-                    priority=policy.priority,
-                    fairness_key=policy.fairness_key,
-                    fairness_weight=policy.fairness_weight,
-                    predecessor_id=predecessor,
-                    lineage_id=0,
-                    fan_out_ordinal=0,
-                    delay=0.0,
-                )
-            )
-            for source in prefix:
-                successor = int(source["successor_id"])
-                new_successor = rerun_id if successor == int(target["step_id"]) else clones.get(successor, 0)
-                await tx.execute(
-                    "remap_step_links",
-                    step_id=clones[int(source["step_id"])],
-                    predecessor_id=clones.get(int(source["predecessor_id"]), 0),
-                    successor_id=new_successor,
-                    lineage_id=clones.get(int(source["lineage_id"]), 0),
-                    fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
-                )
-            return info
-
-        info = await store.run(work)
-        self._flow_cache.put(info)
+        created = await store.run(lambda tx: fork_chain(tx, store.shard, chain, target, overrides, policy))
+        for info in created:
+            self._flow_cache.put(info)
         self._ring(store.shard)
-        return info.key
+        return created[0].key
+
+    async def _step_row(self, store: Store, step_id: int) -> Row:
+        rows = await store.read("get_step", step_id=step_id)
+        if not rows:
+            raise NotFoundError("step not found")
+        return rows[0]
 
     async def delete(self, flow_key: str) -> None:
         """Delete a stopped root flow and its whole tree, steps included."""

@@ -371,3 +371,24 @@ UPDATE dwarf_steps
 SET predecessor_id = :predecessor_id, successor_id = :successor_id, lineage_id = :lineage_id,
     fan_in_step_id = :fan_in_step_id
 WHERE step_id = :step_id
+
+-- name: clone_parked_step
+-- Copy the step that ran a child flow into a fork, parked again on the fork's copy of that child.
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    parked, child_flow_id, not_before, created_at, started_at, updated_at
+)
+SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, 'created', attempt,
+    time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, 0, 0,
+    1, :child_flow_id, {now}, {now}, started_at, {now}
+FROM dwarf_steps WHERE step_id = :source_step_id
+RETURNING step_id
+
+-- name: set_step_child
+-- Point a parked step at the child flow it waits for.
+UPDATE dwarf_steps SET child_flow_id = :child_flow_id WHERE step_id = :step_id
+
+-- name: remap_successor
+-- Point a copied step at its successor's copy.
+UPDATE dwarf_steps SET successor_id = :successor_id WHERE step_id = :step_id

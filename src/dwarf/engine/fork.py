@@ -1,0 +1,153 @@
+"""Fork: replay a stopped flow up to a step in a new flow and re-run that step with overrides.
+
+The chosen step may sit in the root flow or in a child flow at any depth. For each flow on the way
+from the root down to the step's flow, the fork gets a new flow holding copies of the steps that ran
+before the *pivot* (the step that started the next child flow down, or the chosen step itself in the
+last flow). The pivots of the upper flows are copied parked on the fork's copy of their child; the
+chosen step is queued again with the overrides applied to its input. The original flows are only read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dwarf.engine.creation import FlowPolicy, insert_flow
+from dwarf.engine.flowinfo import FlowInfo, dumps
+from dwarf.engine.keys import new_token
+from dwarf.store.base import Row, Tx
+from dwarf.workflow.graph import Graph
+from dwarf.workflow.reducers import apply_changes
+from dwarf.workflow.status import Status
+
+__all__ = ["fork_chain"]
+
+
+async def fork_chain(
+    tx: Tx,
+    shard: int,
+    chain: Sequence[Row],
+    target: Row,
+    overrides: Mapping[str, Any],
+    policy: FlowPolicy,
+) -> list[FlowInfo]:
+    """Copy ``chain`` (flow rows, root first, ending with ``target``'s flow) up to the pivots; re-queue
+    ``target`` with ``overrides``. Returns the new flows, root first."""
+    created: list[FlowInfo] = []
+    parent_flow_id = parent_step_id = root_flow_id = 0
+    for level, flow in enumerate(chain):
+        last = level == len(chain) - 1
+        pivot = target if last else await _parking_step(tx, chain[level + 1])
+        info = await insert_flow(
+            tx,
+            shard,
+            Graph.from_json(flow["graph"]),
+            flow["workflow_url"],
+            {},
+            policy,
+            parent_flow_id=parent_flow_id,
+            parent_step_id=parent_step_id,
+            root_flow_id=root_flow_id,
+            forked_from_step_id=int(target["step_id"]) if level == 0 else 0,
+            with_entry_step=False,
+        )
+        created.append(info)
+        root_flow_id = root_flow_id or info.flow_id
+        clones = await _clone_prefix(tx, info, flow, pivot, policy)
+        predecessor = clones.get(int(pivot["predecessor_id"]), 0)
+        if last:
+            pivot_id = await _requeue(tx, info, pivot, predecessor, overrides, policy)
+        else:
+            pivot_id = int(
+                await tx.fetch_value(
+                    "clone_parked_step",
+                    source_step_id=int(pivot["step_id"]),
+                    flow_id=info.flow_id,
+                    step_token=new_token(),
+                    priority=policy.priority,
+                    fairness_key=policy.fairness_key,
+                    fairness_weight=policy.fairness_weight,
+                    predecessor_id=predecessor,
+                    child_flow_id=0,
+                )
+            )
+        await _remap(tx, clones, pivot, pivot_id)
+        if level > 0:
+            await tx.execute("set_step_child", step_id=parent_step_id, child_flow_id=info.flow_id)
+        parent_flow_id, parent_step_id = info.flow_id, pivot_id
+    return created
+
+
+async def _parking_step(tx: Tx, child: Row) -> Row:
+    row = await tx.fetch_one("get_step", step_id=int(child["parent_step_id"]))
+    assert row is not None
+    return row
+
+
+async def _clone_prefix(tx: Tx, info: FlowInfo, flow: Row, pivot: Row, policy: FlowPolicy) -> dict[int, int]:
+    prefix = await tx.fetch_all(
+        "fork_prefix_steps", flow_id=int(flow["flow_id"]), depth=int(pivot["step_depth"])
+    )
+    clones: dict[int, int] = {}
+    for source in prefix:
+        clones[int(source["step_id"])] = int(
+            await tx.fetch_value(
+                "clone_step",
+                source_step_id=int(source["step_id"]),
+                flow_id=info.flow_id,
+                step_token=new_token(),
+                priority=policy.priority,
+                fairness_key=policy.fairness_key,
+                fairness_weight=policy.fairness_weight,
+            )
+        )
+    # Links are remapped once every clone exists (they may point forward).
+    prefix_rows = {int(row["step_id"]): row for row in prefix}
+    for source_id, clone_id in clones.items():
+        source = prefix_rows[source_id]
+        await tx.execute(
+            "remap_step_links",
+            step_id=clone_id,
+            predecessor_id=clones.get(int(source["predecessor_id"]), 0),
+            successor_id=clones.get(int(source["successor_id"]), 0),
+            lineage_id=clones.get(int(source["lineage_id"]), 0),
+            fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
+        )
+    return clones
+
+
+async def _remap(tx: Tx, clones: dict[int, int], pivot: Row, pivot_id: int) -> None:
+    """Point the copied predecessor of the pivot at the pivot's copy."""
+    predecessor = clones.get(int(pivot["predecessor_id"]))
+    if predecessor:
+        await tx.execute("remap_successor", step_id=predecessor, successor_id=pivot_id)
+
+
+async def _requeue(
+    tx: Tx, info: FlowInfo, target: Row, predecessor: int, overrides: Mapping[str, Any], policy: FlowPolicy
+) -> int:
+    state = apply_changes(json.loads(target["state"]), overrides)
+    return int(
+        await tx.fetch_value(
+            "insert_step",
+            flow_id=info.flow_id,
+            step_token=new_token(),
+            step_depth=int(target["step_depth"]),
+            task_name=target["task_name"],
+            task_url=target["task_url"],
+            state=dumps(state),
+            changes="{}",
+            carry="{}",
+            status=Status.PENDING.value,
+            attempt=0,
+            time_budget_ms=policy.time_budget_ms,
+            priority=policy.priority,
+            fairness_key=policy.fairness_key,
+            fairness_weight=policy.fairness_weight,
+            predecessor_id=predecessor,
+            lineage_id=0,
+            fan_out_ordinal=0,
+            delay=0.0,
+        )
+    )
