@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from dwarf import (
-    BadRequestError,
+    END,
     ConflictError,
     Flow,
     FlowOptions,
+    Graph,
     NotFoundError,
     Reducer,
     Status,
@@ -167,13 +168,62 @@ async def test_fork_from_a_fan_in_step_after_a_cohort(make_engine: Any) -> None:
     assert all(s.status == Status.COMPLETED for s in history)
 
 
-async def test_fork_from_inside_a_fan_out_branch_is_not_supported_yet(make_engine: Any) -> None:
-    engine = await make_engine(proxy_with("sum", for_each("Sum"), Split=noop, Work=noop, Join=noop))
-    key, _ = await engine.run("sum", {"items": [1, 2]}, timeout=WAIT)
-    branch = (await steps_named(engine, key, "Work"))[0]
-    with pytest.raises(BadRequestError):
-        await engine.fork(branch.step_key, {})
-    assert len(await summaries(engine)) == 1
+def _bad_two_proxy() -> TestProxy:
+    """Split [1, 2, 3] -> Work each (fails on 2 unless "fixed") -> Join; total/seen are add/append."""
+    graph = Graph("bad-two")
+    for name in ("Split", "Work", "Join"):
+        graph.add_task(name, name)
+    graph.add_transition_for_each("Split", "Work", "items", "item")
+    graph.add_transition("Work", "Join")
+    graph.set_fan_in("Join")
+    graph.add_transition("Join", END)
+    graph.set_reducer("total", Reducer.ADD)
+    graph.set_reducer("seen", Reducer.APPEND)
+    proxy = TestProxy()
+    proxy.handle_graph("bad-two", graph)
+
+    async def split(flow: Flow) -> None:
+        flow.set("items", [1, 2, 3])
+
+    async def work(flow: Flow) -> None:
+        item = flow.get_int("item")
+        if item == 2 and not flow.get_bool("fixed"):
+            raise ValueError("two is bad")
+        flow.set("total", item * 10)
+        flow.set("seen", [item])
+
+    proxy.handle_task("Split", split)
+    proxy.handle_task("Work", work)
+    proxy.handle_task("Join", noop)
+    return proxy
+
+
+async def test_fork_from_a_failed_branch_re_runs_it_and_its_cancelled_siblings(make_engine: Any) -> None:
+    engine = await make_engine(_bad_two_proxy())
+    key, failed = await engine.run("bad-two", {"total": 0}, timeout=WAIT)
+    assert failed.status == Status.FAILED
+    bad = next(s for s in await steps_named(engine, key, "Work") if s.state.get("item") == 2)
+    forked = await engine.fork(bad.step_key, {"fixed": True})
+    outcome = await engine.wait(forked, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    # Reducers apply in fan-out order whatever ran first: the cancelled third branch ran again.
+    assert outcome.state["total"] == 60
+    assert outcome.state["seen"] == [1, 2, 3]
+    assert (await engine.snapshot(key)).status == Status.FAILED
+
+
+async def test_fork_from_a_completed_branch_keeps_its_siblings_work(make_engine: Any) -> None:
+    engine = await make_engine(_bad_two_proxy())
+    key, done = await engine.run("bad-two", {"total": 0, "fixed": True}, timeout=WAIT)
+    assert done.state["seen"] == [1, 2, 3]
+    third = next(s for s in await steps_named(engine, key, "Work") if s.state.get("item") == 3)
+    forked = await engine.fork(third.step_key, {"item": 30})
+    outcome = await engine.wait(forked, timeout=WAIT)
+    assert outcome.state["total"] == 10 + 20 + 300
+    assert outcome.state["seen"] == [1, 2, 30]
+    history = await engine.history(forked)
+    assert [s.task_name for s in history].count("Work") == 3
+    assert [s.task_name for s in history].count("Join") == 1
 
 
 async def test_fork_of_a_bad_step_key_is_not_found(make_engine: Any) -> None:

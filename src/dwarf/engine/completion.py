@@ -35,6 +35,12 @@ from dwarf.workflow.status import Status
 __all__ = ["Effects", "LeaseLostError", "StepCommit"]
 
 
+# The ``arrived`` column of a cohort member's last step: it reached the join, or ended nowhere (a dead
+# end, which fails the flow once the cohort settles).
+ARRIVED = 1
+ABANDONED = 2
+
+
 class LeaseLostError(Exception):
     """The worker's lease on the step is gone (expired and re-claimed, or the flow was cancelled)."""
 
@@ -77,7 +83,7 @@ class StepCommit:
         interrupt_payload: Mapping[str, Any] | None = None,
         successor_id: int = 0,
         carry: Mapping[str, Any] | None = None,
-        arrived: bool = False,
+        arrived: int = 0,
         cohort_size: int = 0,
         cohort_arrivals: int = 0,
         for_each_as: str = "",
@@ -94,7 +100,7 @@ class StepCommit:
             interrupt_payload=dumps(interrupt_payload or {}),
             successor_id=successor_id,
             carry=dumps(carry or {}),
-            arrived=1 if arrived else 0,
+            arrived=arrived,
             cohort_size=cohort_size,
             cohort_arrivals=cohort_arrivals,
             for_each_as=for_each_as,
@@ -336,7 +342,7 @@ class StepCommit:
         if route.branches:
             node = route.branches[0].node
             if lineage_id and graph.is_fan_in(node):
-                await self._finish(Status.COMPLETED, changes, carry=carry, arrived=True)
+                await self._finish(Status.COMPLETED, changes, carry=carry, arrived=ARRIVED)
                 await self._arrive(lineage_id, node, abandoned=False)
                 return
             if self.inline_lease_margin is not None and sleep <= 0:
@@ -367,8 +373,11 @@ class StepCommit:
 
         # END, or no transition matched.
         if lineage_id:
-            await self._finish(Status.COMPLETED, changes, carry=carry, arrived=True)
-            await self._arrive(lineage_id, END, abandoned=route.ends == 0)
+            abandoned = route.ends == 0
+            await self._finish(
+                Status.COMPLETED, changes, carry=carry, arrived=ABANDONED if abandoned else ARRIVED
+            )
+            await self._arrive(lineage_id, END, abandoned=abandoned)
             return
         await self._finish(Status.COMPLETED, changes)
         await self._stop_flow(Status.COMPLETED, final_state=merged)

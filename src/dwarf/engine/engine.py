@@ -828,9 +828,9 @@ class Engine:
         root = chain[0]
         if Status(root["status"]) not in TERMINAL_STATUSES:
             raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
-        pivots = [target] + [await self._step_row(store, int(child["parent_step_id"])) for child in chain[1:]]
-        if any(int(pivot["lineage_id"]) for pivot in pivots):
-            raise BadRequestError("forking from a step inside a fan-out branch is not supported yet")
+        parking = [await self._step_row(store, int(child["parent_step_id"])) for child in chain[1:]]
+        if any(int(pivot["lineage_id"]) for pivot in parking):
+            raise BadRequestError("forking inside a child flow started from a fan-out branch is not supported yet")
         base = policy_of_row(root)
         policy = FlowPolicy(
             priority=base.priority,

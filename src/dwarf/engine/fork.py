@@ -57,7 +57,7 @@ async def fork_chain(
         clones = await _clone_prefix(tx, info, flow, pivot, policy)
         predecessor = clones.get(int(pivot["predecessor_id"]), 0)
         if last:
-            pivot_id = await _requeue(tx, info, pivot, predecessor, overrides, policy)
+            pivot_id = await _requeue(tx, info, pivot, predecessor, overrides, policy, clones)
         else:
             pivot_id = int(
                 await tx.fetch_value(
@@ -85,10 +85,43 @@ async def _parking_step(tx: Tx, child: Row) -> Row:
     return row
 
 
+def _cohort_plan(rows: Sequence[Row], pivot: Row) -> tuple[list[Row], list[int]]:
+    """Which steps of a flow a fork copies, and which of those run again.
+
+    Every step shallower than the pivot is copied. When the pivot sits inside cohorts, the other branches
+    of each enclosing cohort are copied whole too (nested cohorts included), so that the cohorts can
+    still join: siblings keep the work they completed, and siblings that the original cancelled or
+    failed run again. The pivot's own branch is copied only up to the pivot.
+    """
+    depth = int(pivot["step_depth"])
+    parent_of = {int(r["step_id"]): int(r["lineage_id"]) for r in rows}
+    ordinal_of = {int(r["step_id"]): int(r["fan_out_ordinal"]) for r in rows}
+
+    def branches(step_id: int) -> dict[int, int]:
+        """For each cohort enclosing a step: the spawn's id -> the position of the step's branch in it."""
+        path: dict[int, int] = {}
+        lineage = parent_of.get(step_id, 0)
+        while lineage:
+            path[lineage] = ordinal_of[step_id]
+            step_id, lineage = lineage, parent_of.get(lineage, 0)
+        return path
+
+    own = branches(int(pivot["step_id"]))
+    kept: list[Row] = []
+    requeue: list[int] = []
+    for row in rows:
+        path = branches(int(row["step_id"]))
+        sibling = any(spawn in path and path[spawn] != ordinal for spawn, ordinal in own.items())
+        if sibling or int(row["step_depth"]) < depth:
+            kept.append(row)
+        if sibling and row["status"] in (Status.CANCELLED.value, Status.FAILED.value):
+            requeue.append(int(row["step_id"]))
+    return kept, requeue
+
+
 async def _clone_prefix(tx: Tx, info: FlowInfo, flow: Row, pivot: Row, policy: FlowPolicy) -> dict[int, int]:
-    prefix = await tx.fetch_all(
-        "fork_prefix_steps", flow_id=int(flow["flow_id"]), depth=int(pivot["step_depth"])
-    )
+    rows = await tx.fetch_all("flow_steps_by_id", flow_id=int(flow["flow_id"]))
+    prefix, requeue = _cohort_plan(rows, pivot)
     clones: dict[int, int] = {}
     for source in prefix:
         clones[int(source["step_id"])] = int(
@@ -103,18 +136,44 @@ async def _clone_prefix(tx: Tx, info: FlowInfo, flow: Row, pivot: Row, policy: F
             )
         )
     # Links are remapped once every clone exists (they may point forward).
-    prefix_rows = {int(row["step_id"]): row for row in prefix}
-    for source_id, clone_id in clones.items():
-        source = prefix_rows[source_id]
+    for source in prefix:
         await tx.execute(
             "remap_step_links",
-            step_id=clone_id,
+            step_id=clones[int(source["step_id"])],
             predecessor_id=clones.get(int(source["predecessor_id"]), 0),
             successor_id=clones.get(int(source["successor_id"]), 0),
             lineage_id=clones.get(int(source["lineage_id"]), 0),
             fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
         )
+    for step_id in requeue:
+        await tx.execute("requeue_step", step_id=clones[step_id])
+    await _recount_cohorts(tx, rows, prefix, clones, requeue)
     return clones
+
+
+async def _recount_cohorts(
+    tx: Tx, rows: Sequence[Row], kept: Sequence[Row], clones: Mapping[int, int], requeued: Sequence[int]
+) -> None:
+    """Recompute the arrivals of copied spawns whose cohort the fork left unfinished."""
+    kept_ids = {int(r["step_id"]) for r in kept}
+    again = set(requeued)
+    for spawn in kept:
+        size = int(spawn["cohort_size"])
+        if not size:
+            continue
+        spawn_id = int(spawn["step_id"])
+        members = [r for r in rows if int(r["lineage_id"]) == spawn_id and int(r["arrived"])]
+        # Branches that went straight into the join never had a step: they count as they did.
+        immediate = int(spawn["cohort_arrivals"]) - len(members)
+        arrived = [r for r in members if int(r["step_id"]) in kept_ids and int(r["step_id"]) not in again]
+        if len(arrived) == len(members):
+            continue
+        await tx.execute(
+            "set_cohort_counts",
+            step_id=clones[spawn_id],
+            arrivals=immediate + len(arrived),
+            failures=sum(1 for r in arrived if int(r["arrived"]) == 2),
+        )
 
 
 async def _remap(tx: Tx, clones: dict[int, int], pivot: Row, pivot_id: int) -> None:
@@ -125,9 +184,21 @@ async def _remap(tx: Tx, clones: dict[int, int], pivot: Row, pivot_id: int) -> N
 
 
 async def _requeue(
-    tx: Tx, info: FlowInfo, target: Row, predecessor: int, overrides: Mapping[str, Any], policy: FlowPolicy
+    tx: Tx,
+    info: FlowInfo,
+    target: Row,
+    predecessor: int,
+    overrides: Mapping[str, Any],
+    policy: FlowPolicy,
+    clones: Mapping[int, int],
 ) -> int:
     state = apply_changes(json.loads(target["state"]), overrides)
+    lineage = clones.get(int(target["lineage_id"]), 0)
+    carry: Any = {}
+    if lineage:
+        previous = await tx.fetch_one("get_step", step_id=int(target["predecessor_id"]))
+        if previous is not None and int(previous["lineage_id"]) == int(target["lineage_id"]):
+            carry = json.loads(previous["carry"])
     return int(
         await tx.fetch_value(
             "insert_step",
@@ -138,7 +209,7 @@ async def _requeue(
             task_url=target["task_url"],
             state=dumps(state),
             changes="{}",
-            carry="{}",
+            carry=dumps(carry),
             status=Status.PENDING.value,
             attempt=0,
             time_budget_ms=policy.time_budget_ms,
@@ -146,8 +217,8 @@ async def _requeue(
             fairness_key=policy.fairness_key,
             fairness_weight=policy.fairness_weight,
             predecessor_id=predecessor,
-            lineage_id=0,
-            fan_out_ordinal=0,
+            lineage_id=lineage,
+            fan_out_ordinal=int(target["fan_out_ordinal"]),
             delay=0.0,
         )
     )

@@ -392,3 +392,19 @@ UPDATE dwarf_steps SET child_flow_id = :child_flow_id WHERE step_id = :step_id
 -- name: remap_successor
 -- Point a copied step at its successor's copy.
 UPDATE dwarf_steps SET successor_id = :successor_id WHERE step_id = :step_id
+
+-- name: flow_steps_by_id
+-- Every step of a flow in creation order (fork's planning pass).
+SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_id
+
+-- name: requeue_step
+-- A copied branch step that was cancelled in the original runs again in the fork.
+UPDATE dwarf_steps
+SET status = 'pending', changes = '{}', error = '', attempt = 0, successor_id = 0, arrived = 0,
+    lease_token = '', lease_expires = 0, not_before = {now}, updated_at = {now}
+WHERE step_id = :step_id
+
+-- name: set_cohort_counts
+-- A copied spawn's arrival counts, recomputed for the members the fork kept.
+UPDATE dwarf_steps SET cohort_arrivals = :arrivals, cohort_failures = :failures, fan_in_step_id = 0
+WHERE step_id = :step_id
