@@ -830,7 +830,9 @@ class Engine:
             raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
         parking = [await self._step_row(store, int(child["parent_step_id"])) for child in chain[1:]]
         if any(int(pivot["lineage_id"]) for pivot in parking):
-            raise BadRequestError("forking inside a child flow started from a fan-out branch is not supported yet")
+            raise BadRequestError(
+                "forking inside a child flow started from a fan-out branch is not supported yet"
+            )
         base = policy_of_row(root)
         policy = FlowPolicy(
             priority=base.priority,
