@@ -329,11 +329,6 @@ async def test_every_bad_thread_key_of_continue_thread_is_not_found(make_engine:
     assert await _not_refused(cases, NotFoundError) == []
 
 
-@pytest.mark.xfail(
-    reason="engine bug: a key naming a shard that does not exist raises NotFoundError('not found'), "
-    "unlike every other bad key (Engine._store_for_key)",
-    strict=True,
-)
 async def test_bad_flow_keys_are_indistinguishable(make_engine: Any) -> None:
     engine = await make_engine(_two())
     key, steps = await _flow_with_steps(engine)
@@ -345,11 +340,6 @@ async def test_bad_flow_keys_are_indistinguishable(make_engine: Any) -> None:
     assert len(messages) == 1
 
 
-@pytest.mark.xfail(
-    reason="engine bug: a key naming a shard that does not exist raises NotFoundError('not found'), "
-    "unlike every other bad key (Engine._store_for_key)",
-    strict=True,
-)
 async def test_bad_step_keys_are_indistinguishable(make_engine: Any) -> None:
     engine = await make_engine(_two())
     key, steps = await _flow_with_steps(engine)

@@ -10,19 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from dwarf import END, Flow, Status
 from tests.engine.graphs import WAIT, Gate, fan_out, for_each, graph_of, proxy_with, steps_named, wait_until
-
-# With workers=1 the branches must run one at a time, so the first one's failure cancels the rest before
-# they start. On PostgreSQL the claim statement leases every due step regardless of its limit.
-CLAIM_LIMIT_BUG = pytest.mark.xfail(
-    reason="engine bug: on PostgreSQL claim_due_steps leases more than :limit steps (the LIMIT ... "
-    "FOR UPDATE SKIP LOCKED subquery is rescanned by a nested-loop semi-join), so workers=1 runs every "
-    "branch at once",
-    strict=True,
-)
 
 
 def _counted(calls: Counter[str], name: str, **values: Any) -> Any:
@@ -100,11 +89,7 @@ async def test_failing_branch_cancels_its_running_sibling(make_engine: Any) -> N
     assert await steps_named(engine, key, "J") == []
 
 
-async def test_failing_branch_cancels_siblings_that_have_not_started(
-    make_engine: Any, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "postgres":
-        request.applymarker(CLAIM_LIMIT_BUG)
+async def test_failing_branch_cancels_siblings_that_have_not_started(make_engine: Any) -> None:
     started: list[int] = []
 
     async def work(flow: Flow) -> None:

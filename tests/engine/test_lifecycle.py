@@ -282,17 +282,7 @@ async def test_flow_options_time_budget_overrides_the_engine_default(make_engine
     assert outcome.status == Status.COMPLETED
 
 
-async def test_engine_runs_at_most_workers_steps_at_once(
-    make_engine: Any, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="engine bug: on PostgreSQL claim_due_steps leases more than :limit steps (its "
-                "LIMIT ... FOR UPDATE SKIP LOCKED subquery is rescanned by a nested-loop semi-join)",
-                strict=True,
-            )
-        )
+async def test_engine_runs_at_most_workers_steps_at_once(make_engine: Any) -> None:
     running = 0
     peak = 0
 
@@ -310,19 +300,7 @@ async def test_engine_runs_at_most_workers_steps_at_once(
     assert peak == 2
 
 
-async def test_shutdown_with_nothing_running_is_prompt(
-    make_engine: Any, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="engine bug: on PostgreSQL, cancelling the claimer while its claim awaits the "
-                "database "
-                "is swallowed; the claim loop then idles a full poll interval before it sees it is stopping "
-                "(Scheduler.stop / _claim_loop)",
-                strict=True,
-            )
-        )
+async def test_shutdown_with_nothing_running_is_prompt(make_engine: Any) -> None:
     engine = await make_engine(_proxy())
     started = time.monotonic()
     await engine.shutdown()
