@@ -88,7 +88,7 @@ async def fresh_dsn(backend: str, tmp_path: Any, request: pytest.FixtureRequest)
 
     import psycopg
 
-    database = "dwarf_fresh_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    database = "dwarf_fresh_" + hashlib.sha256(test_name_for(request.node.nodeid).encode()).hexdigest()[:12]
     parts = urlsplit(PG_DSN)
     admin = parts._replace(path="/postgres").geturl()
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:

@@ -16,6 +16,7 @@ Calling the factory twice with the same proxy gives two replicas sharing the sam
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,8 +32,12 @@ EngineFactory = Callable[..., Awaitable[Engine]]
 
 
 def test_name_for(node_id: str) -> str:
-    """A stable test-database name for a pytest node id."""
-    return re.sub(r"[^A-Za-z0-9_]+", "_", node_id)
+    """The test-database name for a pytest node id.
+
+    The process id is part of it so that two test runs at once (two terminals, parallel CI jobs) against
+    one PostgreSQL server never share, or drop, each other's databases.
+    """
+    return re.sub(r"[^A-Za-z0-9_]+", "_", node_id) + f"_pid{os.getpid()}"
 
 
 @pytest_asyncio.fixture
