@@ -3,7 +3,9 @@
 Each run prints one JSON line: the workload, the backend, throughput (steps/s, flows/s), latency
 percentiles of whole flows, and the engine settings. Tasks are no-ops, so the numbers measure the engine
 and the database, not the work. Every run uses a fresh database (a new SQLite file, or a new PostgreSQL
-database that is dropped afterwards).
+database that is dropped afterwards). ``--telemetry sdk`` installs the OpenTelemetry SDK on the engine
+(metrics into an in-memory reader, spans through a batch processor into an in-memory exporter) to
+measure what full telemetry costs; the default ``none`` leaves the engine's telemetry off.
 """
 
 from __future__ import annotations
@@ -107,6 +109,33 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+class _Telemetry:
+    """The OpenTelemetry SDK wired as a production host would, exporting into memory."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.exporter))
+
+    def settings(self) -> dict[str, Any]:
+        return {"meter_provider": self.meter_provider, "tracer_provider": self.tracer_provider}
+
+    def finish(self) -> int:
+        """Flush and shut down; return how many spans were exported (a sanity check of the wiring)."""
+        self.reader.get_metrics_data()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        return len(self.exporter.get_finished_spans())
+
+
 async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
     """Run one workload on a fresh database and return its measurements."""
     workload = args.workload
@@ -124,7 +153,8 @@ async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
         async def cleanup() -> None:
             await _drop_pg_database(args.dsn or DEFAULT_PG_DSN, name)
 
-    engine = Engine(host=_host(args.width), dsn=dsn)
+    telemetry = _Telemetry() if args.telemetry == "sdk" else None
+    engine = Engine(host=_host(args.width), dsn=dsn, **(telemetry.settings() if telemetry else {}))
     if args.workers:
         engine.set_workers(args.workers)
     latencies: list[float] = []
@@ -154,6 +184,7 @@ async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if cleanup is not None:
             await cleanup()
+    spans = telemetry.finish() if telemetry is not None else 0
     return {
         "workload": workload,
         "db": args.db,
@@ -167,6 +198,8 @@ async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
         "p95_ms": round(_percentile(latencies, 0.95) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else 0.0,
+        "telemetry": args.telemetry,
+        "spans": spans,
         "settings": {
             "workers": engine._workers,
             "pool_size": engine.pool_size,
@@ -187,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=0)
     run.add_argument("--dsn", default=os.environ.get("DWARF_BENCH_DSN", ""), help="PostgreSQL admin DSN")
     run.add_argument("--repeat", type=int, default=1, help="runs; prints each and the median")
+    run.add_argument(
+        "--telemetry",
+        choices=["none", "sdk"],
+        default="none",
+        help="sdk: an OpenTelemetry SDK MeterProvider and TracerProvider with in-memory exporters",
+    )
     args = parser.parse_args(argv)
     results = []
     for _ in range(args.repeat):

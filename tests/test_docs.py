@@ -120,7 +120,16 @@ def test_example_runs(example: Example, tmp_path: Path) -> None:
 
 
 def test_every_guide_has_runnable_examples() -> None:
-    guides = {"index.md", "graphs.md", "tasks.md", "operations.md", "testing.md"}
+    guides = {
+        "index.md",
+        "graphs.md",
+        "tasks.md",
+        "flows.md",
+        "fan-out-and-subgraphs.md",
+        "operations.md",
+        "testing.md",
+        "observability.md",
+    }
     present = {path.name for path in DOC_FILES if path.parent.name == "docs"}
     assert guides <= present, f"missing guides: {sorted(guides - present)}"
     for path in DOC_FILES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from dwarf import END, Flow, Status
+from dwarf import END, Flow, Reducer, Status
 from tests.engine.graphs import WAIT, Gate, fan_out, for_each, graph_of, proxy_with, steps_named, wait_until
 
 
@@ -250,3 +250,44 @@ async def test_dead_end_in_a_for_each_branch_fails_the_flow(make_engine: Any) ->
     assert outcome.status == Status.FAILED
     assert "Join" in outcome.error
     assert (calls["Work"], calls["Join"]) == (3, 0)
+
+
+async def test_fan_in_reached_through_on_error_in_a_for_each_branch_merges_and_strips_bookkeeping(
+    make_engine: Any,
+) -> None:
+    graph = graph_of("EachOnError", "Split", "Work", "Fix", "Join")
+    graph.add_transition_for_each("Split", "Work", "items", "item")
+    graph.add_transition("Work", "Join")
+    graph.add_transition_on_error("Work", "Fix")
+    graph.add_transition("Fix", "Join")
+    graph.set_fan_in("Join")
+    graph.set_reducer("seen", Reducer.APPEND)
+    graph.add_transition("Join", END)
+    join_inputs: list[dict[str, Any]] = []
+
+    async def work(flow: Flow) -> None:
+        flow.set("seen", flow.get_int("item"))
+        if flow.get_int("item") == 2:
+            raise RuntimeError("two is bad")
+
+    async def join(flow: Flow) -> None:
+        join_inputs.append(flow.snapshot())
+
+    calls: Counter[str] = Counter()
+    proxy = proxy_with(
+        "each",
+        graph,
+        Split=_counted(calls, "Split"),
+        Work=work,
+        Fix=_counted(calls, "Fix", fixed=True),
+        Join=join,
+    )
+    # One worker claims in creation order: the failing branch (element 2) runs first, so its siblings are
+    # cancelled before they start and contribute nothing.
+    engine = await make_engine(proxy, workers=1)
+    _, outcome = await engine.run("each", {"items": [2, 1, 3], "seen": []}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert len(join_inputs) == 1
+    expected = {"items": [2, 1, 3], "seen": [2], "onErr": {"error": "two is bad"}, "fixed": True}
+    assert join_inputs[0] == expected  # SPEC §3 forEach, §6: array restored, bookkeeping stripped, reducers
+    assert outcome.state == expected

@@ -58,6 +58,8 @@ class Effects:
     due_in: list[float] = field(default_factory=list)
     # A successor inserted already leased to this worker, to run next without a claim.
     inline_step: Row | None = None
+    # Cohorts whose branches were merged at their join (for telemetry).
+    merges: int = 0
 
 
 @dataclass
@@ -270,6 +272,7 @@ class StepCommit:
         workflow_url: str,
         child_input: Mapping[str, Any],
         child_graph: Graph,
+        trace_parent: str = "",
     ) -> None:
         """Park the step on a new child flow that starts with exactly ``child_input`` as its state."""
         info = self.info
@@ -283,6 +286,7 @@ class StepCommit:
             parent_flow_id=info.flow_id,
             parent_step_id=int(self.step["step_id"]),
             root_flow_id=info.root_flow_id,
+            trace_parent=trace_parent,
         )
         self.effects.new_work = True
         self.effects.created.append(child)
@@ -299,27 +303,29 @@ class StepCommit:
         """The task failed and onError routes it: the step completes and the handler runs next.
 
         ``merged`` already holds the ``onErr`` field. Inside a cohort the failed branch's siblings are
-        cancelled and the handler continues at the level of the fan-out that started the branch (the
-        cohort will never join), carrying the branch's contribution outward.
+        cancelled; they contribute nothing but count as arrived, and the handler continues the branch, so
+        the cohort still joins (with this branch's changes and ``onErr``) when the handler's path arrives.
         """
         step = self.step
         lineage_id = int(step["lineage_id"])
-        ordinal = int(step["fan_out_ordinal"])
         carry = self._carry(changes)
         handler_carry = _compose(carry, {"onErr": merged.get("onErr")})
         if lineage_id:
-            spawn = await self.tx.fetch_one("get_step", step_id=lineage_id)
-            assert spawn is not None
             await self._cancel_cohort(lineage_id)
-            lineage_id, ordinal = int(spawn["lineage_id"]), int(spawn["fan_out_ordinal"])
-            handler_carry = _compose(json.loads(spawn["carry"]), handler_carry)
+            await self.tx.execute("settle_cancelled_siblings", spawn_id=lineage_id)
+            if self.info.graph.is_fan_in(handler):
+                await self._finish(
+                    Status.COMPLETED, changes, error=error, carry=handler_carry, arrived=ARRIVED
+                )
+                await self._arrive(lineage_id, handler, abandoned=False)
+                return
         successor_id = await self._insert_step(
             handler,
             merged,
             depth=int(step["step_depth"]) + 1,
             predecessor_id=int(step["step_id"]),
             lineage_id=lineage_id,
-            ordinal=ordinal,
+            ordinal=int(step["fan_out_ordinal"]),
             carry=handler_carry if lineage_id else None,
         )
         await self._finish(Status.COMPLETED, changes, error=error, successor_id=successor_id, carry=carry)
@@ -488,6 +494,7 @@ class StepCommit:
                 for key in (as_, f"{as_}Index", f"{as_}Count"):
                     _restore(merged, base, key)
                     _restore(outer_carry, json.loads(spawn["carry"]), key)
+            self.effects.merges += 1
             target = spawn["join_target"] or END
             if target != END:
                 depth = max((int(m["step_depth"]) for m in members), default=int(spawn["step_depth"])) + 1

@@ -44,6 +44,7 @@ async def insert_flow(
     thread_token: str = "",
     forked_from_step_id: int = 0,
     with_entry_step: bool = True,
+    trace_parent: str = "",
 ) -> FlowInfo:
     """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo."""
     token = new_token()
@@ -66,7 +67,7 @@ async def insert_flow(
         fairness_key=policy.fairness_key,
         fairness_weight=policy.fairness_weight,
         time_budget_ms=policy.time_budget_ms,
-        trace_parent="",
+        trace_parent=trace_parent,
     )
     assert row is not None
     flow_id = int(row["flow_id"])
@@ -112,4 +113,5 @@ async def insert_flow(
         fairness_key=policy.fairness_key,
         fairness_weight=policy.fairness_weight,
         time_budget_ms=policy.time_budget_ms,
+        trace_parent=trace_parent,
     )

@@ -30,6 +30,7 @@ from dwarf.engine.host import Host
 from dwarf.engine.keys import ParsedKey, correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
+from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.engine.testproxy import sending_engine
 from dwarf.errors import BadRequestError, ConflictError, EngineStateError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Row, Store, Tx
@@ -114,6 +115,8 @@ class Engine:
         self._debug = False
         self._meter_provider: Any = None
         self._tracer_provider: Any = None
+        # Off until startup resolves the providers.
+        self._telemetry = Telemetry()
         self._test_name = ""
         self._max_open_conns = DEFAULT_MAX_OPEN_CONNS
         self._workers_per_conn = DEFAULT_WORKERS_PER_CONN
@@ -247,19 +250,21 @@ class Engine:
             raise EngineStateError("set a host before startup")
         self._phase = _STARTING
         try:
+            self._telemetry = Telemetry.from_settings(self._meter_provider, self._tracer_provider)
             self._specs = resolve_specs(self._dsn, self._num_shards, self._test_name)
             self._stores = await open_stores(self._specs, self.pool_size)
         except BaseException:
             self._phase = _NEW
             raise
-        self._scheduler = Scheduler(self, self._stores, self._workers)
+        scheduler = self._scheduler = Scheduler(self, self._stores, self._workers)
+        self._telemetry.attach(self._stores, lambda: scheduler.busy_workers)
         self._scheduler.start()
         self._phase = _STARTED
         for store in self._stores:
             # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
             if int((await store.read("any_marked"))[0]["marked"]):
                 self._start_reaper(store)
-        self._log.debug("engine started with %d shard(s)", len(self._stores))
+        self._log.debug("engine started with %d shard(s)", len(self._stores), extra={"flow": ""})
 
     async def shutdown(self, *, drain_timeout: float | None = None) -> None:
         """Stop claiming, let running steps finish (up to ``drain_timeout``), release the rest. Idempotent."""
@@ -289,6 +294,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._waiters.wake_all()
+        self._telemetry.close()
         await release_stores(self._specs, self._stores)
         self._stores = []
 
@@ -323,8 +329,12 @@ class Engine:
         self._flow_cache.put(info)
         return info
 
-    async def _host_execute_task(self, task_url: str, flow: Flow) -> None:
-        await self._host.execute_task(task_url, flow)
+    async def _host_execute_task(self, task_url: str, flow: Flow, run: TaskRun | None = None) -> None:
+        if run is None:
+            await self._host.execute_task(task_url, flow)
+            return
+        with run.running():
+            await self._host.execute_task(task_url, flow)
 
     async def _after_commit(self, info: FlowInfo, effects: Effects) -> None:
         for child in effects.created:
@@ -349,6 +359,7 @@ class Engine:
         send = getattr(self._host, "signal_peers", None)
         if send is None:
             return
+        self._telemetry.signal_sent(signal.op)
         self._spawn(self._send_signal(send, signal))
 
     async def _send_signal(self, send: Any, signal: Signal) -> None:
@@ -356,7 +367,8 @@ class Engine:
         try:
             await send(signal.op, encode_signal(signal))
         except Exception as error:
-            self._log.warning("signal_peers failed: %s", error)
+            flow = correlation_id(signal.shard, signal.flow_id) if signal.flow_id else ""
+            self._log.warning("signal_peers failed: %s", error, extra={"flow": flow})
         finally:
             sending_engine().reset(token)
 
@@ -366,6 +378,8 @@ class Engine:
         task.add_done_callback(self._background.discard)
 
     async def _flow_stopped(self, info: FlowInfo, status: Status) -> None:
+        self._telemetry.flow_stopped(info, status)
+        self._log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
         notify = getattr(self._host, "flow_stopped", None)
         outcome: FlowOutcome | None = None
         if info.notify_on_stop and notify is not None:
@@ -383,7 +397,12 @@ class Engine:
                 with baggage_scope(info.baggage):
                     await notify(info.key, outcome)
             except Exception as error:
-                self._log.warning("flow_stopped hook failed for flow %s: %s", info.correlation_id, error)
+                self._log.warning(
+                    "flow_stopped hook failed for flow %s: %s",
+                    info.correlation_id,
+                    error,
+                    extra={"flow": info.correlation_id},
+                )
 
     async def deliver_signal(self, op: str, payload: bytes) -> None:
         """Apply a signal a peer replica sent through the host."""
@@ -392,6 +411,7 @@ class Engine:
             signal = decode_signal(op, payload)
         except (ValueError, UnicodeDecodeError) as error:
             raise BadRequestError(f"malformed signal: {error}") from error
+        self._telemetry.signal_received(signal.op)
         if signal.op == DOORBELL:
             if self._scheduler is not None:
                 self._scheduler.ring(signal.shard)
@@ -486,6 +506,8 @@ class Engine:
         thread_id: int = 0,
         thread_token: str = "",
     ) -> FlowInfo:
+        span, trace_parent = self._telemetry.open_flow_span(workflow_url)
+
         async def work(tx: Tx) -> FlowInfo:
             return await insert_flow(
                 tx,
@@ -496,10 +518,15 @@ class Engine:
                 policy,
                 thread_id=thread_id,
                 thread_token=thread_token,
+                trace_parent=trace_parent,
             )
 
         info = await store.run(work)
         self._flow_cache.put(info)
+        self._telemetry.flow_created(info, span)
+        self._log.debug(
+            "flow %s created (%s)", info.correlation_id, workflow_url, extra={"flow": info.correlation_id}
+        )
         return info
 
     async def _resolve_thread(self, thread_key: str) -> tuple[Store, Row]:
@@ -743,6 +770,8 @@ class Engine:
                 )
 
         await store.run(work)
+        resumed = correlation_id(store.shard, flow_id)
+        self._log.debug("flow %s resumed", resumed, extra={"flow": resumed})
         self._ring(store.shard)
         for woken in effects.woken:
             self._waiters.wake(store.shard, woken)
@@ -841,9 +870,14 @@ class Engine:
             time_budget_ms=base.time_budget_ms,
             baggage=base.baggage,
         )
-        created = await store.run(lambda tx: fork_chain(tx, store.shard, chain, target, overrides, policy))
-        for info in created:
+        opened = self._telemetry.open_fork_spans([flow["workflow_url"] for flow in chain])
+        trace_parents = [trace_parent for _, trace_parent in opened]
+        created = await store.run(
+            lambda tx: fork_chain(tx, store.shard, chain, target, overrides, policy, trace_parents)
+        )
+        for info, (span, _) in zip(created, opened, strict=True):
             self._flow_cache.put(info)
+            self._telemetry.flow_created(info, span)
         self._ring(store.shard)
         return created[0].key
 
@@ -929,7 +963,7 @@ class Engine:
                 if store.shard not in self._reap_requested:
                     return
         except Exception as error:
-            self._log.warning("reaping shard %d failed: %s", store.shard, error)
+            self._log.warning("reaping shard %d failed: %s", store.shard, error, extra={"flow": ""})
         finally:
             self._reaping.discard(store.shard)
 

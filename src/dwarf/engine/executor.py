@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
-from dwarf.engine.keys import format_key
+from dwarf.engine.keys import correlation_id, format_key
+from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Row, Store, Tx
@@ -68,10 +70,11 @@ async def run_claimed_step(
     budget = int(step["time_budget_ms"]) / 1000.0
     task_error: BaseException | None = None
     park: Park | None = None
+    run = engine._telemetry.start_task(info, step)  # None when telemetry is off
     try:
         with baggage_scope(info.baggage):
             async with asyncio.timeout(budget if budget > 0 else None) as deadline:
-                await engine._host_execute_task(step["task_url"], carrier)
+                await engine._host_execute_task(step["task_url"], carrier, run)
     except Park as parked:
         park = parked
     except TimeoutError as error:
@@ -80,13 +83,20 @@ async def run_claimed_step(
         else:
             task_error = error
     except asyncio.CancelledError:
+        if run is not None:
+            engine._telemetry.end_task(run, "the engine stopped while the task ran")
         raise
     except Exception as error:
         task_error = error
 
-    return await _commit_outcome(
-        engine, store, info, step, lease_token, carrier, park, task_error, inline_lease_margin
-    )
+    try:
+        return await _commit_outcome(
+            engine, store, info, step, lease_token, carrier, park, task_error, inline_lease_margin, run
+        )
+    except BaseException:
+        if run is not None:
+            engine._telemetry.end_task(run, "the step's outcome could not be committed")
+        raise
 
 
 def _build_carrier(info: FlowInfo, step: Row) -> Flow:
@@ -116,15 +126,21 @@ async def _commit_outcome(
     park: Park | None,
     task_error: BaseException | None,
     inline_lease_margin: float | None,
+    run: TaskRun | None,
 ) -> Row | None:
     changes = carrier.changes
     child_graph: Graph | None = None
+    child_span, child_trace_parent = None, ""
     if park is not None and park.kind == "subgraph":
         url, _ = carrier.subgraph_request or ("", {})
         try:
             child_graph = await engine._load_graph(url, info.baggage)
         except (NotFoundError, InvalidGraphError) as error:
             park, task_error = None, error
+        if child_graph is not None and run is not None:
+            # Minted before the transaction (a unit of work may only await its Tx); the child's span
+            # nests under this task's span.
+            child_span, child_trace_parent = engine._telemetry.open_flow_span(url, run.span)
     state = json.loads(step["state"])
     merged = apply_changes(state, changes)
     graph = info.graph
@@ -142,7 +158,7 @@ async def _commit_outcome(
             await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
         elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
             url, child_input = carrier.subgraph_request
-            await commit.commit_subgraph(changes, url, child_input, child_graph)
+            await commit.commit_subgraph(changes, url, child_input, child_graph, child_trace_parent)
         elif carrier.retry_delay is not None:
             await commit.commit_retry(
                 merged, carrier.retry_delay, error_text(task_error) if task_error else ""
@@ -157,10 +173,48 @@ async def _commit_outcome(
     try:
         effects = await store.run(record)
     except LeaseLostError:
-        engine._log.info("step %s-%s lost its lease; its outcome was discarded", info.shard, step["step_id"])
+        engine._log.info(
+            "step %s of flow %s lost its lease; its outcome was discarded",
+            correlation_id(info.shard, int(step["step_id"])),
+            info.correlation_id,
+            extra={"flow": info.correlation_id},
+        )
+        if run is not None:
+            engine._telemetry.step_committed(run, step, LOST_LEASE)
         return None
+    outcome = _outcome_name(park, carrier, task_error)
+    if engine._log.isEnabledFor(logging.DEBUG):
+        engine._log.debug(
+            "step %s (%s) of flow %s: %s",
+            correlation_id(info.shard, int(step["step_id"])),
+            node,
+            info.correlation_id,
+            outcome,
+            extra={"flow": info.correlation_id},
+        )
+    if run is not None:
+        telemetry = engine._telemetry
+        for child in effects.created:
+            telemetry.flow_created(child, child_span)
+        telemetry.step_committed(
+            run,
+            step,
+            outcome,
+            slept=carrier.sleep_seconds > 0 and outcome == COMPLETED,
+            error=error_text(task_error) if task_error is not None else "",
+            merges=effects.merges,
+        )
     await engine._after_commit(info, effects)
     return effects.inline_step
+
+
+def _outcome_name(park: Park | None, carrier: Flow, task_error: BaseException | None) -> str:
+    """The telemetry outcome of a committed task run (the branches of ``_commit_outcome.record``)."""
+    if park is not None:
+        return INTERRUPTED if park.kind == "interrupt" else PARKED
+    if carrier.retry_delay is not None:
+        return RETRIED
+    return FAILED if task_error is not None else COMPLETED
 
 
 async def _commit_error(

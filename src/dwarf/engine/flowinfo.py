@@ -47,6 +47,8 @@ class FlowInfo:
     fairness_key: str
     fairness_weight: float
     time_budget_ms: int
+    # The W3C traceparent of the flow's span ("" when tracing was off at create): task spans nest under it.
+    trace_parent: str = ""
 
     @property
     def key(self) -> str:
@@ -91,6 +93,7 @@ class FlowInfo:
             fairness_key=row["fairness_key"],
             fairness_weight=float(row["fairness_weight"]),
             time_budget_ms=int(row["time_budget_ms"]),
+            trace_parent=row["trace_parent"],
         )
 
 

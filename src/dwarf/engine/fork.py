@@ -31,9 +31,11 @@ async def fork_chain(
     target: Row,
     overrides: Mapping[str, Any],
     policy: FlowPolicy,
+    trace_parents: Sequence[str] = (),
 ) -> list[FlowInfo]:
     """Copy ``chain`` (flow rows, root first, ending with ``target``'s flow) up to the pivots; re-queue
-    ``target`` with ``overrides``. Returns the new flows, root first."""
+    ``target`` with ``overrides``. Returns the new flows, root first. ``trace_parents`` are the span
+    contexts of the new flows (telemetry), in the same order."""
     created: list[FlowInfo] = []
     parent_flow_id = parent_step_id = root_flow_id = 0
     for level, flow in enumerate(chain):
@@ -51,6 +53,7 @@ async def fork_chain(
             root_flow_id=root_flow_id,
             forked_from_step_id=int(target["step_id"]) if level == 0 else 0,
             with_entry_step=False,
+            trace_parent=trace_parents[level] if level < len(trace_parents) else "",
         )
         created.append(info)
         root_flow_id = root_flow_id or info.flow_id

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dwarf.engine.executor import run_claimed_step
-from dwarf.engine.keys import new_token
+from dwarf.engine.keys import correlation_id, new_token
 from dwarf.store.base import Row, Store
 
 if TYPE_CHECKING:
@@ -118,11 +119,15 @@ class Scheduler:
 
     async def _claim_loop(self, store: Store) -> None:
         doorbell = self._doorbells[store.shard]
+        telemetry = self._engine._telemetry
         while not self._stopping:
+            if telemetry.wants_pending(store.shard):
+                await self._count_pending(store)
             free = self._workers - len(self._in_flight)
             if free <= 0:
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                # Bounded, so that a claimer whose workers are all busy still serves the pending gauge.
+                await self._wait_for(self._slot_free, self.idle_poll)
                 continue
             doorbell.clear()
             try:
@@ -131,7 +136,9 @@ class Scheduler:
                 raise
             except Exception as error:
                 _reraise_swallowed_cancel()
-                self._engine._log.warning("claiming on shard %d failed: %s", store.shard, error)
+                self._engine._log.warning(
+                    "claiming on shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                )
                 await asyncio.sleep(self.error_backoff)
                 continue
             if len(claimed) == free:
@@ -146,7 +153,9 @@ class Scheduler:
                 raise
             except Exception as error:
                 _reraise_swallowed_cancel()
-                self._engine._log.warning("polling shard %d failed: %s", store.shard, error)
+                self._engine._log.warning(
+                    "polling shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                )
                 delay = self.error_backoff
             if delay > 0:
                 await self._wait_for(doorbell, delay)
@@ -167,11 +176,27 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         loop.call_later(max(0.0, delay) + 0.001, self.ring, shard)
 
+    async def _count_pending(self, store: Store) -> None:
+        """Count the shard's due steps for the pending-steps gauge (a metrics reader asked for it)."""
+        try:
+            rows = await store.read("count_due_steps")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            _reraise_swallowed_cancel()
+            self._engine._log.warning(
+                "counting pending steps on shard %d failed: %s", store.shard, error, extra={"flow": ""}
+            )
+            rows = []
+        self._engine._telemetry.set_pending(store.shard, rows)
+
     async def _claim(self, store: Store, limit: int) -> list[Row]:
         lease_token = new_token()
+        started = time.perf_counter()
         rows = await store.write(
             "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
         )
+        self._engine._telemetry.claimed(store.shard, started)
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
             task = asyncio.create_task(self._run(store, row, lease_token))
@@ -188,11 +213,17 @@ class Scheduler:
         if row["next_expiry"] is not None:
             until_expiry = float(row["next_expiry"]) - now
             if until_expiry <= 0:
-                recovered = len(await store.write("recover_expired_leases"))
+                recovered = await store.write("recover_expired_leases")
                 if recovered:
-                    self._engine._log.info(
-                        "recovered %d expired lease(s) on shard %d", recovered, store.shard
-                    )
+                    self._engine._telemetry.leases_recovered(store.shard, len(recovered))
+                    for lost in recovered:
+                        flow = correlation_id(store.shard, int(lost["flow_id"]))
+                        self._engine._log.info(
+                            "step %s of flow %s: its worker's lease expired; queued again",
+                            correlation_id(store.shard, int(lost["step_id"])),
+                            flow,
+                            extra={"flow": flow},
+                        )
                     return 0.0
             else:
                 delay = min(delay, until_expiry)
@@ -216,7 +247,16 @@ class Scheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self._engine._log.exception("running step %d-%d failed", store.shard, current["step_id"])
+                    # The engine itself failed (the database, most likely); the lease expires and the step
+                    # runs again elsewhere.
+                    flow = correlation_id(store.shard, int(current["flow_id"]))
+                    self._engine._log.warning(
+                        "running step %s of flow %s failed",
+                        correlation_id(store.shard, int(current["step_id"])),
+                        flow,
+                        exc_info=True,
+                        extra={"flow": flow},
+                    )
         finally:
             if task is not None:
                 self._in_flight.pop(task, None)

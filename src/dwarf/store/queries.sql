@@ -89,12 +89,18 @@ SELECT
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
     {now} AS now
 
+-- name: count_due_steps
+-- The pending-steps gauge: due steps waiting for a worker, per priority band.
+SELECT priority, COUNT(*) AS pending FROM dwarf_steps
+WHERE status = 'pending' AND not_before <= {now}
+GROUP BY priority
+
 -- name: recover_expired_leases
 -- Put steps whose worker vanished back in the queue; their partial work was never committed.
 UPDATE dwarf_steps
 SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
-RETURNING step_id
+RETURNING step_id, flow_id
 
 -- name: release_lease
 -- A replica shutting down hands a claimed step back at once.
@@ -238,6 +244,12 @@ SET cohort_arrivals = cohort_arrivals + 1, cohort_failures = cohort_failures + :
     updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id
 RETURNING *
+
+-- name: settle_cancelled_siblings
+-- A branch failed and onError routed it: its cancelled siblings count as arrived (with nothing to
+-- contribute), so only the routed branch is still awaited.
+UPDATE dwarf_steps SET cohort_arrivals = cohort_size - 1, updated_at = {now}, version = version + 1
+WHERE step_id = :spawn_id
 
 -- name: arrived_members
 -- The members that reached a cohort's join, in fan-out position order (the order reducers apply in).

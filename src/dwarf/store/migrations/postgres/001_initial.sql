@@ -35,7 +35,8 @@ CREATE TABLE dwarf_flows (
 );
 CREATE INDEX idx_dwarf_flows_list ON dwarf_flows (parent_flow_id, flow_id);
 CREATE INDEX idx_dwarf_flows_status ON dwarf_flows (status, flow_id);
-CREATE INDEX idx_dwarf_flows_root ON dwarf_flows (root_flow_id);
+-- (root_flow_id, status): tree-wide status checks (delete, purge) must not walk every running flow.
+CREATE INDEX idx_dwarf_flows_root ON dwarf_flows (root_flow_id, status);
 CREATE INDEX idx_dwarf_flows_parent ON dwarf_flows (parent_flow_id) WHERE parent_flow_id > 0;
 CREATE INDEX idx_dwarf_flows_thread ON dwarf_flows (thread_id, flow_id);
 CREATE INDEX idx_dwarf_flows_purge ON dwarf_flows (purge_marked) WHERE purge_marked = 1;
