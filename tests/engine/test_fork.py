@@ -325,3 +325,45 @@ async def test_fork_of_the_step_that_ran_a_child_runs_a_new_child(make_engine: A
     assert len(await child_summaries(engine)) == 2
     call = (await engine.history(forked))[-1]
     assert [step.state for step in call.sub_history] == [{"x": 5}]
+
+
+async def test_fork_inside_a_child_flow_started_from_a_fan_out_branch(make_engine: Any) -> None:
+    child = Graph("square")
+    child.add_task("Square", "Square")
+    child.add_transition("Square", END)
+    graph = Graph("squares")
+    for name in ("Split", "Work", "Join"):
+        graph.add_task(name, name)
+    graph.add_transition_for_each("Split", "Work", "items", "item")
+    graph.add_transition("Work", "Join")
+    graph.set_fan_in("Join")
+    graph.add_transition("Join", END)
+    graph.set_reducer("total", Reducer.ADD)
+    proxy = TestProxy()
+    proxy.handle_graph("squares", graph)
+    proxy.handle_graph("square", child)
+
+    async def split(flow: Flow) -> None:
+        flow.set("items", [1, 2, 3])
+
+    async def work(flow: Flow) -> None:
+        result = flow.subgraph("square", {"n": flow.get_int("item")})
+        flow.set("total", result["sq"])
+
+    async def square(flow: Flow) -> None:
+        flow.set("sq", flow.get_int("n") ** 2 + flow.get_int("bonus"))
+
+    proxy.handle_task("Split", split)
+    proxy.handle_task("Work", work)
+    proxy.handle_task("Square", square)
+    proxy.handle_task("Join", noop)
+    engine = await make_engine(proxy)
+    key, done = await engine.run("squares", {"total": 0}, timeout=WAIT)
+    assert done.state["total"] == 1 + 4 + 9
+    second = next(s for s in await steps_named(engine, key, "Work") if s.state.get("item") == 2)
+    leaf = second.sub_history[0]
+    forked = await engine.fork(leaf.step_key, {"bonus": 100})
+    outcome = await engine.wait(forked, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state["total"] == 1 + 104 + 9
+    assert (await engine.snapshot(key)).state["total"] == 14

@@ -857,11 +857,6 @@ class Engine:
         root = chain[0]
         if Status(root["status"]) not in TERMINAL_STATUSES:
             raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
-        parking = [await self._step_row(store, int(child["parent_step_id"])) for child in chain[1:]]
-        if any(int(pivot["lineage_id"]) for pivot in parking):
-            raise BadRequestError(
-                "forking inside a child flow started from a fan-out branch is not supported yet"
-            )
         base = policy_of_row(root)
         policy = FlowPolicy(
             priority=base.priority,
@@ -880,12 +875,6 @@ class Engine:
             self._telemetry.flow_created(info, span)
         self._ring(store.shard)
         return created[0].key
-
-    async def _step_row(self, store: Store, step_id: int) -> Row:
-        rows = await store.read("get_step", step_id=step_id)
-        if not rows:
-            raise NotFoundError("step not found")
-        return rows[0]
 
     async def delete(self, flow_key: str) -> None:
         """Delete a stopped root flow and its whole tree, steps included."""

@@ -72,6 +72,7 @@ async def fork_chain(
                     fairness_key=policy.fairness_key,
                     fairness_weight=policy.fairness_weight,
                     predecessor_id=predecessor,
+                    lineage_id=clones.get(int(pivot["lineage_id"]), 0),
                     child_flow_id=0,
                 )
             )

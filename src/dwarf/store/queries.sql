@@ -392,7 +392,7 @@ INSERT INTO dwarf_steps (
     parked, child_flow_id, not_before, created_at, started_at, updated_at
 )
 SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, 'created', attempt,
-    time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, 0, 0,
+    time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id, fan_out_ordinal,
     1, :child_flow_id, {now}, {now}, started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
