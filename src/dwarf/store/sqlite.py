@@ -1,20 +1,21 @@
 """The SQLite store: the embedded default, one database file (or an in-memory database in tests).
 
-Each store owns one connection and one thread running its own small event loop. A unit of work (see
-``Store.run``) is shipped to that thread whole and runs there start to finish, statements executing
-synchronously: one thread hop per transaction, the engine's loop never blocks on SQLite, and two units
-of work never interleave (they do not suspend, so the store's loop runs them one after the other).
-Write transactions start with ``BEGIN IMMEDIATE`` so that another process on the same file waits on the
-busy timeout instead of failing half-way; the database runs in WAL mode, where readers in other
-processes are never blocked by the writer.
+Each store owns one connection and one thread. A unit of work (see ``Store.run``) is queued to that
+thread whole and runs there start to finish, its statements executing synchronously, so the engine's
+loop never blocks on SQLite and units never interleave. Units that queue up while the thread is busy
+commit together (group commit): each runs inside its own savepoint, so one that raises is rolled back
+alone, and a single COMMIT makes the whole group durable before any caller hears back. Write groups
+start with ``BEGIN IMMEDIATE`` so that another process on the same file waits on the busy timeout
+instead of failing half-way; the database runs in WAL mode, where readers in other processes are never
+blocked by the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import threading
-from concurrent.futures import Future
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -50,10 +51,46 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
+class _Unit:
+    """A unit of work waiting for the store's thread, and where to deliver its outcome."""
+
+    __slots__ = ("error", "future", "loop", "result", "work", "write")
+
+    def __init__(self, work: Any, write: bool, loop: asyncio.AbstractEventLoop, future: Any) -> None:
+        self.work = work
+        self.write = write
+        self.loop = loop
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _deliver(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the work committed (or not) regardless
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _run_to_completion(coroutine: Any) -> Any:
+    """Drive a unit of work that never suspends (its Tx answers synchronously) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise RuntimeError("a unit of work suspended inside an SQLite transaction")
+
+
 class SQLiteStore(Store):
-    """One SQLite database driven by its own thread."""
+    """One SQLite database driven by its own thread, committing queued units of work in groups."""
 
     dialect = "sqlite"
+    # Units that arrived while the thread was busy commit together, each inside its own savepoint; the
+    # cap bounds how long the first of them waits for the shared COMMIT.
+    max_group = 64
 
     def __init__(self, path: str, shard: int = 1, *, synchronous: str = "normal") -> None:
         if synchronous.lower() not in _SYNCHRONOUS_MODES:
@@ -63,9 +100,8 @@ class SQLiteStore(Store):
         self._synchronous = synchronous.lower()
         self._queries = {name: split_statements(sql) for name, sql in load_queries("sqlite", _NOW).items()}
         self._conn: sqlite3.Connection | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._in_transaction = False
 
     @property
     def description(self) -> str:
@@ -74,54 +110,85 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._thread is not None:
             return
-        ready: Future[asyncio.AbstractEventLoop] = Future()
-        thread = threading.Thread(
-            target=self._serve, args=(ready,), name=f"dwarf-sqlite-{self.shard}", daemon=True
-        )
+        thread = threading.Thread(target=self._serve, name=f"dwarf-sqlite-{self.shard}", daemon=True)
         thread.start()
-        self._loop = await asyncio.wrap_future(ready)
         self._thread = thread
         try:
-            await self._submit(self._connect_and_migrate())
+            await asyncio.to_thread(self._connect_and_migrate)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        try:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._disconnect(), loop))
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.to_thread(thread.join)
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def run(self, work: TxFunction[T], *, write: bool = True) -> T:
-        result: T = await self._submit(self._run_unit(work, write))
-        return result
-
-    async def _submit(self, coroutine: Any) -> Any:
-        loop = self._loop
-        if loop is None:
-            coroutine.close()
+        if self._thread is None or self._conn is None:
             raise RuntimeError("SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Unit(work, write, loop, future))
         # Cancelling the caller does not stop the unit of work: it commits or rolls back on its own.
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, loop))
+        return await future
 
     # --- everything below runs on the store's thread ---
 
-    def _serve(self, ready: Future[asyncio.AbstractEventLoop]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        ready.set_result(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+    def _serve(self) -> None:
+        while True:
+            unit = self._queue.get()
+            if unit is None:
+                return
+            group = [unit]
+            while len(group) < self.max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+            self._run_group(group)
 
-    async def _connect_and_migrate(self) -> None:
+    def _run_group(self, group: list[_Unit]) -> None:
+        conn = self._conn
+        assert conn is not None
+        write = any(unit.write for unit in group)
+        commit_error: BaseException | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except BaseException as error:
+            commit_error = error
+        else:
+            for unit in group:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    unit.result = _run_to_completion(unit.work(_SQLiteTx(conn, self._queries)))
+                except BaseException as error:
+                    unit.error = error
+                    conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+            try:
+                conn.execute("COMMIT")
+            except BaseException as error:
+                commit_error = error
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        for unit in group:
+            outcome = commit_error if commit_error is not None and unit.error is None else unit.error
+            try:
+                unit.loop.call_soon_threadsafe(_deliver, unit.future, unit.result, outcome)
+            except RuntimeError:
+                pass  # the caller's loop is closed: nobody is waiting any more
+
+    def _connect_and_migrate(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = _dict_row
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -131,8 +198,8 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA foreign_keys = OFF")
         # LIKE must be case-sensitive as on PostgreSQL: list's search is a literal substring match.
         conn.execute("PRAGMA case_sensitive_like = ON")
-        self._conn = conn
         self._migrate(conn)
+        self._conn = conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # BEGIN IMMEDIATE takes the database's write lock, so two processes migrating the same file at once
@@ -157,31 +224,6 @@ class SQLiteStore(Store):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-
-    async def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    async def _run_unit(self, work: TxFunction[T], write: bool) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("SQLite store is not open")
-        if self._in_transaction:
-            # Only possible if a unit of work suspended on something other than its Tx.
-            raise RuntimeError("a unit of work suspended inside an SQLite transaction")
-        self._in_transaction = True
-        try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = await work(_SQLiteTx(conn, self._queries))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-        finally:
-            self._in_transaction = False
 
 
 class _SQLiteTx(Tx):
