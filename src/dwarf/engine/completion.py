@@ -152,6 +152,15 @@ class StepCommit:
             self.effects.due_in.append(delay)
         return int(step_id)
 
+    @staticmethod
+    def is_single_statement(
+        info: FlowInfo, step: Row, route: Route, sleep: float, inline_lease_margin: float | None
+    ) -> bool:
+        """True when ``commit_success`` of this route is exactly one statement (finish_and_continue)."""
+        if inline_lease_margin is None or sleep > 0 or route.is_fan_out or len(route.branches) != 1:
+            return False
+        return not (int(step["lineage_id"]) and info.graph.is_fan_in(route.branches[0].node))
+
     async def _finish_and_continue(
         self,
         changes: Mapping[str, Any],

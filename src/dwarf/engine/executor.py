@@ -171,7 +171,14 @@ async def _commit_outcome(
         return commit.effects
 
     try:
-        effects = await store.run(record)
+        if route is not None and StepCommit.is_single_statement(
+            info, step, route, carrier.sleep_seconds, inline_lease_margin
+        ):
+            # The whole commit is one guarded statement: it needs no surrounding transaction (on
+            # PostgreSQL that saves the BEGIN and COMMIT round trips).
+            effects = await record(_SingleStatementTx(store))
+        else:
+            effects = await store.run(record)
     except LeaseLostError:
         engine._log.info(
             "step %s of flow %s lost its lease; its outcome was discarded",
@@ -215,6 +222,19 @@ def _outcome_name(park: Park | None, carrier: Flow, task_error: BaseException | 
     if carrier.retry_delay is not None:
         return RETRIED
     return FAILED if task_error is not None else COMPLETED
+
+
+class _SingleStatementTx(Tx):
+    """A Tx for a unit of work known to run exactly one statement: each runs as its own transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+        return await self._store.write(query, **params)
+
+    async def execute(self, query: str, **params: Any) -> int:
+        raise NotImplementedError("single-statement units only fetch rows")
 
 
 async def _commit_error(
