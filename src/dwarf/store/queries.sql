@@ -135,10 +135,6 @@ SET status = :status, final_state = :final_state, error = :error, interrupt_payl
 WHERE flow_id = :flow_id
   AND (status = 'running' OR (status = 'interrupted' AND :status IN ('completed', 'failed')))
 
--- name: touch_flow
--- Something observable about the flow changed without a status change.
-UPDATE dwarf_flows SET updated_at = {now}, version = version + 1 WHERE flow_id = :flow_id
-
 -- name: cancel_flow_tree
 -- Cancel every running or interrupted flow of a tree.
 UPDATE dwarf_flows
@@ -291,22 +287,12 @@ UPDATE dwarf_steps
 SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE flow_id = :flow_id AND step_id <> :keep_step_id AND status IN ('created', 'pending', 'running', 'interrupted')
 
--- name: interrupted_steps
--- The parked interrupts of a flow, oldest first: the first is the one surfaced to callers.
-SELECT * FROM dwarf_steps WHERE flow_id = :flow_id AND status = 'interrupted' ORDER BY step_id
-
 -- name: resume_step
 -- Re-queue an interrupted step with the caller's resume data.
 UPDATE dwarf_steps
 SET status = 'pending', resume_data = :resume_data, not_before = {now}, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND status = 'interrupted'
-
--- name: set_flow_status
--- Move a flow between running and interrupted (resume, another interrupt surfacing).
-UPDATE dwarf_flows
-SET status = :status, interrupt_payload = :interrupt_payload, updated_at = {now}, version = version + 1
-WHERE flow_id = :flow_id
 
 -- name: latest_completed_in_thread
 -- The newest completed flow of a thread: continue_thread starts from its final state.
@@ -355,10 +341,6 @@ WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
 -- name: flow_parent
 -- The parent of a flow (0 for a root), to walk a tree upward.
 SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
-
--- name: fork_prefix_steps
--- The steps a fork copies: every step of the flow shallower than the step it forks from.
-SELECT * FROM dwarf_steps WHERE flow_id = :flow_id AND step_depth < :depth ORDER BY step_id
 
 -- name: clone_step
 -- Copy a step into a forked flow; ids that point at other steps are remapped afterwards.
