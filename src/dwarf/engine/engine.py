@@ -18,9 +18,9 @@ import logging
 import math
 import random
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.completion import Effects, surface_interrupt
 from dwarf.engine.creation import FlowPolicy, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps, policy_of_row
@@ -68,14 +68,6 @@ def _silent_logger() -> logging.Logger:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     return logger
-
-
-def _utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(float(seconds), UTC)
-
-
-def _utc_required(seconds: float) -> datetime:
-    return datetime.fromtimestamp(float(seconds), UTC)
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -725,9 +717,9 @@ class Engine:
             task_name=row["task_name"],
             error=row["error"],
             cancel_reason=row["cancel_reason"],
-            created_at=_utc_required(row["created_at"]),
-            started_at=_utc(row["started_at"]),
-            updated_at=_utc_required(row["updated_at"]),
+            created_at=utc(row["created_at"]),
+            started_at=optional_utc(row["started_at"]),
+            updated_at=utc(row["updated_at"]),
             priority=int(row["priority"]),
             fairness_key=row["fairness_key"],
             subgraph=int(row["parent_flow_id"]) != 0,
@@ -1021,6 +1013,3 @@ def _decode_cursor(cursor: str) -> dict[int, int]:
     except (ValueError, TypeError, AttributeError, binascii.Error) as error:
         raise BadRequestError("malformed cursor") from error
     return positions
-
-
-_ = timedelta  # durations in signatures are documented as timedelta | float

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dwarf.engine.clock import utc
 from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
 __all__ = ["error_text", "run_claimed_step"]
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 def error_text(error: BaseException) -> str:
@@ -105,9 +101,9 @@ def _build_carrier(info: FlowInfo, step: Row) -> Flow:
         flow_key=info.key,
         step_key=format_key(info.shard, int(step["step_id"]), step["step_token"]),
         attempt=int(step["attempt"]),
-        created_at=_utc(info.created_at),
-        updated_at=_utc(float(step["updated_at"])),
-        step_created_at=_utc(float(step["created_at"])),
+        created_at=utc(info.created_at),
+        updated_at=utc(float(step["updated_at"])),
+        step_created_at=utc(float(step["created_at"])),
         state=json.loads(step["state"]),
         changes=changes or None,
         resume_data=_loads(step["resume_data"]),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
+from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.keys import ParsedKey, format_key, tokens_match
 from dwarf.errors import NotFoundError
 from dwarf.store.base import Row, Store
@@ -14,17 +14,12 @@ from dwarf.workflow.status import Status
 __all__ = ["build_history", "load_step", "step_record"]
 
 
-def _utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(float(seconds), UTC)
-
-
 def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
     """A FlowStep from a dwarf_steps row; ``tokens`` maps step ids to tokens for the navigation keys."""
     predecessor = int(row["predecessor_id"])
     successor = int(row["successor_id"])
-    created = _utc(row["created_at"])
-    updated = _utc(row["updated_at"])
-    assert created is not None and updated is not None
+    created = utc(row["created_at"])
+    updated = utc(row["updated_at"])
     return FlowStep(
         step_key=format_key(shard, int(row["step_id"]), row["step_token"]),
         step_id=int(row["step_id"]),
@@ -43,7 +38,7 @@ def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
         parked=bool(row["parked"]),
         error=row["error"],
         created_at=created,
-        started_at=_utc(row["started_at"]),
+        started_at=optional_utc(row["started_at"]),
         updated_at=updated,
     )
 
