@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 
-from dwarf.engine import Engine, Host
-from dwarf.testing import test_name_for
+from dwarf.engine import Engine
+from dwarf.testing import engine_factory, test_name_for
 
 PG_DSN = os.environ.get("DWARF_TEST_DSN", "")
 REQUIRE_PG = os.environ.get("DWARF_REQUIRE_POSTGRES") == "1"
@@ -56,26 +56,9 @@ async def make_engine(backend: str, request: pytest.FixtureRequest) -> AsyncIter
 
     Engines made with the same ``name`` (default: the test's) share databases: replicas.
     """
-    engines: list[Engine] = []
-    default_name = test_name_for(request.node.nodeid)
-
-    async def make(host: Host, *, name: str | None = None, start: bool = True, **settings: Any) -> Engine:
-        settings.setdefault("dsn", PG_DSN if backend == "postgres" else "sqlite://:memory:")
-        engine = Engine(host=host, **settings)
-        engine.set_in_test(name or default_name)
-        engines.append(engine)
-        if start:
-            await engine.startup()
-        add_peer = getattr(host, "add_peer", None)
-        if callable(add_peer):
-            add_peer(engine)
-        return engine
-
-    try:
+    dsn = PG_DSN if backend == "postgres" else "sqlite://:memory:"
+    async with engine_factory(test_name_for(request.node.nodeid), dsn=dsn) as make:
         yield make
-    finally:
-        for engine in reversed(engines):
-            await engine.shutdown(drain_timeout=1.0)
 
 
 @pytest_asyncio.fixture

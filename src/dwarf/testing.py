@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ import pytest_asyncio
 
 from dwarf.engine import Engine, Host
 
-__all__ = ["EngineFactory", "dwarf_engine", "test_name_for"]
+__all__ = ["EngineFactory", "dwarf_engine", "engine_factory", "test_name_for"]
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -40,17 +41,22 @@ def test_name_for(node_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", node_id) + f"_pid{os.getpid()}"
 
 
-@pytest_asyncio.fixture
-async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
-    """A factory of started engines on this test's isolated databases; all are shut down afterwards."""
-    engines: list[Engine] = []
-    name = test_name_for(request.node.nodeid)
+@asynccontextmanager
+async def engine_factory(test_name: str, **defaults: Any) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+    """Yield ``make(host, *, name=None, start=True, **settings)`` building engines on the isolated
+    databases of ``test_name`` (or ``name``); every engine made is shut down on exit.
 
-    async def make(host: Host, *, test_name: str | None = None, **settings: Any) -> Engine:
-        engine = Engine(host=host, **settings)
-        engine.set_in_test(test_name or name)
-        await engine.startup()
+    Engines made with one name share databases; engines sharing a host that has ``add_peer`` are linked
+    as peer replicas.
+    """
+    engines: list[Engine] = []
+
+    async def make(host: Host, *, name: str | None = None, start: bool = True, **settings: Any) -> Engine:
+        engine = Engine(host=host, **{**defaults, **settings})
+        engine.set_in_test(name or test_name)
         engines.append(engine)
+        if start:
+            await engine.startup()
         add_peer = getattr(host, "add_peer", None)
         if callable(add_peer):
             add_peer(engine)
@@ -61,3 +67,14 @@ async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFa
     finally:
         for engine in reversed(engines):
             await engine.shutdown(drain_timeout=1.0)
+
+
+@pytest_asyncio.fixture
+async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
+    """A factory of started engines on this test's isolated databases; all are shut down afterwards."""
+    async with engine_factory(test_name_for(request.node.nodeid)) as make:
+
+        async def make_started(host: Host, *, test_name: str | None = None, **settings: Any) -> Engine:
+            return await make(host, name=test_name, **settings)
+
+        yield make_started

@@ -30,10 +30,11 @@ async def _wait_for_file(path: Path, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_path: Path) -> None:
+async def _kill_replica_mid_step(dsn: str, markers: Path) -> str:
+    """Start a replica process that creates a flow, SIGKILL it while task B runs; return the flow key."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     replica = subprocess.Popen(
-        [sys.executable, "-m", "tests.process.replica", fresh_dsn, str(tmp_path), "create"],
+        [sys.executable, "-m", "tests.process.replica", dsn, str(markers), "create"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -43,13 +44,18 @@ async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_
         assert replica.stdout is not None
         key = (await asyncio.to_thread(replica.stdout.readline)).strip()
         assert key, "the replica printed no flow key"
-        await _wait_for_file(tmp_path / "b-started", 30)
+        await _wait_for_file(markers / "b-started", 30)
         replica.send_signal(signal.SIGKILL)
         await asyncio.to_thread(replica.wait, 10)
     finally:
         if replica.poll() is None:
             replica.kill()
             replica.wait()
+    return key
+
+
+async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_path: Path) -> None:
+    key = await _kill_replica_mid_step(fresh_dsn, tmp_path)
 
     (tmp_path / "b-fast").write_text("")
     engine = Engine(host=build_host(tmp_path), dsn=fresh_dsn)
@@ -69,24 +75,7 @@ async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sqlite_file_survives_sigkill_of_its_only_replica(fresh_dsn: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    replica = subprocess.Popen(
-        [sys.executable, "-m", "tests.process.replica", fresh_dsn, str(tmp_path), "create"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        assert replica.stdout is not None
-        key = (await asyncio.to_thread(replica.stdout.readline)).strip()
-        await _wait_for_file(tmp_path / "b-started", 30)
-        replica.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(replica.wait, 10)
-    finally:
-        if replica.poll() is None:
-            replica.kill()
-            replica.wait()
+    key = await _kill_replica_mid_step(fresh_dsn, tmp_path)
     # The database file (with its WAL) opens cleanly and still knows the flow.
     engine = Engine(host=build_host(tmp_path), dsn=fresh_dsn, workers=1)
     await engine.startup()
