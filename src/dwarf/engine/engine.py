@@ -39,7 +39,7 @@ from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.flow import Flow
 from dwarf.workflow.graph import Graph
-from dwarf.workflow.jsonvalue import check_json
+from dwarf.workflow.jsonvalue import check_json, checked_json_object
 from dwarf.workflow.mermaid import history_mermaid
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
 from dwarf.workflow.reducers import ReducerError, apply_changes, apply_with_reducers
@@ -74,16 +74,6 @@ def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequestError(f"{what} must be a positive integer")
     return value
-
-
-def _json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise BadRequestError(f"{what} must be a JSON object (a mapping), not {type(value).__name__}")
-    check_json(value, what)
-    result: dict[str, Any] = json.loads(dumps(value))
-    return result
 
 
 class Engine:
@@ -444,7 +434,7 @@ class Engine:
         if not isinstance(options, FlowOptions):
             raise BadRequestError("options must be a FlowOptions")
         options.check()
-        state = _json_object(initial_state, "initial state")
+        state = checked_json_object(initial_state, "initial state")
         check_json(options.baggage, "baggage")
         thread: tuple[Store, Row] | None = None
         if options.thread_key:
@@ -728,7 +718,7 @@ class Engine:
     async def resume(self, flow_key: str, resume_data: Mapping[str, Any] | None = None) -> None:
         """Re-run the interrupted step of an interrupted flow; its ``interrupt`` call returns the data."""
         self._require_started()
-        data = _json_object(resume_data, "resume data")
+        data = checked_json_object(resume_data, "resume data")
         store, row = await self._resolve_flow(flow_key)
         if int(row["parent_flow_id"]):
             raise BadRequestError("resume the root flow, not a child flow")
@@ -798,7 +788,7 @@ class Engine:
     ) -> str:
         """Start the next flow of a thread from its latest completed flow's final state."""
         self._require_started()
-        extra = _json_object(additional_state, "additional state")
+        extra = checked_json_object(additional_state, "additional state")
         store, first = await self._resolve_thread(thread_key)
         rows = await store.read("latest_completed_in_thread", thread_id=int(first["thread_id"]))
         if not rows:
@@ -830,7 +820,7 @@ class Engine:
         scheduling and baggage, not the notify/delete flags. Returns the new root flow's key.
         """
         self._require_started()
-        overrides = _json_object(state_overrides, "state overrides")
+        overrides = checked_json_object(state_overrides, "state overrides")
         parsed = parse_key(step_key, "step")
         store = self._store_for_key(parsed, "step")
         rows = await store.read("get_step_with_flow", step_id=parsed.id)

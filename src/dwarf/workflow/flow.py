@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from dwarf.errors import BadRequestError, SubgraphError
 from dwarf.workflow.durations import Duration, to_seconds
-from dwarf.workflow.jsonvalue import check_json, json_copy, json_copy_object
+from dwarf.workflow.jsonvalue import check_json, checked_json_object, json_copy, json_copy_object
 
 __all__ = ["Flow", "Park", "ParkKind"]
 
@@ -361,7 +361,7 @@ class Flow:
             raise BadRequestError("cannot interrupt: this step already parked for a subgraph")
         if self._interrupt_payload is not None:
             raise BadRequestError("cannot interrupt: this step already requested an interrupt")
-        self._interrupt_payload = _json_object(payload, "the interrupt payload")
+        self._interrupt_payload = checked_json_object(payload, "the interrupt payload")
         raise Park("interrupt")
 
     def subgraph(self, workflow_url: str, input: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -382,7 +382,7 @@ class Flow:
             raise BadRequestError("cannot start a subgraph: this step already requested one")
         if not isinstance(workflow_url, str) or not workflow_url:
             raise BadRequestError(f"subgraph needs a non-empty workflow URL, not {workflow_url!r}")
-        self._subgraph_request = (workflow_url, _json_object(input, "the subgraph input"))
+        self._subgraph_request = (workflow_url, checked_json_object(input, "the subgraph input"))
         raise Park("subgraph")
 
     # --- what the engine reads after the task ---
@@ -423,17 +423,6 @@ class Flow:
 
 def _unique(*key_sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(key for source in key_sources for key in source))
-
-
-def _json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-    """A checked copy of a JSON object argument; None is the empty object."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise BadRequestError(f"{what} must be a JSON object (a mapping), not a {type(value).__name__}")
-    as_dict = dict(value)
-    check_json(as_dict, what)
-    return json_copy_object(as_dict)
 
 
 # --- duration strings ---

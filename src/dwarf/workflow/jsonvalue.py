@@ -19,7 +19,14 @@ from typing import Any
 
 from dwarf.errors import BadRequestError
 
-__all__ = ["canonical_json", "check_json", "json_copy", "json_copy_object", "json_kind"]
+__all__ = [
+    "canonical_json",
+    "check_json",
+    "checked_json_object",
+    "json_copy",
+    "json_copy_object",
+    "json_kind",
+]
 
 # A linked list of (key, parent) pairs: O(1) per child while walking, turned into text only for an error.
 _Path = tuple[str | int, "_Path"] | None
@@ -187,3 +194,17 @@ def json_kind(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def checked_json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    """A checked deep copy of a JSON object argument; None is the empty object.
+
+    BadRequestError, naming ``what``, for anything but a mapping that is strictly JSON.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadRequestError(f"{what} must be a JSON object (a mapping), not a {type(value).__name__}")
+    as_dict = dict(value)
+    check_json(as_dict, what)
+    return json_copy_object(as_dict)
