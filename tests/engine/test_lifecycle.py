@@ -305,3 +305,43 @@ async def test_shutdown_with_nothing_running_is_prompt(make_engine: Any) -> None
     started = time.monotonic()
     await engine.shutdown()
     assert time.monotonic() - started < 0.5
+
+
+# --- operations-only engines (workers=0) ---
+
+
+async def test_an_engine_with_zero_workers_starts_without_a_host_and_reads_flows(fresh_dsn: str) -> None:
+    gate = Gate()
+
+    async def held(flow: Flow) -> None:
+        await gate.pass_through()
+
+    proxy = proxy_with("one", chain("One", "A"), A=held)
+    async with Engine(host=proxy, dsn=fresh_dsn) as worker:
+        key = await worker.create("one")
+        async with Engine(workers=0, dsn=fresh_dsn) as inspector:
+            page, _ = await inspector.list()
+            assert [summary.flow_key for summary in page] == [key]
+            await inspector.cancel(key, "from the inspector")
+        gate.open()
+        outcome = await worker.wait(key, timeout=10)
+    assert outcome.status == Status.CANCELLED
+
+
+async def test_an_engine_with_zero_workers_runs_no_steps(fresh_dsn: str) -> None:
+    async with Engine(host=_proxy(), workers=0, dsn=fresh_dsn) as engine:
+        key = await engine.create("one")
+        await asyncio.sleep(0.3)
+        steps = await engine.history(key)
+    assert [(step.task_name, step.status, step.started_at) for step in steps] == [("A", Status.PENDING, None)]
+
+
+async def test_a_hostless_engine_cannot_create_flows(fresh_dsn: str) -> None:
+    async with Engine(workers=0, dsn=fresh_dsn) as engine:
+        with pytest.raises(EngineStateError):
+            await engine.create("one")
+
+
+async def test_an_engine_with_workers_needs_a_host(fresh_dsn: str) -> None:
+    with pytest.raises(EngineStateError):
+        await Engine(dsn=fresh_dsn).startup()

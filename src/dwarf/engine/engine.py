@@ -145,8 +145,16 @@ class Engine:
         self._host = host
 
     def set_workers(self, n: int) -> None:
-        """How many steps this engine runs at once (default 64)."""
+        """How many steps this engine runs at once (default 64).
+
+        Zero makes an operations-only engine: it claims and runs no steps and needs no host unless it
+        creates flows. Tools that inspect or steer flows (the CLI, the dashboard) run one of these beside
+        the application's engines; a resume or a fork they record is run by the application's workers.
+        """
         self._require_new("the number of workers")
+        if n == 0 and not isinstance(n, bool):
+            self._workers = 0
+            return
         self._workers = _positive_int(n, "workers")
 
     def set_num_shards(self, n: int) -> None:
@@ -228,8 +236,8 @@ class Engine:
             return
         if self._phase != _NEW:
             raise EngineStateError("an engine cannot be restarted; create a new one")
-        if self._host is None:
-            raise EngineStateError("set a host before startup")
+        if self._host is None and self._workers > 0:
+            raise EngineStateError("set a host before startup (only an engine of 0 workers runs without)")
         self._phase = _STARTING
         try:
             self._telemetry = Telemetry.from_settings(self._meter_provider, self._tracer_provider)
@@ -465,6 +473,8 @@ class Engine:
         return info.key
 
     async def _load_graph(self, workflow_url: str, baggage: Any) -> Graph:
+        if self._host is None:
+            raise EngineStateError("this engine has no host to load graphs from")
         with baggage_scope(baggage):
             graph = await self._host.load_graph(workflow_url)
         if graph is None:

@@ -48,7 +48,7 @@ class Scheduler:
     def __init__(self, engine: Engine, stores: list[Store], workers: int) -> None:
         self._engine = engine
         self._stores = stores
-        self._workers = max(1, workers)
+        self._workers = workers
         self._doorbells = {store.shard: asyncio.Event() for store in stores}
         self._slot_free = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
@@ -59,6 +59,8 @@ class Scheduler:
         self.error_backoff = 0.5
 
     def start(self) -> None:
+        if self._workers == 0:
+            return  # an operations-only engine claims nothing
         for store in self._stores:
             task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
             self._claimers.append(task)
