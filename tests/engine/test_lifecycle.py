@@ -345,3 +345,39 @@ async def test_a_hostless_engine_cannot_create_flows(fresh_dsn: str) -> None:
 async def test_an_engine_with_workers_needs_a_host(fresh_dsn: str) -> None:
     with pytest.raises(EngineStateError):
         await Engine(dsn=fresh_dsn).startup()
+
+
+# --- optional host lifecycle hooks ---
+
+
+class _HookedProxy(TestProxy):
+    """A TestProxy that records the engine lifecycle hooks (as a signal relay would use them)."""
+
+    def __init__(self, fail_start: bool = False) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self._fail_start = fail_start
+
+    async def engine_started(self, engine: Engine) -> None:
+        self.calls.append("started")
+        if self._fail_start:
+            raise RuntimeError("relay unreachable")
+
+    async def engine_stopped(self, engine: Engine) -> None:
+        self.calls.append("stopped")
+
+
+async def test_the_host_hears_when_its_engine_starts_and_stops(fresh_dsn: str) -> None:
+    proxy = _HookedProxy()
+    async with Engine(host=proxy, dsn=fresh_dsn):
+        assert proxy.calls == ["started"]
+    assert proxy.calls == ["started", "stopped"]
+
+
+async def test_a_host_whose_start_hook_raises_aborts_the_startup(fresh_dsn: str) -> None:
+    proxy = _HookedProxy(fail_start=True)
+    engine = Engine(host=proxy, dsn=fresh_dsn)
+    with pytest.raises(RuntimeError, match="relay unreachable"):
+        await engine.startup()
+    with pytest.raises(EngineStateError):
+        await engine.list()

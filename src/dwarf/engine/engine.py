@@ -254,6 +254,13 @@ class Engine:
             # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
             if int((await store.read("any_marked"))[0]["marked"]):
                 self._start_reaper(store)
+        started = getattr(self._host, "engine_started", None)
+        if started is not None:
+            try:
+                await started(self)
+            except BaseException:
+                await self.shutdown(drain_timeout=0)
+                raise
         self._log.debug("engine started with %d shard(s)", len(self._stores), extra={"flow": ""})
 
     async def shutdown(self, *, drain_timeout: float | None = None) -> None:
@@ -266,6 +273,10 @@ class Engine:
         timeout = self.drain_timeout if drain_timeout is None else max(0.0, drain_timeout)
         if self._scheduler is not None:
             await self._scheduler.stop(timeout)
+        stopped = getattr(self._host, "engine_stopped", None)
+        if stopped is not None:
+            with contextlib.suppress(Exception):
+                await stopped(self)
         await self._close()
 
     async def _crash_for_test(self) -> None:
