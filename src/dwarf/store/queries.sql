@@ -68,15 +68,26 @@ SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_depth, step_id
 SELECT * FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
 
 -- name: claim_due_steps
--- Lease up to :limit due steps, lowest priority number first, oldest first within a priority.
+-- Lease up to :limit due steps: strict priority bands (lower number first); inside a band, weighted-fair
+-- turns across fairness keys and oldest first inside a key. A key's k-th oldest due step gets the turn
+-- (sum of k random exponential gaps) / weight: the arrival times of a Poisson process whose rate is the
+-- key's weight. Merging the keys' processes picks the next key with probability weight / total weight at
+-- every slot, whatever the backlogs, and a key's own steps keep their order because its sums only grow.
+-- The key's weight is that of its oldest due step, so a flow cannot promote its key by a larger weight.
 UPDATE dwarf_steps
 SET status = 'running', lease_token = :lease_token,
     lease_expires = {now} + time_budget_ms / 1000.0 + :lease_margin,
     started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1
 WHERE step_id IN (
-    SELECT step_id FROM dwarf_steps
-    WHERE status = 'pending' AND not_before <= {now}
-    ORDER BY priority, step_id
+    SELECT step_id FROM (
+        SELECT step_id, priority,
+            SUM(dwarf_random_gap()) OVER fair
+                / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair AS turn
+        FROM dwarf_steps
+        WHERE status = 'pending' AND not_before <= {now}
+        WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
+    )
+    ORDER BY priority, turn
     LIMIT :limit
 ) AND status = 'pending'
 RETURNING *

@@ -5,15 +5,23 @@
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0 FOR UPDATE
 
 -- name: claim_due_steps
--- Lease up to :limit due steps; SKIP LOCKED lets replicas claim side by side without waiting. The CTE
--- is MATERIALIZED on purpose: as an IN (subquery) the planner may rescan the LIMIT/SKIP LOCKED subquery
--- in a nested loop, and every rescan locks further rows, so more than :limit steps would be leased.
-WITH due AS MATERIALIZED (
-    SELECT step_id FROM dwarf_steps
+-- Lease up to :limit due steps in the weighted-fair order of the generic query (see queries.sql). SKIP
+-- LOCKED lets replicas claim side by side: a step another claimer holds is passed over for the next in
+-- turn order. The CTEs are MATERIALIZED on purpose: inlined, the planner may rescan the LIMIT/SKIP LOCKED
+-- part in a nested loop, and every rescan locks further rows, so more than :limit steps would be leased.
+WITH ranked AS MATERIALIZED (
+    SELECT step_id, priority,
+        SUM(-ln(1.0 - random())) OVER fair
+            / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair AS turn
+    FROM dwarf_steps
     WHERE status = 'pending' AND not_before <= {now}
-    ORDER BY priority, step_id
+    WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
+), due AS MATERIALIZED (
+    SELECT s.step_id FROM ranked JOIN dwarf_steps AS s ON s.step_id = ranked.step_id
+    WHERE s.status = 'pending'
+    ORDER BY ranked.priority, ranked.turn
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF s SKIP LOCKED
 )
 UPDATE dwarf_steps AS s
 SET status = 'running', lease_token = :lease_token,

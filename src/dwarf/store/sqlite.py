@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import random
 import sqlite3
 import threading
 from typing import Any, TypeVar
@@ -45,6 +46,11 @@ def parse_sqlite_dsn(dsn: str) -> tuple[str, dict[str, str]]:
         raise BadRequestError("SQLite DSN has no file path")
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     return path, options
+
+
+def _random_gap() -> float:
+    """An exponentially distributed random gap of mean 1 (a turn increment of the fair claim)."""
+    return random.expovariate(1.0)
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
@@ -198,6 +204,8 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA foreign_keys = OFF")
         # LIKE must be case-sensitive as on PostgreSQL: list's search is a literal substring match.
         conn.execute("PRAGMA case_sensitive_like = ON")
+        # The fair claim's random turn gaps (PostgreSQL computes them in SQL; SQLite may lack ln()).
+        conn.create_function("dwarf_random_gap", 0, _random_gap, deterministic=False)
         self._migrate(conn)
         self._conn = conn
 
