@@ -32,7 +32,14 @@ from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.engine.testproxy import sending_engine
-from dwarf.errors import BadRequestError, ConflictError, EngineStateError, InvalidGraphError, NotFoundError
+from dwarf.errors import (
+    BadRequestError,
+    ConflictError,
+    DwarfError,
+    EngineStateError,
+    InvalidGraphError,
+    NotFoundError,
+)
 from dwarf.store.base import Row, Store, Tx
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.baggage import baggage_scope
@@ -59,6 +66,8 @@ MAX_LIST_LIMIT = 1000
 DEFAULT_DRAIN_TIMEOUT = 10.0
 PURGE_LIMIT = 4096
 REAP_BATCH = 500
+SHARD_PROBE_TIMEOUT = 5.0
+"""Seconds shard_info waits for one shard before reporting it unreachable."""
 
 
 def _silent_logger() -> logging.Logger:
@@ -435,7 +444,9 @@ class Engine:
         return self._stores[parsed.shard - 1]
 
     def _pick_shard(self) -> Store:
-        return random.choice(self._stores)
+        """A uniformly random shard among those that answered their last health check (SPEC §9)."""
+        healthy = [store for store in self._stores if store.healthy]
+        return random.choice(healthy or self._stores)
 
     # --- operations ---
 
@@ -471,15 +482,23 @@ class Engine:
             delete_on_completion=options.delete_on_completion,
             baggage=options.baggage,
         )
-        info = await self._insert_flow(
-            store,
-            graph,
-            workflow_url,
-            state,
-            policy,
-            thread_id=int(thread_row["thread_id"]) if thread_row else 0,
-            thread_token=thread_row["thread_token"] if thread_row else "",
-        )
+        try:
+            info = await self._insert_flow(
+                store,
+                graph,
+                workflow_url,
+                state,
+                policy,
+                thread_id=int(thread_row["thread_id"]) if thread_row else 0,
+                thread_token=thread_row["thread_token"] if thread_row else "",
+            )
+        except DwarfError:
+            raise
+        except Exception:
+            # The shard did not take the flow: place the next ones elsewhere until it answers again. This
+            # one is not retried on another shard, because a lost answer may hide a committed insert.
+            store.healthy = False
+            raise
         self._ring(store.shard)
         return info.key
 
@@ -972,27 +991,33 @@ class Engine:
         return digest, data["status"]
 
     async def shard_info(self) -> builtins.list[ShardSummary]:
-        """Per shard: ping latency and the number of flows and steps, or the error."""
+        """Per shard: ping latency and the number of flows and steps, or the error.
+
+        Shards are probed at once, each within ``SHARD_PROBE_TIMEOUT`` seconds, so a dead shard costs
+        the call no more than that and its error shows beside the others' figures.
+        """
         self._require_started()
+        return list(await asyncio.gather(*(self._probe_shard(store) for store in self._stores)))
+
+    async def _probe_shard(self, store: Store) -> ShardSummary:
         loop = asyncio.get_running_loop()
-        summaries = []
-        for store in self._stores:
-            try:
+        try:
+            async with asyncio.timeout(SHARD_PROBE_TIMEOUT):
                 started = loop.time()
                 await store.read("ping")
                 latency = loop.time() - started
                 counts = (await store.read("count_rows"))[0]
-                summaries.append(
-                    ShardSummary(
-                        shard=store.shard,
-                        latency_ms=round(latency * 1000),
-                        steps=int(counts["steps"]),
-                        flows=int(counts["flows"]),
-                    )
-                )
-            except Exception as error:
-                summaries.append(ShardSummary(shard=store.shard, error=str(error) or type(error).__name__))
-        return summaries
+        except Exception as error:
+            store.healthy = False
+            message = "no answer within the probe timeout" if isinstance(error, TimeoutError) else str(error)
+            return ShardSummary(shard=store.shard, error=message or type(error).__name__)
+        store.healthy = True
+        return ShardSummary(
+            shard=store.shard,
+            latency_ms=round(latency * 1000),
+            steps=int(counts["steps"]),
+            flows=int(counts["flows"]),
+        )
 
 
 async def _reap_batch(tx: Tx) -> int:

@@ -138,6 +138,7 @@ class Scheduler:
                 raise
             except Exception as error:
                 _reraise_swallowed_cancel()
+                store.healthy = False
                 self._engine._log.warning(
                     "claiming on shard %d failed: %s", store.shard, error, extra={"flow": ""}
                 )
@@ -199,6 +200,7 @@ class Scheduler:
             "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
         )
         self._engine._telemetry.claimed(store.shard, started)
+        store.healthy = True
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
             task = asyncio.create_task(self._run(store, row, lease_token))

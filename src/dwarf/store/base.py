@@ -115,6 +115,9 @@ class Store(abc.ABC):
 
     dialect: str
     shard: int
+    # Whether the shard answered its last health check: a claim, a ping of shard_info, or a failed
+    # create. New root flows are placed only on healthy shards while there is one.
+    healthy: bool = True
 
     @abc.abstractmethod
     async def open(self) -> None:
