@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING
 
 from dwarf.engine.executor import run_claimed_step
 from dwarf.engine.keys import correlation_id, new_token
+from dwarf.engine.wedge import sweep_wedges
 from dwarf.store.base import Row, Store
 
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
 __all__ = ["Scheduler"]
+
+WEDGE_SWEEP_INTERVAL = 60.0
+"""Seconds between wedge sweeps of every shard."""
+WEDGE_MIN_AGE = 60.0
+"""Seconds a row must have been still before a sweep may call it wedged (far above any transition)."""
 
 
 @dataclass
@@ -57,6 +63,9 @@ class Scheduler:
         self.idle_poll = 1.0
         self.lease_margin = 5.0
         self.error_backoff = 0.5
+        # Wedge sweeps: how often, and how long a row must have been still before it counts as wedged.
+        self.wedge_sweep_interval = WEDGE_SWEEP_INTERVAL
+        self.wedge_min_age = WEDGE_MIN_AGE
 
     def start(self) -> None:
         if self._workers == 0:
@@ -64,6 +73,7 @@ class Scheduler:
         for store in self._stores:
             task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
             self._claimers.append(task)
+        self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
 
     def ring(self, shard: int) -> None:
         """New due work on ``shard``: wake its claimer."""
@@ -162,6 +172,21 @@ class Scheduler:
                 delay = self.error_backoff
             if delay > 0:
                 await self._wait_for(doorbell, delay)
+
+    async def _sweep_loop(self) -> None:
+        """Run the wedge sweep over every shard on a slow fixed cadence (see wedge.py)."""
+        while not self._stopping:
+            await asyncio.sleep(self.wedge_sweep_interval)
+            for store in self._stores:
+                try:
+                    await sweep_wedges(self._engine, store, self.wedge_min_age)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    _reraise_swallowed_cancel()
+                    self._engine._log.warning(
+                        "the wedge sweep of shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                    )
 
     async def _wait_for(self, doorbell: asyncio.Event, timeout: float) -> bool:
         """Wait for the doorbell up to ``timeout``; True when it rang (or the scheduler is stopping)."""

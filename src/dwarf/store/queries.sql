@@ -413,3 +413,37 @@ WHERE step_id = :step_id
 -- A copied spawn's arrival counts, recomputed for the members the fork kept.
 UPDATE dwarf_steps SET cohort_arrivals = :arrivals, cohort_failures = :failures, fan_in_step_id = 0
 WHERE step_id = :step_id
+
+-- name: wedged_subgraph_parks
+-- Wedge sweep: parent steps parked on a child flow that has ended or no longer exists, untouched for
+-- :min_age seconds. A child's end wakes its parent in the same transaction, so a hit means a bug (or a
+-- hand-edited database); the sweep re-delivers the child's result so the parent can go on.
+SELECT s.step_id, s.flow_id, s.child_flow_id, c.status AS child_status, c.final_state AS child_state,
+    c.error AS child_error, c.cancel_reason AS child_cancel_reason
+FROM dwarf_steps s
+LEFT JOIN dwarf_flows c ON c.flow_id = s.child_flow_id AND c.purge_marked = 0
+WHERE s.status = 'created' AND s.parked = 1 AND s.child_flow_id > 0 AND s.updated_at < {now} - :min_age
+  AND (c.flow_id IS NULL OR c.status IN ('completed', 'failed', 'cancelled'))
+
+-- name: wedged_running_flows
+-- Wedge sweep: flows still marked running, untouched for :min_age seconds, with no step left that could
+-- move them (none created, pending or running). `interrupted_step_id` is a parked interrupt the flow
+-- should be surfacing (0 when there is none).
+SELECT f.flow_id, f.parent_flow_id, f.parent_step_id,
+    COALESCE((SELECT MIN(i.step_id) FROM dwarf_steps i
+              WHERE i.flow_id = f.flow_id AND i.status = 'interrupted'), 0) AS interrupted_step_id
+FROM dwarf_flows f
+WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :min_age
+  AND NOT EXISTS (
+      SELECT 1 FROM dwarf_steps s
+      WHERE s.flow_id = f.flow_id AND s.status IN ('created', 'pending', 'running')
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM dwarf_flows c WHERE c.parent_flow_id = f.flow_id AND c.status IN ('running', 'interrupted')
+  )
+
+-- name: fail_wedged_flow
+-- Wedge sweep: end a running flow that nothing can move any more.
+UPDATE dwarf_flows
+SET status = 'failed', error = :error, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND status = 'running'

@@ -1,0 +1,104 @@
+"""Wedge sweeps: find parked steps and flows that nothing can move any more, and repair them.
+
+The engine's transitions are written so that wedges cannot happen: a child flow wakes its parked parent
+in the transaction that ends it, and a flow stops in the transaction that finishes its last step. The
+sweep is defence in depth against a bug or a hand-edited database. It looks only at rows untouched for
+``min_age`` seconds (so it never races a transition in flight), repairs through the same guarded
+statements the normal path uses (a concurrent repair by a peer replica changes nothing twice), logs each
+repair as an error and counts it in ``dwarf_wedge_repairs``: a non-zero count points at a bug to find.
+
+Two wedges are known:
+
+- a parent step parked on a child flow that already ended, or that no longer exists: the parent is woken
+  with the child's result, or with its error;
+- a flow still marked running with no step that could move it: it surfaces its parked interrupt if it
+  has one, and otherwise fails with an error saying so (its parent, if any, hears of the failure).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from dwarf.engine.completion import Effects, surface_interrupt
+from dwarf.engine.keys import correlation_id
+from dwarf.store.base import Row, Store, Tx
+from dwarf.workflow.status import Status
+
+if TYPE_CHECKING:
+    from dwarf.engine.engine import Engine
+
+__all__ = ["sweep_wedges"]
+
+WEDGED_FLOW_ERROR = "the flow could not make progress (no step left to run); the wedge sweep failed it"
+
+
+async def sweep_wedges(engine: Engine, store: Store, min_age: float) -> int:
+    """Repair the wedges of one shard that have been still for ``min_age`` seconds; return the count."""
+    repaired = 0
+    for park in await store.read("wedged_subgraph_parks", min_age=min_age):
+        if await store.run(functools.partial(_wake_parked_parent, park=park)):
+            repaired += 1
+            _log(engine, store, park["flow_id"], "its step was parked on a child flow that had ended")
+            engine._ring(store.shard)
+    for flow in await store.read("wedged_running_flows", min_age=min_age):
+        effects = Effects()
+        stopped = await store.run(functools.partial(_unstick_flow, flow=flow, effects=effects))
+        if stopped is None:
+            continue
+        repaired += 1
+        _log(engine, store, flow["flow_id"], f"it was running with no step left; now {stopped.value}")
+        info = await engine._flow_info(store, int(flow["flow_id"]))
+        if info is not None:
+            effects.woken.append(info.flow_id)
+            await engine._after_commit(info, effects)
+    engine._telemetry.wedge_repaired(repaired)
+    return repaired
+
+
+async def _wake_parked_parent(tx: Tx, park: Row) -> bool:
+    status = park["child_status"]
+    if status == Status.COMPLETED.value:
+        result: str | None = park["child_state"] or "{}"
+        error = ""
+    else:
+        result = None
+        if status is None:
+            error = "the child flow no longer exists"
+        elif status == Status.CANCELLED.value:
+            error = park["child_cancel_reason"] or "the child flow was cancelled"
+        else:
+            error = park["child_error"] or "the child flow failed"
+    count = await tx.execute(
+        "wake_parent_step", step_id=park["step_id"], subgraph_result=result, subgraph_error=error
+    )
+    return count == 1
+
+
+async def _unstick_flow(tx: Tx, flow: Row, effects: Effects) -> Status | None:
+    flow_id = int(flow["flow_id"])
+    interrupted_step_id = int(flow["interrupted_step_id"])
+    if interrupted_step_id:
+        step = await tx.fetch_one("get_step", step_id=interrupted_step_id)
+        payload: dict[str, Any] = json.loads(step["interrupt_payload"]) if step else {}
+        await surface_interrupt(tx, flow_id, payload, interrupted_step_id, effects)
+        effects.stopped = Status.INTERRUPTED
+        return Status.INTERRUPTED
+    if await tx.execute("fail_wedged_flow", flow_id=flow_id, error=WEDGED_FLOW_ERROR) != 1:
+        return None
+    effects.stopped = Status.FAILED
+    if flow["parent_flow_id"]:
+        count = await tx.execute(
+            "wake_parent_step",
+            step_id=flow["parent_step_id"],
+            subgraph_result=None,
+            subgraph_error=WEDGED_FLOW_ERROR,
+        )
+        effects.new_work = count == 1
+    return Status.FAILED
+
+
+def _log(engine: Engine, store: Store, flow_id: Any, what: str) -> None:
+    flow = correlation_id(store.shard, int(flow_id))
+    engine._log.error("wedge sweep repaired flow %s: %s", flow, what, extra={"flow": flow})

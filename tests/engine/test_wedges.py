@@ -1,0 +1,172 @@
+"""Wedge sweeps (SPEC §9): parks and flows that nothing can move any more are found and repaired.
+
+The engine never produces these states itself, so each test first damages the database by hand the
+way a lost update would (raw SQL on a real SQLite file or PostgreSQL database), then runs a sweep.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import psycopg
+import pytest
+
+from dwarf import Flow, Status
+from dwarf.engine import Engine, TestProxy
+from dwarf.engine.wedge import WEDGED_FLOW_ERROR, sweep_wedges
+from tests.engine.graphs import WAIT, Gate, chain
+
+
+async def _raw(dsn: str, *statements: str) -> None:
+    """Run statements on the database behind the engine's back."""
+    if dsn.startswith("sqlite:///"):
+        conn = sqlite3.connect(dsn.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+        return
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as pg:
+        for statement in statements:
+            await pg.execute(statement.encode())
+
+
+def _id(key: str) -> int:
+    return int(key.split("-")[1])
+
+
+def _proxy(gate: Gate | None = None) -> TestProxy:
+    proxy = TestProxy()
+
+    async def ask(flow: Flow) -> None:
+        flow.set("answer", flow.interrupt({"question": "ok?"}).get("answer", ""))
+
+    async def parent(flow: Flow) -> None:
+        flow.set("child", flow.subgraph("child", {}))
+
+    async def held(flow: Flow) -> None:
+        if gate is not None:
+            await gate.pass_through()
+
+    proxy.handle_graph("child", chain("child", "Ask"))
+    proxy.handle_graph("parent", chain("parent", "Parent"))
+    proxy.handle_graph("held", chain("held", "Held"))
+    proxy.handle_task("Ask", ask)
+    proxy.handle_task("Parent", parent)
+    proxy.handle_task("Held", held)
+    return proxy
+
+
+async def _child_flow_id(dsn: str, parent_key: str) -> int:
+    rows = await _fetch(dsn, f"SELECT flow_id FROM dwarf_flows WHERE parent_flow_id = {_id(parent_key)}")
+    assert len(rows) == 1
+    return int(rows[0][0])
+
+
+async def _fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    if dsn.startswith("sqlite:///"):
+        conn = sqlite3.connect(dsn.removeprefix("sqlite:///"))
+        try:
+            return list(conn.execute(query).fetchall())
+        finally:
+            conn.close()
+    async with await psycopg.AsyncConnection.connect(dsn) as pg:
+        cursor = await pg.execute(query.encode())
+        return list(await cursor.fetchall())
+
+
+async def test_a_parent_parked_on_a_child_that_ended_unheard_gets_the_childs_result(fresh_dsn: str) -> None:
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key = await engine.create("parent")
+        assert (await engine.wait(key, timeout=WAIT)).status == Status.INTERRUPTED
+        child = await _child_flow_id(fresh_dsn, key)
+        # The child ended, but the wake-up of its parent was lost.
+        await _raw(
+            fresh_dsn,
+            f"UPDATE dwarf_flows SET status = 'completed', final_state = '{{\"answer\": \"late\"}}' "
+            f"WHERE flow_id = {child}",
+            f"UPDATE dwarf_steps SET status = 'completed' WHERE flow_id = {child}",
+            f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}",
+        )
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        outcome = await engine.wait(key, timeout=WAIT)
+    assert (outcome.status, outcome.state) == (Status.COMPLETED, {"child": {"answer": "late"}})
+
+
+async def test_a_parent_parked_on_a_vanished_child_fails_with_a_clear_error(fresh_dsn: str) -> None:
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key = await engine.create("parent")
+        await engine.wait(key, timeout=WAIT)
+        child = await _child_flow_id(fresh_dsn, key)
+        await _raw(
+            fresh_dsn,
+            f"DELETE FROM dwarf_steps WHERE flow_id = {child}",
+            f"DELETE FROM dwarf_flows WHERE flow_id = {child}",
+            f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}",
+        )
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert "no longer exists" in outcome.error
+
+
+async def test_a_running_flow_with_no_step_left_fails_and_waiters_hear_it(fresh_dsn: str) -> None:
+    gate = Gate()
+    async with Engine(host=_proxy(gate), dsn=fresh_dsn) as engine:
+        key = await engine.create("held")
+        await gate.wait_entered()
+        await _raw(fresh_dsn, f"UPDATE dwarf_steps SET status = 'cancelled' WHERE flow_id = {_id(key)}")
+        gate.open()  # the worker's commit is refused: its step is no longer running
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        outcome = await engine.wait(key, timeout=WAIT)
+    assert (outcome.status, outcome.error) == (Status.FAILED, WEDGED_FLOW_ERROR)
+
+
+async def test_a_running_flow_whose_only_step_is_interrupted_surfaces_the_interrupt(fresh_dsn: str) -> None:
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key = await engine.create("child")
+        assert (await engine.wait(key, timeout=WAIT)).status == Status.INTERRUPTED
+        await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
+        assert (await engine.snapshot(key)).status == Status.RUNNING
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        outcome = await engine.snapshot(key)
+        assert (outcome.status, outcome.interrupt_payload) == (Status.INTERRUPTED, {"question": "ok?"})
+        await engine.resume(key, {"answer": "yes"})
+        assert (await engine.wait(key, timeout=WAIT)).state == {"answer": "yes"}
+
+
+async def test_healthy_flows_are_never_touched(fresh_dsn: str) -> None:
+    gate = Gate()
+    async with Engine(host=_proxy(gate), dsn=fresh_dsn) as engine:
+        parked = await engine.create("parent")  # parked on an interrupted child: waiting, not wedged
+        await engine.wait(parked, timeout=WAIT)
+        running = await engine.create("held")
+        await gate.wait_entered()
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 0
+        gate.open()
+        assert (await engine.wait(running, timeout=WAIT)).status == Status.COMPLETED
+        assert (await engine.snapshot(parked)).status == Status.INTERRUPTED
+
+
+async def test_rows_younger_than_the_minimum_age_are_left_alone(fresh_dsn: str) -> None:
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key = await engine.create("child")
+        await engine.wait(key, timeout=WAIT)
+        await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
+        assert await sweep_wedges(engine, engine._stores[0], min_age=3600) == 0
+        assert (await engine.snapshot(key)).status == Status.RUNNING
+
+
+async def test_the_engine_sweeps_on_its_own(fresh_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dwarf.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "WEDGE_SWEEP_INTERVAL", 0.05)
+    monkeypatch.setattr(scheduler, "WEDGE_MIN_AGE", 0.0)
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key = await engine.create("child")
+        await engine.wait(key, timeout=WAIT)
+        await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
+        outcome = await engine.wait(key, timeout=WAIT)
+    assert outcome.status == Status.INTERRUPTED
