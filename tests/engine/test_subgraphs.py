@@ -194,6 +194,19 @@ async def test_history_nests_the_child_under_the_parking_step(make_engine: Any) 
     assert all(step.status == Status.COMPLETED for step in call.sub_history)
 
 
+async def test_history_gives_the_key_of_each_child_flow(make_engine: Any) -> None:
+    engine = await make_engine(_parent_and_child(noop))
+    key, _ = await engine.run("parent", timeout=WAIT)
+    [call] = await engine.history(key)
+    children, _ = await engine.list(Query(include_subgraphs=True))
+    assert call.sub_flow_key in {summary.flow_key for summary in children if summary.subgraph}
+    child = await engine.snapshot(call.sub_flow_key)
+    assert child.status == Status.COMPLETED
+    assert [step.step_key for step in await engine.history(call.sub_flow_key)] == [
+        step.step_key for step in call.sub_history
+    ]
+
+
 async def test_list_excludes_children_unless_include_subgraphs(make_engine: Any) -> None:
     engine = await make_engine(_parent_and_child(noop))
     key, _ = await engine.run("parent", timeout=WAIT)

@@ -63,6 +63,7 @@ async def build_history(store: Store, flow: Row) -> list[FlowStep]:
             if child is not None:
                 record.sub_workflow_url = child["workflow_url"]
                 record.sub_workflow_name = child["workflow_name"]
+                record.sub_flow_key = format_key(store.shard, int(child["flow_id"]), child["flow_token"])
                 pending.append((int(child["flow_id"]), record.sub_history, record.step_key))
             target.append(record)
     return top
