@@ -6,6 +6,7 @@ way a lost update would (raw SQL on a real SQLite file or PostgreSQL database), 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -170,3 +171,27 @@ async def test_the_engine_sweeps_on_its_own(fresh_dsn: str, monkeypatch: pytest.
         await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
         outcome = await engine.wait(key, timeout=WAIT)
     assert outcome.status == Status.INTERRUPTED
+
+
+async def test_a_running_engine_deletes_flows_another_engine_purged(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dwarf import Query
+    from dwarf.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "WEDGE_SWEEP_INTERVAL", 0.05)
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as worker:
+        keys = [await worker.create("child") for _ in range(3)]
+        for key in keys:
+            await worker.wait(key, timeout=WAIT)
+        # An operations-only engine (as the CLI runs) marks them and stops before its reaper is done.
+        inspector = Engine(workers=0, dsn=fresh_dsn)
+        await inspector.startup()
+        assert await inspector.purge(Query(status="interrupted")) == 3
+        await inspector._crash_for_test()
+        for _ in range(100):
+            if not await _fetch(fresh_dsn, "SELECT flow_id FROM dwarf_flows"):
+                break
+            await asyncio.sleep(0.05)
+        assert await _fetch(fresh_dsn, "SELECT flow_id FROM dwarf_flows") == []
+        assert await _fetch(fresh_dsn, "SELECT step_id FROM dwarf_steps") == []

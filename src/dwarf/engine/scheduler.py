@@ -174,12 +174,16 @@ class Scheduler:
                 await self._wait_for(doorbell, delay)
 
     async def _sweep_loop(self) -> None:
-        """Run the wedge sweep over every shard on a slow fixed cadence (see wedge.py)."""
+        """Housekeeping on a slow fixed cadence: the wedge sweep (see wedge.py) and leftover purges."""
         while not self._stopping:
             await asyncio.sleep(self.wedge_sweep_interval)
             for store in self._stores:
                 try:
                     await sweep_wedges(self._engine, store, self.wedge_min_age)
+                    # Flows purged by another process (the CLI, another replica that stopped before its
+                    # reaper finished) are deleted here too.
+                    if int((await store.read("any_marked"))[0]["marked"]):
+                        self._engine._start_reaper(store)
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
