@@ -34,6 +34,7 @@ from dwarf.workflow import (
 
 if TYPE_CHECKING:
     from dwarf.engine import Engine, Host, TestProxy
+    from dwarf.sync import SyncEngine
 
 __all__ = [
     "END",
@@ -56,6 +57,7 @@ __all__ = [
     "ShardSummary",
     "Status",
     "SubgraphError",
+    "SyncEngine",
     "TestProxy",
     "current_baggage",
 ]
@@ -68,4 +70,8 @@ def __getattr__(name: str) -> Any:
         from dwarf import engine
 
         return getattr(engine, name)
+    if name == "SyncEngine":
+        from dwarf.sync import SyncEngine
+
+        return SyncEngine
     raise AttributeError(f"module 'dwarf' has no attribute {name!r}")
