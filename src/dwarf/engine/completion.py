@@ -156,8 +156,13 @@ class StepCommit:
     def is_single_statement(
         info: FlowInfo, step: Row, route: Route, sleep: float, inline_lease_margin: float | None
     ) -> bool:
-        """True when ``commit_success`` of this route is exactly one statement (finish_and_continue)."""
-        if inline_lease_margin is None or sleep > 0 or route.is_fan_out or len(route.branches) != 1:
+        """True when ``commit_success`` of this route is exactly one statement: finish_and_continue, or
+        finish_last_step for the end of a root flow outside any cohort."""
+        if route.is_fan_out:
+            return False
+        if not route.branches:
+            return not int(step["lineage_id"]) and not info.parent_flow_id
+        if inline_lease_margin is None or sleep > 0 or len(route.branches) != 1:
             return False
         return not (int(step["lineage_id"]) and info.graph.is_fan_in(route.branches[0].node))
 
@@ -394,8 +399,27 @@ class StepCommit:
             )
             await self._arrive(lineage_id, END, abandoned=abandoned)
             return
+        if not self.info.parent_flow_id:
+            await self._finish_last_step(changes, merged)
+            return
         await self._finish(Status.COMPLETED, changes)
         await self._stop_flow(Status.COMPLETED, final_state=merged)
+
+    async def _finish_last_step(self, changes: Mapping[str, Any], merged: Mapping[str, Any]) -> None:
+        """Complete a root flow's last step and the flow, in one query (see is_single_statement)."""
+        row = await self.tx.fetch_one(
+            "finish_last_step",
+            step_id=int(self.step["step_id"]),
+            lease_token=self.lease_token,
+            version=int(self.step["version"]),
+            changes=dumps(changes),
+            flow_id=self.info.flow_id,
+            final_state=dumps(merged),
+        )
+        if row is None or not int(row["finished"]):
+            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+        if int(row["stopped"]):
+            self.effects.stopped = Status.COMPLETED
 
     # --- fan-out and fan-in ---
 

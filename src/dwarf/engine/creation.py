@@ -11,7 +11,6 @@ from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.store.base import Tx
 from dwarf.workflow.graph import Graph
-from dwarf.workflow.status import Status
 
 __all__ = ["FlowPolicy", "insert_flow"]
 
@@ -48,53 +47,44 @@ async def insert_flow(
 ) -> FlowInfo:
     """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo."""
     token = new_token()
-    row = await tx.fetch_one(
-        "insert_flow",
-        flow_token=token,
-        workflow_url=workflow_url,
-        workflow_name=graph.name,
-        graph=graph.to_json(),
-        baggage=dumps(policy.baggage),
-        parent_flow_id=parent_flow_id,
-        parent_step_id=parent_step_id,
-        root_flow_id=root_flow_id,
-        thread_id=thread_id,
-        thread_token=thread_token,
-        forked_from_step_id=forked_from_step_id,
-        notify_on_stop=1 if policy.notify_on_stop else 0,
-        delete_on_completion=1 if policy.delete_on_completion else 0,
-        priority=policy.priority,
-        fairness_key=policy.fairness_key,
-        fairness_weight=policy.fairness_weight,
-        time_budget_ms=policy.time_budget_ms,
-        trace_parent=trace_parent,
-    )
-    assert row is not None
-    flow_id = int(row["flow_id"])
-    await tx.execute("set_flow_lineage", flow_id=flow_id)
+    flow_fields: dict[str, Any] = {
+        "flow_token": token,
+        "workflow_url": workflow_url,
+        "workflow_name": graph.name,
+        "graph": graph.to_json(),
+        "baggage": dumps(policy.baggage),
+        "parent_flow_id": parent_flow_id,
+        "parent_step_id": parent_step_id,
+        "root_flow_id": root_flow_id,
+        "thread_id": thread_id,
+        "thread_token": thread_token,
+        "forked_from_step_id": forked_from_step_id,
+        "notify_on_stop": 1 if policy.notify_on_stop else 0,
+        "delete_on_completion": 1 if policy.delete_on_completion else 0,
+        "priority": policy.priority,
+        "fairness_key": policy.fairness_key,
+        "fairness_weight": policy.fairness_weight,
+        "time_budget_ms": policy.time_budget_ms,
+        "trace_parent": trace_parent,
+    }
     if with_entry_step:
+        # One statement inserts the flow, fixes its lineage and inserts the entry step.
         entry = graph.entry_point
-        await tx.fetch_value(
-            "insert_step",
-            flow_id=flow_id,
+        row = await tx.fetch_one(
+            "create_flow",
+            **flow_fields,
             step_token=new_token(),
-            step_depth=1,
             task_name=entry,
             task_url=graph.url_of(entry),
             state=dumps(state),
-            changes="{}",
-            carry="{}",
-            status=Status.PENDING.value,
-            attempt=0,
-            time_budget_ms=policy.time_budget_ms,
-            priority=policy.priority,
-            fairness_key=policy.fairness_key,
-            fairness_weight=policy.fairness_weight,
-            predecessor_id=0,
-            lineage_id=0,
-            fan_out_ordinal=0,
-            delay=0.0,
         )
+        assert row is not None
+        flow_id = int(row["flow_id"])
+    else:
+        row = await tx.fetch_one("insert_flow", **flow_fields)
+        assert row is not None
+        flow_id = int(row["flow_id"])
+        await tx.execute("set_flow_lineage", flow_id=flow_id)
     return FlowInfo(
         shard=shard,
         flow_id=flow_id,

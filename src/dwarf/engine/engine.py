@@ -40,7 +40,7 @@ from dwarf.errors import (
     InvalidGraphError,
     NotFoundError,
 )
-from dwarf.store.base import Row, Store, Tx
+from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.durations import Duration, to_seconds
@@ -543,7 +543,8 @@ class Engine:
                 trace_parent=trace_parent,
             )
 
-        info = await store.run(work)
+        # Creating a root flow is one statement (see insert_flow): no surrounding transaction needed.
+        info = await work(SingleStatementTx(store))
         self._flow_cache.put(info)
         self._telemetry.flow_created(info, span)
         self._log.debug(

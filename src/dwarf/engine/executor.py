@@ -18,7 +18,7 @@ from dwarf.engine.keys import correlation_id, format_key
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Row, Store, Tx
+from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
@@ -172,7 +172,7 @@ async def _commit_outcome(
         ):
             # The whole commit is one guarded statement: it needs no surrounding transaction (on
             # PostgreSQL that saves the BEGIN and COMMIT round trips).
-            effects = await record(_SingleStatementTx(store))
+            effects = await record(SingleStatementTx(store))
         else:
             effects = await store.run(record)
     except LeaseLostError:
@@ -218,19 +218,6 @@ def _outcome_name(park: Park | None, carrier: Flow, task_error: BaseException | 
     if carrier.retry_delay is not None:
         return RETRIED
     return FAILED if task_error is not None else COMPLETED
-
-
-class _SingleStatementTx(Tx):
-    """A Tx for a unit of work known to run exactly one statement: each runs as its own transaction."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
-        return await self._store.write(query, **params)
-
-    async def execute(self, query: str, **params: Any) -> int:
-        raise NotImplementedError("single-statement units only fetch rows")
 
 
 async def _commit_error(

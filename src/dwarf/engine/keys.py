@@ -22,8 +22,12 @@ _TOKEN_CHARS = frozenset(_ALPHABET)
 
 
 def new_token() -> str:
-    """A fresh random token of 16 URL-safe characters."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(TOKEN_LENGTH))
+    """A fresh random token of 16 URL-safe characters (96 bits from ``secrets``).
+
+    Base64 of 12 random bytes is exactly 16 characters of ``_ALPHABET``; it costs one ``urandom`` call,
+    where choosing each character separately cost sixteen (a measurable share of a step's CPU).
+    """
+    return secrets.token_urlsafe(TOKEN_LENGTH * 3 // 4)
 
 
 @dataclass(frozen=True, slots=True)

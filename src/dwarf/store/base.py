@@ -150,3 +150,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str:
         """A credential-free description of the database for logs and errors."""
+
+
+class SingleStatementTx(Tx):
+    """A Tx for a unit of work known to run exactly one statement, which runs as its own transaction.
+
+    On PostgreSQL that statement goes out in autocommit mode: one round trip instead of three (BEGIN,
+    the statement, COMMIT). Only for units whose single statement is all-or-nothing by itself (a data-
+    modifying CTE, or SQLite's multi-statement queries, which the store runs as one unit).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+        return await self._store.write(query, **params)
+
+    async def execute(self, query: str, **params: Any) -> int:
+        raise NotImplementedError("single-statement units only fetch rows")

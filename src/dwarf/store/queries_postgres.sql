@@ -56,3 +56,56 @@ SELECT (SELECT step_id FROM next_step), :flow_id, :step_token, :step_depth, :tas
     {now} + :time_budget_ms / 1000.0 + :lease_margin, 1, {now}, {now}, {now}, {now}
 FROM finished
 RETURNING *
+
+-- name: create_flow
+-- A new running flow and its pending entry step in one statement (one round trip, no explicit
+-- transaction). The flow's id is drawn first so that a root flow can name itself as root and thread.
+WITH new_flow AS (
+    SELECT nextval(pg_get_serial_sequence('dwarf_flows', 'flow_id')) AS flow_id
+), flow AS (
+    INSERT INTO dwarf_flows (
+        flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
+        parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
+        delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
+        created_at, started_at, updated_at
+    )
+    SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
+        :parent_flow_id, :parent_step_id,
+        CASE WHEN :root_flow_id = 0 THEN new_flow.flow_id ELSE :root_flow_id END,
+        CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
+        CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
+        :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
+        :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+    FROM new_flow
+    RETURNING flow_id, created_at
+), entry AS (
+    INSERT INTO dwarf_steps (
+        flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+        time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+        not_before, created_at, updated_at
+    )
+    SELECT flow.flow_id, :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
+        :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, {now}, {now}, {now}
+    FROM flow
+    RETURNING step_id
+)
+SELECT flow.flow_id, flow.created_at FROM flow, entry
+
+-- name: finish_last_step
+-- A root flow's last step completes and the flow with it, in one statement; the flow stops only if this
+-- worker still held the step's lease. Answers (finished, stopped).
+WITH finished AS (
+    UPDATE dwarf_steps
+    SET status = 'completed', changes = :changes, error = '', interrupt_payload = '{}', successor_id = 0,
+        carry = '{}', arrived = 0, cohort_size = 0, cohort_arrivals = 0, for_each_as = '', join_target = '',
+        parked = 0, lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+    WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+    RETURNING step_id
+), stopped AS (
+    UPDATE dwarf_flows
+    SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
+        surfaced_step_id = 0, updated_at = {now}, version = version + 1
+    WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND EXISTS (SELECT 1 FROM finished)
+    RETURNING flow_id
+)
+SELECT (SELECT COUNT(*) FROM finished) AS finished, (SELECT COUNT(*) FROM stopped) AS stopped

@@ -20,3 +20,48 @@ SELECT :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, '{}', 
 WHERE changes() = 1
 RETURNING *;
 UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_id AND changes() = 1
+
+-- name: create_flow
+-- A new running flow and its pending entry step in one query. The flow's id is the connection's last
+-- inserted row id until the step is inserted, which sets root and thread to the flow itself when the
+-- flow starts them; the answer is the first statement's row.
+INSERT INTO dwarf_flows (
+    flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
+    root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+) VALUES (
+    :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
+    :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+)
+RETURNING flow_id, created_at;
+UPDATE dwarf_flows
+SET root_flow_id = CASE WHEN root_flow_id = 0 THEN flow_id ELSE root_flow_id END,
+    thread_id = CASE WHEN thread_id = 0 THEN flow_id ELSE thread_id END,
+    thread_token = CASE WHEN thread_token = '' THEN flow_token ELSE thread_token END
+WHERE flow_id = last_insert_rowid();
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    not_before, created_at, updated_at
+) VALUES (
+    last_insert_rowid(), :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
+    :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, {now}, {now}, {now}
+)
+
+-- name: finish_last_step
+-- A root flow's last step completes and the flow with it, in one query. The flow stops only if this
+-- worker still held the step's lease. Answers (finished, stopped): the second statement's row when the
+-- flow stopped, else the third's, which tells from the step's version whether this worker finished it.
+UPDATE dwarf_steps
+SET status = 'completed', changes = :changes, error = '', interrupt_payload = '{}', successor_id = 0,
+    carry = '{}', arrived = 0, cohort_size = 0, cohort_arrivals = 0, for_each_as = '', join_target = '',
+    parked = 0, lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running';
+UPDATE dwarf_flows
+SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
+    surfaced_step_id = 0, updated_at = {now}, version = version + 1
+WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND changes() = 1
+RETURNING 1 AS finished, 1 AS stopped;
+SELECT COUNT(*) AS finished, 0 AS stopped FROM dwarf_steps
+WHERE step_id = :step_id AND status = 'completed' AND version = :version + 1
