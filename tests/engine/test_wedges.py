@@ -195,3 +195,35 @@ async def test_a_running_engine_deletes_flows_another_engine_purged(
             await asyncio.sleep(0.05)
         assert await _fetch(fresh_dsn, "SELECT flow_id FROM dwarf_flows") == []
         assert await _fetch(fresh_dsn, "SELECT step_id FROM dwarf_steps") == []
+
+
+async def test_a_complete_cohort_left_unjoined_by_a_dying_worker_is_joined_once(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dwarf import Reducer
+    from dwarf.engine import executor
+    from tests.engine.graphs import for_each
+
+    async def lost_join(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("the worker died after counting the last arrival")
+
+    monkeypatch.setattr(executor, "join_ready_cohorts", lost_join)
+    proxy = TestProxy()
+    proxy.handle_graph("each", for_each("each", reducers={"total": Reducer.ADD}))
+    proxy.handle_task("Split", lambda flow: None)
+    proxy.handle_task("Work", lambda flow: flow.set("total", flow.get_int("item")))
+    proxy.handle_task("Join", lambda flow: flow.set("joined", flow.get_int("joined") + 1))
+    async with Engine(host=proxy, dsn=fresh_dsn) as engine:
+        key = await engine.create("each", {"items": [1, 2, 3, 4]})
+        for _ in range(200):
+            steps = await engine.history(key)
+            if sum(step.task_name == "Work" and step.status == Status.COMPLETED for step in steps) == 4:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert (await engine.snapshot(key)).status == Status.RUNNING  # stuck: nobody joined
+        monkeypatch.undo()
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 0  # joined once only
+        outcome = await engine.wait(key, timeout=WAIT)
+    assert (outcome.status, outcome.state["total"], outcome.state["joined"]) == (Status.COMPLETED, 10, 1)

@@ -1,0 +1,1 @@
+"""Process-level crash tests: replicas in their own OS processes, killed, paused and restarted."""

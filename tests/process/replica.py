@@ -1,64 +1,78 @@
-"""A replica process for the process-kill tests: runs an engine on a DSN until it is killed.
+"""A replica process for the crash tests: runs an engine on a DSN until it is killed.
 
-Usage: python -m tests.process.replica DSN MARKER_DIR [create]
+Usage::
 
-With ``create`` it starts one flow of the ``killable`` graph and prints its key. Task B writes
-``MARKER_DIR/b-started`` and then blocks, unless ``MARKER_DIR/b-fast`` exists: the test kills the process
-while B blocks, then lets a fresh engine finish the flow.
+    python -m tests.process.replica --dsn DSN --markers DIR --workload MODULE:FUNCTION
+        [--workers N] [--lease-margin S] [--idle-poll S] [--log FILE]
+        [--create GRAPH_URL [--state JSON] [--time-budget S]]
+
+``MODULE:FUNCTION`` names a function that takes the marker directory and returns the engine's host
+(``tests.process.workloads`` has the ones the tests use). With ``--create`` the replica starts one flow
+and prints its key. Lease margin and idle poll shrink the scheduler's defaults (set right after startup,
+before any claim) so that crash recovery takes a second, not minutes. The engine logs at INFO to
+``--log``, which is how a test sees, e.g., that a late commit was rejected.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import importlib
+import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from dwarf import END, Engine, Flow, FlowOptions, Graph, TestProxy
-
-LEASE_MARGIN = 0.2
-TIME_BUDGET = 1.0
+from dwarf import Engine, FlowOptions
 
 
-def killable_graph() -> Graph:
-    graph = Graph("killable")
-    for name in ("A", "B", "C"):
-        graph.add_task(name, f"killable/{name.lower()}")
-    graph.add_transition_chain("A", "B", "C", END)
-    return graph
+def load_workload(spec: str) -> Callable[[Path], Any]:
+    module, _, function = spec.partition(":")
+    builder: Callable[[Path], Any] = getattr(importlib.import_module(module), function)
+    return builder
 
 
-def build_host(markers: Path) -> TestProxy:
-    host = TestProxy()
-    host.handle_graph("killable", killable_graph())
-
-    @host.task("killable/a")
-    async def a(flow: Flow) -> None:
-        flow.set("aRuns", flow.get_int("aRuns") + 1)
-
-    @host.task("killable/b")
-    async def b(flow: Flow) -> None:
-        flow.set("bRuns", flow.get_int("bRuns") + 1)
-        if not (markers / "b-fast").exists():
-            (markers / "b-started").write_text(flow.step_key)
-            await asyncio.sleep(3600)
-
-    @host.task("killable/c")
-    async def c(flow: Flow) -> None:
-        flow.set("cRuns", flow.get_int("cRuns") + 1)
-
-    return host
+def _file_logger(path: str) -> logging.Logger | None:
+    if not path:
+        return None
+    logger = logging.getLogger("dwarf.replica")
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
 
 
-async def run(dsn: str, markers: Path, create: bool) -> None:
-    engine = Engine(host=build_host(markers), dsn=dsn)
+async def run(args: argparse.Namespace) -> None:
+    markers = Path(args.markers)
+    host = load_workload(args.workload)(markers)
+    engine = Engine(host=host, dsn=args.dsn, workers=args.workers, logger=_file_logger(args.log))
     await engine.startup()
     assert engine._scheduler is not None
-    engine._scheduler.lease_margin = LEASE_MARGIN
-    if create:
-        key = await engine.create("killable", {}, FlowOptions(time_budget=TIME_BUDGET))
+    engine._scheduler.lease_margin = args.lease_margin
+    engine._scheduler.idle_poll = args.idle_poll
+    if args.create:
+        options = FlowOptions(time_budget=args.time_budget)
+        key = await engine.create(args.create, json.loads(args.state), options)
         print(key, flush=True)
     await asyncio.Event().wait()  # until killed
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--markers", required=True)
+    parser.add_argument("--workload", required=True)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--lease-margin", type=float, default=0.2)
+    parser.add_argument("--idle-poll", type=float, default=0.1)
+    parser.add_argument("--log", default="")
+    parser.add_argument("--create", default="")
+    parser.add_argument("--state", default="{}")
+    parser.add_argument("--time-budget", type=float, default=1.0)
+    asyncio.run(run(parser.parse_args()))
+
+
 if __name__ == "__main__":
-    asyncio.run(run(sys.argv[1], Path(sys.argv[2]), len(sys.argv) > 3 and sys.argv[3] == "create"))
+    main()

@@ -1,64 +1,49 @@
 """A replica killed with SIGKILL in the middle of a step loses nothing and applies nothing twice.
 
-The replica runs in its own OS process. After the kill, a fresh engine on the same database recovers
-the step once its lease expires and completes the flow; the state shows each task's effect exactly once.
+The replicas run in their own OS processes. After a kill, an engine on the same database recovers the
+step once its lease expires and completes the flow; the state shows each task's effect exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
+import random
+import time
 from pathlib import Path
 
 import pytest
 
 from dwarf import Engine
-from tests.process.replica import LEASE_MARGIN, build_host
+from tests.engine.graphs import wait_until
+from tests.process.harness import ReplicaOptions, ReplicaSet, wait_for_file
+from tests.process.mixed import (
+    check_flows,
+    count_reexecutions,
+    count_stopped,
+    create_flows,
+    mixed_host,
+    plan_flows,
+    wait_for_stopped,
+)
+from tests.process.workloads import killable_host
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+LEASE_MARGIN = 0.2
 
 
-async def _wait_for_file(path: Path, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not path.exists():
-        if loop.time() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        await asyncio.sleep(0.05)
-
-
-async def _kill_replica_mid_step(dsn: str, markers: Path) -> str:
-    """Start a replica process that creates a flow, SIGKILL it while task B runs; return the flow key."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    replica = subprocess.Popen(
-        [sys.executable, "-m", "tests.process.replica", dsn, str(markers), "create"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
+async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, replica_set: ReplicaSet) -> None:
+    markers = replica_set.directory
+    replica = replica_set.launch(
+        "doomed",
+        ReplicaOptions(fresh_dsn, "tests.process.workloads:killable_host", create="killable"),
     )
-    try:
-        assert replica.stdout is not None
-        key = (await asyncio.to_thread(replica.stdout.readline)).strip()
-        assert key, "the replica printed no flow key"
-        await _wait_for_file(markers / "b-started", 30)
-        replica.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(replica.wait, 10)
-    finally:
-        if replica.poll() is None:
-            replica.kill()
-            replica.wait()
-    return key
+    key = await replica.read_line()
+    await wait_for_file(markers / "b-started", 30)
+    await replica_set.kill("doomed")
 
-
-async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_path: Path) -> None:
-    key = await _kill_replica_mid_step(fresh_dsn, tmp_path)
-
-    (tmp_path / "b-fast").write_text("")
-    engine = Engine(host=build_host(tmp_path), dsn=fresh_dsn)
+    (markers / "b-fast").write_text("")
+    engine = Engine(host=killable_host(markers), dsn=fresh_dsn)
     await engine.startup()
     try:
         assert engine._scheduler is not None
@@ -73,15 +58,44 @@ async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, tmp_
         await engine.shutdown()
 
 
+SQLITE_FLOWS = 40
+SQLITE_KILLS = 5
+"""At most this many: the kills stop early when every flow has ended."""
+SQLITE_BUDGET = 1.0
+SQLITE_DEADLINE = 90.0
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_sqlite_file_survives_sigkill_of_its_only_replica(fresh_dsn: str, tmp_path: Path) -> None:
-    key = await _kill_replica_mid_step(fresh_dsn, tmp_path)
-    # The database file (with its WAL) opens cleanly and still knows the flow.
-    engine = Engine(host=build_host(tmp_path), dsn=fresh_dsn, workers=1)
+async def test_sqlite_file_survives_repeated_sigkill_of_its_only_replica(
+    fresh_dsn: str, replica_set: ReplicaSet
+) -> None:
+    markers = replica_set.directory
+    plans = plan_flows(SQLITE_FLOWS, seed=7)
+    options = ReplicaOptions(fresh_dsn, "tests.process.mixed:mixed_host", workers=8, lease_margin=0.3)
+    replica_set.launch("only", options)
+    # This engine only creates and inspects flows; the replica process runs them all.
+    engine = Engine(host=mixed_host(markers), dsn=fresh_dsn, workers=0)
     await engine.startup()
     try:
-        snapshot = await engine.snapshot(key)
-        assert snapshot.status == "running"
-        assert snapshot.state.get("aRuns") == 1
+        keys = await create_flows(engine, plans, SQLITE_BUDGET)
+        rng = random.Random(3)
+        for _ in range(SQLITE_KILLS):
+            # Kill only once this process has started running steps, so that the kill lands mid-step.
+            started = markers / f"executions-{replica_set['only'].pid}.log"
+
+            async def running_or_all_ended(started: Path = started) -> bool:
+                return started.exists() or await count_stopped(engine) == len(plans)
+
+            await wait_until(running_or_all_ended, 30)
+            if not started.exists():
+                break
+            await asyncio.sleep(rng.uniform(0.1, 0.5))
+            await replica_set.restart("only")
+        await wait_for_stopped(engine, len(plans), time.monotonic() + SQLITE_DEADLINE)
+        problems = await check_flows(engine, keys, plans)
     finally:
-        await engine.shutdown(drain_timeout=0)
+        await engine.shutdown()
+    assert not problems, "\n".join(problems[:20]) + "\n" + replica_set.logs()
+    reexecutions = count_reexecutions(markers)
+    print(f"{len(plans)} flows, {replica_set.kills} kills, {reexecutions} re-executions")
+    assert reexecutions > 0, "no kill landed while a step ran: the test proved nothing"

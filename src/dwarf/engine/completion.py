@@ -27,7 +27,7 @@ from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.engine.transitions import Route
-from dwarf.store.base import Row, Tx
+from dwarf.store.base import Row, Store, Tx
 from dwarf.workflow.graph import END, Graph
 from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
 from dwarf.workflow.status import Status
@@ -39,6 +39,10 @@ __all__ = ["Effects", "LeaseLostError", "StepCommit"]
 # end, which fails the flow once the cohort settles).
 ARRIVED = 1
 ABANDONED = 2
+# A member that arrived on its own row only (finish_and_arrive), not yet counted on its spawn; the join
+# folds these into the spawn's counts (3 -> 1, 4 -> 2).
+ARRIVED_UNCOUNTED = 3
+ABANDONED_UNCOUNTED = 4
 
 
 class LeaseLostError(Exception):
@@ -60,6 +64,20 @@ class Effects:
     inline_step: Row | None = None
     # Cohorts whose branches were merged at their join (for telemetry).
     merges: int = 0
+    # A cohort this commit completed, to be joined in a transaction of its own (see join_cohort).
+    pending_join: int = 0
+    # Cohorts this transaction joined (claimed with claim_cohort_join).
+    joins: int = 0
+
+    def absorb(self, later: Effects) -> None:
+        """Add the effects of a later transaction of the same step (its deferred cohort join)."""
+        self.new_work = self.new_work or later.new_work
+        self.stopped = later.stopped or self.stopped
+        self.woken.extend(later.woken)
+        self.created.extend(later.created)
+        self.due_in.extend(later.due_in)
+        self.merges += later.merges
+        self.joins += later.joins
 
 
 @dataclass
@@ -156,15 +174,19 @@ class StepCommit:
     def is_single_statement(
         info: FlowInfo, step: Row, route: Route, sleep: float, inline_lease_margin: float | None
     ) -> bool:
-        """True when ``commit_success`` of this route is exactly one statement: finish_and_continue, or
-        finish_last_step for the end of a root flow outside any cohort."""
+        """True when ``commit_success`` of this route is exactly one statement: finish_and_continue,
+        finish_and_arrive for a cohort member, or finish_last_step for the end of a root flow."""
         if route.is_fan_out:
             return False
+        in_cohort = bool(int(step["lineage_id"]))
         if not route.branches:
-            return not int(step["lineage_id"]) and not info.parent_flow_id
-        if inline_lease_margin is None or sleep > 0 or len(route.branches) != 1:
+            # finish_and_arrive (a member reaching END), or finish_last_step (a root flow ending).
+            return in_cohort or not info.parent_flow_id
+        if len(route.branches) != 1:
             return False
-        return not (int(step["lineage_id"]) and info.graph.is_fan_in(route.branches[0].node))
+        if in_cohort and info.graph.is_fan_in(route.branches[0].node):
+            return True  # finish_and_arrive
+        return inline_lease_margin is not None and sleep <= 0
 
     async def _finish_and_continue(
         self,
@@ -326,6 +348,7 @@ class StepCommit:
         handler_carry = _compose(carry, {"onErr": merged.get("onErr")})
         if lineage_id:
             await self._cancel_cohort(lineage_id)
+            await self._fold_arrivals(lineage_id)
             await self.tx.execute("settle_cancelled_siblings", spawn_id=lineage_id)
             if self.info.graph.is_fan_in(handler):
                 await self._finish(
@@ -362,8 +385,7 @@ class StepCommit:
         if route.branches:
             node = route.branches[0].node
             if lineage_id and graph.is_fan_in(node):
-                await self._finish(Status.COMPLETED, changes, carry=carry, arrived=ARRIVED)
-                await self._arrive(lineage_id, node, abandoned=False)
+                await self._finish_and_arrive(changes, carry, lineage_id, node, abandoned=False)
                 return
             if self.inline_lease_margin is not None and sleep <= 0:
                 await self._finish_and_continue(
@@ -393,11 +415,7 @@ class StepCommit:
 
         # END, or no transition matched.
         if lineage_id:
-            abandoned = route.ends == 0
-            await self._finish(
-                Status.COMPLETED, changes, carry=carry, arrived=ABANDONED if abandoned else ARRIVED
-            )
-            await self._arrive(lineage_id, END, abandoned=abandoned)
+            await self._finish_and_arrive(changes, carry, lineage_id, END, abandoned=route.ends == 0)
             return
         if not self.info.parent_flow_id:
             await self._finish_last_step(changes, merged)
@@ -487,72 +505,116 @@ class StepCommit:
             assert spawn is not None
             await self._join(spawn)
 
+    async def _finish_and_arrive(
+        self,
+        changes: Mapping[str, Any],
+        carry: Mapping[str, Any],
+        spawn_id: int,
+        target: str,
+        *,
+        abandoned: bool,
+    ) -> None:
+        """Complete this cohort member and mark it arrived, in one query on its own row only.
+
+        Nothing here touches the spawn row that every member of the cohort shares: the members of a wide
+        fan-out commit side by side. Whether this arrival completed the cohort is asked after the commit
+        (``Effects.pending_join``, see ``join_ready_cohorts``).
+        """
+        row = await self.tx.fetch_one(
+            "finish_and_arrive",
+            step_id=int(self.step["step_id"]),
+            lease_token=self.lease_token,
+            changes=dumps(changes),
+            error="",
+            carry=dumps(carry),
+            arrived=ABANDONED_UNCOUNTED if abandoned else ARRIVED_UNCOUNTED,
+            target=target,
+        )
+        if row is None:
+            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+        self.effects.pending_join = spawn_id
+
+    async def join_cohort(self, spawn_id: int) -> None:
+        """Join a complete cohort, unless another transaction already did (``claim_cohort_join``)."""
+        if await self.tx.execute("claim_cohort_join", spawn_id=spawn_id) != 1:
+            return
+        await self._fold_arrivals(spawn_id)
+        spawn = await self.tx.fetch_one("get_step", step_id=spawn_id)
+        assert spawn is not None
+        await self._join_claimed(spawn)
+
+    async def _fold_arrivals(self, spawn_id: int) -> None:
+        """Count the members that arrived on their own rows into the spawn's counts."""
+        await self.tx.execute("fold_cohort_arrivals", spawn_id=spawn_id)
+        await self.tx.execute("mark_arrivals_counted", spawn_id=spawn_id)
+
     async def _arrive(self, spawn_id: int, target: str, *, abandoned: bool) -> None:
-        """Count one member's arrival at its cohort's join; the last arrival performs the join."""
-        spawn = await self.tx.fetch_one(
+        """Count one member's arrival on the spawn; whether the cohort is complete is asked after commit."""
+        await self.tx.execute(
             "count_arrival", spawn_id=spawn_id, target=target, abandoned=1 if abandoned else 0
         )
-        if spawn is None or int(spawn["cohort_arrivals"]) < int(spawn["cohort_size"]):
-            return
-        await self._join(spawn)
+        self.effects.pending_join = spawn_id
 
     async def _join(self, spawn: Row) -> None:
-        """Every member arrived: merge their carries and continue after the cohort.
+        """Join a cohort that is complete at its creation (every branch went straight to the join)."""
+        if await self.tx.execute("claim_cohort_join", spawn_id=int(spawn["step_id"])) == 1:
+            await self._join_claimed(spawn)
 
-        A loop, not recursion, walks outward through cohorts that end at END (nesting has no depth limit).
+    async def _join_claimed(self, spawn: Row) -> None:
+        """Every member arrived (and this transaction claimed the join): merge the members' carries and
+        continue after the cohort.
+
+        A cohort that ended at END inside an enclosing cohort makes its spawn arrive there; whether that
+        completes the enclosing cohort is asked after this transaction commits, so nesting is walked by
+        a loop (``join_ready_cohorts``), never by recursion, and has no depth limit.
         """
-        while True:
-            spawn_id = int(spawn["step_id"])
-            if int(spawn["cohort_failures"]):
-                target = spawn["join_target"] or "its fan-in"
-                await self._fail_flow(
-                    f"a branch of the fan-out at {spawn['task_name']!r} ended without reaching {target}"
-                )
-                return
-            members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
-            deltas = [json.loads(member["carry"]) for member in members]
-            reducers = self.info.graph.reducers
-            base = apply_changes(json.loads(spawn["state"]), json.loads(spawn["changes"]))
-            outer_lineage = int(spawn["lineage_id"])
-            try:
-                merged = merge_fan_in(base, deltas, reducers)
-                outer_carry = (
-                    merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
-                )
-            except ReducerError as error:
-                await self._fail_flow(f"merging the branches of {spawn['task_name']!r}: {error}")
-                return
-            as_ = spawn["for_each_as"]
-            if as_:
-                for key in (as_, f"{as_}Index", f"{as_}Count"):
-                    _restore(merged, base, key)
-                    _restore(outer_carry, json.loads(spawn["carry"]), key)
-            self.effects.merges += 1
-            target = spawn["join_target"] or END
-            if target != END:
-                depth = max((int(m["step_depth"]) for m in members), default=int(spawn["step_depth"])) + 1
-                predecessor = int(members[-1]["step_id"]) if members else spawn_id
-                fan_in_id = await self._insert_step(
-                    target,
-                    merged,
-                    depth=depth,
-                    predecessor_id=predecessor,
-                    lineage_id=outer_lineage,
-                    ordinal=int(spawn["fan_out_ordinal"]),
-                    carry=outer_carry if outer_lineage else None,
-                )
-                await self.tx.execute("link_members_to_fan_in", spawn_id=spawn_id, fan_in_id=fan_in_id)
-                await self.tx.execute("set_fan_in_step", spawn_id=spawn_id, fan_in_id=fan_in_id)
-                return
-            if not outer_lineage:
-                await self._stop_flow(Status.COMPLETED, final_state=merged)
-                return
-            # The cohort ended at END inside an enclosing cohort: the spawn arrives there in its turn.
-            await self.tx.execute("mark_arrived", step_id=spawn_id, carry=dumps(outer_carry))
-            outer = await self.tx.fetch_one("count_arrival", spawn_id=outer_lineage, target=END, abandoned=0)
-            if outer is None or int(outer["cohort_arrivals"]) < int(outer["cohort_size"]):
-                return
-            spawn = outer
+        spawn_id = int(spawn["step_id"])
+        self.effects.joins += 1
+        if int(spawn["cohort_failures"]):
+            target = spawn["join_target"] or "its fan-in"
+            await self._fail_flow(
+                f"a branch of the fan-out at {spawn['task_name']!r} ended without reaching {target}"
+            )
+            return
+        members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
+        deltas = [json.loads(member["carry"]) for member in members]
+        reducers = self.info.graph.reducers
+        base = apply_changes(json.loads(spawn["state"]), json.loads(spawn["changes"]))
+        outer_lineage = int(spawn["lineage_id"])
+        try:
+            merged = merge_fan_in(base, deltas, reducers)
+            outer_carry = merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
+        except ReducerError as error:
+            await self._fail_flow(f"merging the branches of {spawn['task_name']!r}: {error}")
+            return
+        as_ = spawn["for_each_as"]
+        if as_:
+            for key in (as_, f"{as_}Index", f"{as_}Count"):
+                _restore(merged, base, key)
+                _restore(outer_carry, json.loads(spawn["carry"]), key)
+        self.effects.merges += 1
+        target = spawn["join_target"] or END
+        if target != END:
+            depth = max((int(m["step_depth"]) for m in members), default=int(spawn["step_depth"])) + 1
+            predecessor = int(members[-1]["step_id"]) if members else spawn_id
+            fan_in_id = await self._insert_step(
+                target,
+                merged,
+                depth=depth,
+                predecessor_id=predecessor,
+                lineage_id=outer_lineage,
+                ordinal=int(spawn["fan_out_ordinal"]),
+                carry=outer_carry if outer_lineage else None,
+            )
+            await self.tx.execute("link_members_to_fan_in", spawn_id=spawn_id, fan_in_id=fan_in_id)
+            await self.tx.execute("set_fan_in_step", spawn_id=spawn_id, fan_in_id=fan_in_id)
+            return
+        if not outer_lineage:
+            await self._stop_flow(Status.COMPLETED, final_state=merged)
+            return
+        # The cohort ended at END inside an enclosing cohort: the spawn arrives there in its turn.
+        await self.tx.execute("mark_arrived", step_id=spawn_id, carry=dumps(outer_carry))
+        await self._arrive(outer_lineage, END, abandoned=False)
 
     async def _cancel_cohort(self, spawn_id: int) -> None:
         """Cancel every unfinished step descending from a spawn (its branches and their nested cohorts)."""
@@ -599,3 +661,26 @@ def _restore(target: dict[str, Any], original: Mapping[str, Any], key: str) -> N
         target[key] = original[key]
     else:
         target.pop(key, None)
+
+
+async def join_ready_cohorts(
+    store: Store, info: FlowInfo, step: Row, lease_token: str, spawn_id: int
+) -> Effects:
+    """After a commit that made members arrive at cohort ``spawn_id``: join it if it is now complete,
+    then any enclosing cohort that join completed in turn, each in a transaction of its own.
+
+    Runs in a fresh snapshot after the arrival committed, which is what makes the last of several
+    members arriving at once see all the others (see the ``cohort_ready`` query).
+    """
+    total = Effects()
+    while spawn_id and await store.read("cohort_ready", spawn_id=spawn_id):
+
+        async def join(tx: Tx, spawn_id: int = spawn_id) -> Effects:
+            commit = StepCommit(tx, info, step, lease_token)
+            await commit.join_cohort(spawn_id)
+            return commit.effects
+
+        joined = await store.run(join)
+        spawn_id = joined.pending_join
+        total.absorb(joined)
+    return total

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dwarf.engine.completion import ABANDONED, ABANDONED_UNCOUNTED, ARRIVED
 from dwarf.engine.creation import FlowPolicy, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
@@ -167,16 +168,19 @@ async def _recount_cohorts(
             continue
         spawn_id = int(spawn["step_id"])
         members = [r for r in rows if int(r["lineage_id"]) == spawn_id and int(r["arrived"])]
+        # Members that arrived on their own rows (3, 4) are not in the spawn's count yet; their copies
+        # are (clone_step copies them as counted), so the copied spawn needs recounting.
+        counted = [r for r in members if int(r["arrived"]) in (ARRIVED, ABANDONED)]
         # Branches that went straight into the join never had a step: they count as they did.
-        immediate = int(spawn["cohort_arrivals"]) - len(members)
+        immediate = int(spawn["cohort_arrivals"]) - len(counted)
         arrived = [r for r in members if int(r["step_id"]) in kept_ids and int(r["step_id"]) not in again]
-        if len(arrived) == len(members):
+        if len(arrived) == len(members) == len(counted):
             continue
         await tx.execute(
             "set_cohort_counts",
             step_id=clones[spawn_id],
             arrivals=immediate + len(arrived),
-            failures=sum(1 for r in arrived if int(r["arrived"]) == 2),
+            failures=sum(1 for r in arrived if int(r["arrived"]) in (ABANDONED, ABANDONED_UNCOUNTED)),
         )
 
 

@@ -354,18 +354,20 @@ WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
 SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
 
 -- name: clone_step
--- Copy a step into a forked flow; ids that point at other steps are remapped afterwards.
+-- Copy a step into a forked flow; ids that point at other steps are remapped afterwards. A member's
+-- uncounted arrival (3, 4) is copied as counted (1, 2): the fork recounts the copied spawn.
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
     error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, successor_id,
-    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, arrived, for_each_as,
-    join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result, subgraph_error,
-    not_before, created_at, started_at, updated_at
+    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined, arrived,
+    for_each_as, join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result,
+    subgraph_error, not_before, created_at, started_at, updated_at
 )
 SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
     error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight, predecessor_id, successor_id,
-    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, arrived, for_each_as,
-    join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
+    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined,
+    CASE WHEN arrived > 2 THEN arrived - 2 ELSE arrived END,
+    for_each_as, join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
     not_before, created_at, started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
@@ -410,8 +412,9 @@ SET status = 'pending', changes = '{}', error = '', attempt = 0, successor_id = 
 WHERE step_id = :step_id
 
 -- name: set_cohort_counts
--- A copied spawn's arrival counts, recomputed for the members the fork kept.
-UPDATE dwarf_steps SET cohort_arrivals = :arrivals, cohort_failures = :failures, fan_in_step_id = 0
+-- A copied spawn's arrival counts, recomputed for the members the fork kept; its join is still to come.
+UPDATE dwarf_steps
+SET cohort_arrivals = :arrivals, cohort_failures = :failures, fan_in_step_id = 0, cohort_joined = 0
 WHERE step_id = :step_id
 
 -- name: wedged_subgraph_parks
@@ -427,7 +430,8 @@ WHERE s.status = 'created' AND s.parked = 1 AND s.child_flow_id > 0 AND s.update
 
 -- name: wedged_running_flows
 -- Wedge sweep: flows still marked running, untouched for :min_age seconds, with no step left that could
--- move them (none created, pending or running). `interrupted_step_id` is a parked interrupt the flow
+-- move them (none created, pending or running, no complete cohort waiting for its join).
+-- `interrupted_step_id` is a parked interrupt the flow
 -- should be surfacing (0 when there is none).
 SELECT f.flow_id, f.parent_flow_id, f.parent_step_id,
     COALESCE((SELECT MIN(i.step_id) FROM dwarf_steps i
@@ -441,9 +445,78 @@ WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :mi
   AND NOT EXISTS (
       SELECT 1 FROM dwarf_flows c WHERE c.parent_flow_id = f.flow_id AND c.status IN ('running', 'interrupted')
   )
+  AND NOT EXISTS (
+      SELECT 1 FROM dwarf_steps j
+      WHERE j.flow_id = f.flow_id AND j.cohort_size > 0 AND j.cohort_joined = 0
+        AND j.cohort_arrivals + (
+            SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = j.step_id AND m.arrived IN (3, 4)
+        ) >= j.cohort_size
+  )
 
 -- name: fail_wedged_flow
 -- Wedge sweep: end a running flow that nothing can move any more.
 UPDATE dwarf_flows
 SET status = 'failed', error = :error, updated_at = {now}, version = version + 1
 WHERE flow_id = :flow_id AND status = 'running'
+
+-- name: claim_cohort_join
+-- Take the right to join a cohort: exactly one transaction flips the flag (its row lock serializes the
+-- contenders: the workers of the last members, a wedge sweep). Callers checked it complete first.
+UPDATE dwarf_steps SET cohort_joined = 1, updated_at = {now}, version = version + 1
+WHERE step_id = :spawn_id AND cohort_joined = 0
+
+-- name: cohort_ready
+-- Whether a cohort can be joined: not joined yet, and its arrivals (counted on the spawn, plus members
+-- that arrived on their own rows) reach its size. Asked after the arriving transaction committed, in a
+-- fresh snapshot: of members arriving at once, the last to commit sees every other one.
+SELECT s.step_id FROM dwarf_steps s
+WHERE s.step_id = :spawn_id AND s.cohort_size > 0 AND s.cohort_joined = 0
+  AND s.cohort_arrivals + (
+      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
+  ) >= s.cohort_size
+
+-- name: fold_cohort_arrivals
+-- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);
+-- mark_arrivals_counted then marks them counted. Both run in the join's transaction, after its claim.
+UPDATE dwarf_steps
+SET cohort_arrivals = cohort_arrivals + (
+        SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = :spawn_id AND m.arrived IN (3, 4)),
+    cohort_failures = cohort_failures + (
+        SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = :spawn_id AND m.arrived = 4),
+    join_target = COALESCE((
+        SELECT MAX(m.join_target) FROM dwarf_steps m
+        WHERE m.lineage_id = :spawn_id AND m.arrived IN (3, 4) AND m.join_target NOT IN ('', 'END')
+    ), join_target)
+WHERE step_id = :spawn_id
+
+-- name: mark_arrivals_counted
+-- The members fold_cohort_arrivals counted become ordinary arrived members (3 -> 1, 4 -> 2).
+UPDATE dwarf_steps SET arrived = arrived - 2 WHERE lineage_id = :spawn_id AND arrived IN (3, 4)
+
+-- name: unjoined_complete_cohorts
+-- Wedge sweep: cohorts whose members have all arrived but which nobody joined for :min_age seconds (the
+-- worker of the last arrival died before its join transaction).
+SELECT s.step_id, s.flow_id FROM dwarf_steps s
+JOIN dwarf_flows f ON f.flow_id = s.flow_id
+WHERE s.cohort_size > 0 AND s.cohort_joined = 0 AND s.updated_at < {now} - :min_age
+  AND f.status IN ('running', 'interrupted') AND f.purge_marked = 0
+  AND s.cohort_arrivals + (
+      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
+  ) >= s.cohort_size
+  AND NOT EXISTS (
+      SELECT 1 FROM dwarf_steps m
+      WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4) AND m.updated_at >= {now} - :min_age
+  )
+
+-- name: finish_and_arrive
+-- A cohort member completes (only under its lease) and arrives at its cohort's join, touching only its
+-- own row: arrived = 3 (or 4, abandoned) marks an arrival not yet counted on the spawn, and join_target
+-- keeps where it arrived. The spawn row stays untouched, so the members of a wide fan-out never wait on
+-- each other; the join folds these arrivals into the spawn's counts (fold_cohort_arrivals).
+UPDATE dwarf_steps
+SET status = 'completed', changes = :changes, error = :error, interrupt_payload = '{}', successor_id = 0,
+    carry = :carry, arrived = :arrived, cohort_size = 0, cohort_arrivals = 0, for_each_as = '',
+    join_target = :target, parked = 0, lease_token = '', lease_expires = 0, updated_at = {now},
+    version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+RETURNING step_id

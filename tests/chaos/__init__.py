@@ -1,0 +1,1 @@
+"""Chaos tests: many flows on several replica processes that are killed while the database restarts."""

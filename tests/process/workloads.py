@@ -1,0 +1,96 @@
+"""Small workloads of the crash tests: graphs and tasks whose behaviour a test steers with marker files.
+
+Each ``*_host`` function takes the marker directory shared by the test and its replica processes and
+returns the replica's host (``tests.process.replica --workload tests.process.workloads:killable_host``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from dwarf import END, Flow, Graph, TestProxy
+
+KILLABLE_BUDGET = 1.0
+"""Time budget of a killable flow: with the replicas' lease margin its lease lasts ~1.2 s."""
+
+
+def killable_graph() -> Graph:
+    graph = Graph("killable")
+    for name in ("A", "B", "C"):
+        graph.add_task(name, f"killable/{name.lower()}")
+    graph.add_transition_chain("A", "B", "C", END)
+    return graph
+
+
+def killable_host(markers: Path) -> TestProxy:
+    """Chain A -> B -> C, each counting its runs in state. B writes ``b-started`` and then blocks, unless
+    ``b-fast`` exists: a test kills the process while B blocks, then lets a fresh engine finish the flow.
+    """
+    host = TestProxy()
+    host.handle_graph("killable", killable_graph())
+
+    @host.task("killable/a")
+    async def a(flow: Flow) -> None:
+        flow.set("aRuns", flow.get_int("aRuns") + 1)
+
+    @host.task("killable/b")
+    async def b(flow: Flow) -> None:
+        flow.set("bRuns", flow.get_int("bRuns") + 1)
+        if not (markers / "b-fast").exists():
+            (markers / "b-started").write_text(flow.step_key)
+            await asyncio.sleep(3600)
+
+    @host.task("killable/c")
+    async def c(flow: Flow) -> None:
+        flow.set("cRuns", flow.get_int("cRuns") + 1)
+
+    return host
+
+
+def stall_graph() -> Graph:
+    graph = Graph("stall")
+    graph.add_task("Work", "stall/work")
+    graph.add_task("After", "stall/after")
+    graph.add_transition_chain("Work", "After", END)
+    return graph
+
+
+def _first_to_claim(path: Path) -> bool:
+    """True for exactly one caller across all processes: the one that created ``path``."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def stalling_host(markers: Path) -> TestProxy:
+    """Chain Work -> After. Work records which process ran it (``ranBy``: the pid) and counts runs.
+
+    The first execution of Work anywhere writes ``work-started`` (holding its pid), waits
+    ``holdSeconds`` (from the state) and, when the state says ``stopSelf``, pauses its own process with
+    SIGSTOP as its last act: the task's work is done, and the engine's commit of it is pending behind
+    the pause. Later executions (the rescue on another replica) run straight through.
+    """
+    host = TestProxy()
+    host.handle_graph("stall", stall_graph())
+
+    @host.task("stall/work")
+    async def work(flow: Flow) -> None:
+        flow.set("ranBy", os.getpid())
+        flow.set("workRuns", flow.get_int("workRuns") + 1)
+        if not _first_to_claim(markers / "work-first-run"):
+            return
+        (markers / "work-started").write_text(str(os.getpid()))
+        await asyncio.sleep(flow.get_float("holdSeconds"))
+        if flow.get_bool("stopSelf"):
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    @host.task("stall/after")
+    async def after(flow: Flow) -> None:
+        flow.set("afterRuns", flow.get_int("afterRuns") + 1)
+
+    return host
