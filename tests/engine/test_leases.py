@@ -104,3 +104,37 @@ async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> N
     assert (await engine.snapshot(key)).state == {"runner": 2}
     assert [(step.status, step.changes) for step in history] == [(Status.COMPLETED, {"runner": 2})]
     assert calls["A"] == 2
+
+
+async def test_a_busy_replica_still_recovers_a_dead_replicas_steps(fresh_dsn: str) -> None:
+    calls: Counter[str] = Counter()
+    recovered_at: list[float] = []
+
+    async def hang_once(flow: Flow) -> None:
+        calls["Hang"] += 1
+        if calls["Hang"] == 1:
+            await asyncio.Event().wait()
+        recovered_at.append(time.monotonic())
+
+    async def busy(flow: Flow) -> None:
+        await asyncio.sleep(0.02)
+
+    proxy = proxy_with("hang", chain("Hang", "Hang"), Hang=hang_once)
+    proxy.handle_graph("busy", chain("Busy", "Busy"))
+    proxy.handle_task("Busy", busy)
+    async with Replicas(proxy, fresh_dsn) as replicas:
+        first = await replicas.start(lease_margin=MARGIN)
+        key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
+        await until(lambda: calls["Hang"] == 1)
+        await first._crash_for_test()
+        crashed_at = time.monotonic()
+        # One worker and a backlog that keeps every claim full: the claimer never goes idle.
+        second = await replicas.start(lease_margin=MARGIN, workers=1)
+        backlog = [await second.create("busy") for _ in range(150)]
+        outcome = await second.wait(key, timeout=WAIT)
+        statuses = [(await second.snapshot(k)).status for k in backlog]
+        busy_left = sum(status != Status.COMPLETED for status in statuses)
+    assert outcome.status == Status.COMPLETED
+    # Recovered within a poll interval or so of the lease's expiry, while the backlog was still queued.
+    assert recovered_at[0] - crashed_at < BUDGET + MARGIN + 2.5
+    assert busy_left > 0

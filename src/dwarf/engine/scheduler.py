@@ -132,6 +132,7 @@ class Scheduler:
     async def _claim_loop(self, store: Store) -> None:
         doorbell = self._doorbells[store.shard]
         telemetry = self._engine._telemetry
+        last_lease_check = time.monotonic()
         while not self._stopping:
             if telemetry.wants_pending(store.shard):
                 await self._count_pending(store)
@@ -155,6 +156,13 @@ class Scheduler:
                 await asyncio.sleep(self.error_backoff)
                 continue
             if len(claimed) == free:
+                # A busy claimer never reaches the idle poll below, where expired leases are found: check
+                # them on the same cadence here, or a dead replica's steps would wait for the backlog.
+                now = time.monotonic()
+                if now - last_lease_check >= self.idle_poll:
+                    last_lease_check = now
+                    with contextlib.suppress(Exception):
+                        await self._recover_expired(store)
                 continue
             # Nothing more is due. Local work rings the doorbell (and delayed local work sets a timer);
             # after a quiet poll interval, ask the database what is coming (peers' sleeps, expired leases).
@@ -246,21 +254,27 @@ class Scheduler:
         if row["next_expiry"] is not None:
             until_expiry = float(row["next_expiry"]) - now
             if until_expiry <= 0:
-                recovered = await store.write("recover_expired_leases")
-                if recovered:
-                    self._engine._telemetry.leases_recovered(store.shard, len(recovered))
-                    for lost in recovered:
-                        flow = correlation_id(store.shard, int(lost["flow_id"]))
-                        self._engine._log.info(
-                            "step %s of flow %s: its worker's lease expired; queued again",
-                            correlation_id(store.shard, int(lost["step_id"])),
-                            flow,
-                            extra={"flow": flow},
-                        )
+                if await self._recover_expired(store):
                     return 0.0
             else:
                 delay = min(delay, until_expiry)
         return max(0.0, delay)
+
+    async def _recover_expired(self, store: Store) -> int:
+        """Queue again the steps whose worker's lease expired (it died or stalled); return how many."""
+        recovered = await store.write("recover_expired_leases")
+        if recovered:
+            self._engine._telemetry.leases_recovered(store.shard, len(recovered))
+            for lost in recovered:
+                flow = correlation_id(store.shard, int(lost["flow_id"]))
+                self._engine._log.info(
+                    "step %s of flow %s: its worker's lease expired; queued again",
+                    correlation_id(store.shard, int(lost["step_id"])),
+                    flow,
+                    extra={"flow": flow},
+                )
+            self.ring(store.shard)
+        return len(recovered)
 
     async def _run(self, store: Store, step: Row, lease_token: str) -> None:
         task = asyncio.current_task()
