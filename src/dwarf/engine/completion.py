@@ -26,7 +26,7 @@ from typing import Any
 from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
-from dwarf.engine.transitions import Route
+from dwarf.engine.transitions import Branch, Route
 from dwarf.store.base import Row, Store, Tx
 from dwarf.workflow.graph import END, Graph
 from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
@@ -475,21 +475,8 @@ class StepCommit:
             else ""
         )
         first_successor = 0
-        for ordinal, branch in runnable:
-            state = dict(merged)
-            if branch.strip:
-                state.pop(branch.strip, None)
-            state.update(branch.extra)
-            branch_id = await self._insert_step(
-                branch.node,
-                state,
-                depth=int(step["step_depth"]) + 1,
-                predecessor_id=step_id,
-                lineage_id=step_id,
-                ordinal=ordinal,
-                delay=sleep,
-            )
-            first_successor = first_successor or branch_id
+        if runnable:
+            first_successor = await self._insert_branches(runnable, merged, sleep)
         await self._finish(
             Status.COMPLETED,
             changes,
@@ -504,6 +491,48 @@ class StepCommit:
             spawn = await self.tx.fetch_one("get_step", step_id=step_id)
             assert spawn is not None
             await self._join(spawn)
+
+    async def _insert_branches(
+        self, runnable: list[tuple[int, Branch]], merged: Mapping[str, Any], sleep: float
+    ) -> int:
+        """Insert the first step of every runnable branch in one statement; return the first one's id."""
+        info = self.info
+        branches = []
+        for ordinal, branch in runnable:
+            state = dict(merged)
+            if branch.strip:
+                state.pop(branch.strip, None)
+            state.update(branch.extra)
+            branches.append(
+                {
+                    "token": new_token(),
+                    "task": branch.node,
+                    "url": info.graph.url_of(branch.node),
+                    # Text, not a nested object: the store copies it verbatim (SQLite's JSON functions
+                    # would re-render numbers beyond 64 bits).
+                    "state": dumps(state),
+                    "ordinal": ordinal,
+                }
+            )
+        step_id = int(self.step["step_id"])
+        rows = await self.tx.fetch_all(
+            "insert_branch_steps",
+            branches=dumps(branches),
+            flow_id=info.flow_id,
+            step_depth=int(self.step["step_depth"]) + 1,
+            time_budget_ms=info.time_budget_ms,
+            priority=info.priority,
+            fairness_key=info.fairness_key,
+            fairness_weight=info.fairness_weight,
+            predecessor_id=step_id,
+            lineage_id=step_id,
+            delay=max(0.0, sleep),
+        )
+        self.effects.new_work = True
+        if sleep > 0:
+            self.effects.due_in.append(sleep)
+        first = min(rows, key=lambda row: int(row["fan_out_ordinal"]))
+        return int(first["step_id"])
 
     async def _finish_and_arrive(
         self,

@@ -65,3 +65,19 @@ WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND changes() 
 RETURNING 1 AS finished, 1 AS stopped;
 SELECT COUNT(*) AS finished, 0 AS stopped FROM dwarf_steps
 WHERE step_id = :step_id AND status = 'completed' AND version = :version + 1
+
+-- name: insert_branch_steps
+-- The pending first steps of a fan-out's branches, in one statement: :branches is a JSON array of
+-- objects (token, task, url, state as JSON text, ordinal); the rest is common to every branch.
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    not_before, created_at, updated_at
+)
+SELECT :flow_id, json_extract(b.value, '$.token'), :step_depth, json_extract(b.value, '$.task'),
+    json_extract(b.value, '$.url'), json_extract(b.value, '$.state'), '{}', '{}', 'pending', 0,
+    :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
+    json_extract(b.value, '$.ordinal'), {now} + :delay, {now}, {now}
+FROM json_each(:branches) AS b
+ORDER BY b.key
+RETURNING step_id, fan_out_ordinal
