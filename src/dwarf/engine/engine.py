@@ -347,6 +347,7 @@ class Engine:
             await self._host.execute_task(task_url, flow)
 
     async def _after_commit(self, info: FlowInfo, effects: Effects) -> None:
+        self._telemetry.fan_in_merged(effects.merges)
         for child in effects.created:
             self._flow_cache.put(child)
         if effects.new_work:
@@ -359,6 +360,10 @@ class Engine:
             self._signal(Signal(FLOW_STOPPED, info.shard, flow_id))
         if effects.stopped is not None:
             await self._flow_stopped(info, effects.stopped)
+
+    def _note_arrival(self, store: Store, info: FlowInfo, spawn_id: int) -> None:
+        if self._scheduler is not None:
+            self._scheduler.note_arrival(store, info, spawn_id)
 
     def _ring(self, shard: int) -> None:
         if self._scheduler is not None:

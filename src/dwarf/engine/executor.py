@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.clock import utc
-from dwarf.engine.completion import Effects, LeaseLostError, StepCommit, join_ready_cohorts
+from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
@@ -171,21 +171,10 @@ async def _commit_outcome(
             info, step, route, carrier.sleep_seconds, inline_lease_margin
         ):
             # The whole commit is one guarded statement: it needs no surrounding transaction (on
-            # PostgreSQL that saves the BEGIN and COMMIT round trips). A cohort member's arrival is then
-            # checked for completing its cohort on the same connection, right after its commit.
-            async with store.session() as session:
-                effects = await record(SingleStatementTx(session))
-                ready = bool(effects.pending_join) and bool(
-                    await session.read("cohort_ready", spawn_id=effects.pending_join)
-                )
-            if not ready:
-                effects.pending_join = 0
+            # PostgreSQL that saves the BEGIN and COMMIT round trips).
+            effects = await record(SingleStatementTx(store))
         else:
             effects = await store.run(record)
-        if effects.pending_join:
-            # Should this fail (or the process die first), the complete cohort stays unjoined until the
-            # wedge sweep joins it (see wedge.py).
-            effects.absorb(await join_ready_cohorts(store, info, step, lease_token, effects.pending_join))
     except LeaseLostError:
         engine._log.info(
             "step %s of flow %s lost its lease; its outcome was discarded",
@@ -216,9 +205,12 @@ async def _commit_outcome(
             outcome,
             slept=carrier.sleep_seconds > 0 and outcome == COMPLETED,
             error=error_text(task_error) if task_error is not None else "",
-            merges=effects.merges,
         )
     await engine._after_commit(info, effects)
+    if effects.pending_join:
+        # Arrivals are checked for completing their cohort after they committed, in batches: see
+        # Scheduler.note_arrival.
+        engine._note_arrival(store, info, effects.pending_join)
     return effects.inline_step
 
 

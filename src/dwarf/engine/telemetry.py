@@ -520,7 +520,6 @@ class Telemetry:
         *,
         slept: bool = False,
         error: str = "",
-        merges: int = 0,
     ) -> None:
         """The outcome of a task run was committed (or, for ``LOST_LEASE``, discarded)."""
         span = run.span
@@ -544,7 +543,11 @@ class Telemetry:
             m.step_latency.record(max(0.0, time.time() - float(step["created_at"])), per_task)
         if slept:
             m.sleeps.add(1, per_task)
-        if merges:
+
+    def fan_in_merged(self, merges: int) -> None:
+        """Cohorts whose branches a committed transaction merged at their join."""
+        m = self._m
+        if m is not None and merges:
             m.fan_in_merges.add(merges)
 
     def end_task(self, run: TaskRun, reason: str) -> None:

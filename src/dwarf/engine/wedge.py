@@ -7,15 +7,15 @@ sweep is defence in depth against a bug or a hand-edited database. It looks only
 statements the normal path uses (a concurrent repair by a peer replica changes nothing twice), logs each
 repair as an error and counts it in ``dwarf_wedge_repairs``: a non-zero count points at a bug to find.
 
-Three wedges are known:
+Two wedges are known:
 
 - a parent step parked on a child flow that already ended, or that no longer exists: the parent is woken
   with the child's result, or with its error;
 - a flow still marked running with no step that could move it: it surfaces its parked interrupt if it
-  has one, and otherwise fails with an error saying so (its parent, if any, hears of the failure);
-- a cohort whose members have all arrived but which nobody joined: the worker that counted the last
-  arrival joins it in a second transaction, and may have died in between (see finish_and_arrive). This
-  one is not a bug but a crash in a small window; the sweep joins the cohort.
+  has one, and otherwise fails with an error saying so (its parent, if any, hears of the failure).
+
+A complete cohort that nobody joined (its last member's replica died right after committing) is not a
+wedge: the claimers look for those on every quiet poll (Scheduler._join_stranded).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from dwarf.engine.completion import Effects, join_ready_cohorts, surface_interrupt
+from dwarf.engine.completion import Effects, surface_interrupt
 from dwarf.engine.keys import correlation_id
 from dwarf.store.base import Row, Store, Tx
 from dwarf.workflow.status import Status
@@ -45,17 +45,6 @@ async def sweep_wedges(engine: Engine, store: Store, min_age: float) -> int:
             repaired += 1
             _log(engine, store, park["flow_id"], "its step was parked on a child flow that had ended")
             engine._ring(store.shard)
-    for cohort in await store.read("unjoined_complete_cohorts", min_age=min_age):
-        info = await engine._flow_info(store, int(cohort["flow_id"]))
-        spawn = await store.read("get_step", step_id=cohort["step_id"])
-        if info is None or not spawn:
-            continue
-        # The spawn stands in for the step of the commit: a join reads the cohort, not a leased step.
-        effects = await join_ready_cohorts(store, info, spawn[0], "", int(cohort["step_id"]))
-        if effects.joins:
-            repaired += 1
-            _log(engine, store, cohort["flow_id"], "its complete cohort had not been joined")
-            await engine._after_commit(info, effects)
     for flow in await store.read("wedged_running_flows", min_age=min_age):
         effects = Effects()
         stopped = await store.run(functools.partial(_unstick_flow, flow=flow, effects=effects))

@@ -9,11 +9,10 @@ dialect replaces by its expression for the database clock in epoch seconds.
 from __future__ import annotations
 
 import abc
-import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["Row", "Store", "Tx", "TxFunction", "load_queries"]
 
@@ -143,14 +142,6 @@ class Store(abc.ABC):
         """Run one writing statement in its own transaction and return the rows it returned."""
         return await self.run(lambda tx: tx.fetch_all(query, **params))
 
-    def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
-        """Single statements in a row on one connection, each its own transaction (``read``/``write``).
-
-        For a short sequence of autocommit statements, such as a commit and a check that must see it:
-        one connection checkout instead of one per statement. Stores without a pool are their own session.
-        """
-        return contextlib.nullcontext(self)
-
     async def resize(self, pool_size: int) -> None:
         """Apply a new connection pool size (stores without a pool ignore it)."""
         return None
@@ -161,14 +152,6 @@ class Store(abc.ABC):
         """A credential-free description of the database for logs and errors."""
 
 
-class Session(Protocol):
-    """What ``Store.session`` yields: statements that each run as their own transaction."""
-
-    async def read(self, query: str, **params: Any) -> list[Row]: ...
-
-    async def write(self, query: str, **params: Any) -> list[Row]: ...
-
-
 class SingleStatementTx(Tx):
     """A Tx for a unit of work known to run exactly one statement, which runs as its own transaction.
 
@@ -177,7 +160,7 @@ class SingleStatementTx(Tx):
     modifying CTE, or SQLite's multi-statement queries, which the store runs as one unit).
     """
 
-    def __init__(self, store: Store | Session) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def fetch_all(self, query: str, **params: Any) -> list[Row]:

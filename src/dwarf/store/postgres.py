@@ -7,9 +7,7 @@ starting together apply each migration exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +17,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from dwarf.store.base import (
     Row,
-    Session,
     Store,
     Tx,
     TxFunction,
@@ -145,14 +142,6 @@ class PostgresStore(Store):
         async with pool.connection() as conn:
             return await _PostgresTx(conn, self._queries).fetch_all(query, **params)
 
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Session]:
-        pool = self._pool
-        if pool is None:
-            raise RuntimeError("PostgreSQL store is not open")
-        async with pool.connection() as conn:
-            yield _PostgresSession(conn, self._queries)
-
     async def resize(self, pool_size: int) -> None:
         self.pool_size = max(1, pool_size)
         if self._pool is not None:
@@ -180,16 +169,3 @@ class _PostgresTx(Tx):
     async def execute(self, query: str, **params: Any) -> int:
         cursor = await self._conn.execute(self._queries[query], params)
         return cursor.rowcount
-
-
-class _PostgresSession:
-    """Autocommit statements on one checked-out connection (see Store.session)."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Row], queries: dict[str, str]) -> None:
-        self._tx = _PostgresTx(conn, queries)
-
-    async def read(self, query: str, **params: Any) -> list[Row]:
-        return await self._tx.fetch_all(query, **params)
-
-    async def write(self, query: str, **params: Any) -> list[Row]:
-        return await self._tx.fetch_all(query, **params)

@@ -94,11 +94,28 @@ RETURNING *
 
 -- name: next_wake_time
 -- When the claimer has something to do again: the earliest not-before of a pending step, the earliest
--- expiry of a lease. NULL when there is neither.
+-- expiry of a lease (NULL when there is neither), and whether a complete cohort waits for its join (its
+-- last member's replica died before looking: see stranded_cohorts).
 SELECT
     (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
+    (SELECT COUNT(*) FROM dwarf_steps s
+     WHERE s.cohort_size > 0 AND s.cohort_joined = 0
+       AND s.cohort_arrivals + (
+           SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
+       ) >= s.cohort_size) AS stranded,
     {now} AS now
+
+-- name: stranded_cohorts
+-- Complete cohorts nobody joined: the replica that committed the last arrival died (or failed) before
+-- its claimer looked. Joining one is guarded by claim_cohort_join, so a race with that claimer is safe.
+SELECT s.step_id, s.flow_id FROM dwarf_steps s
+JOIN dwarf_flows f ON f.flow_id = s.flow_id
+WHERE s.cohort_size > 0 AND s.cohort_joined = 0 AND f.status IN ('running', 'interrupted')
+  AND f.purge_marked = 0
+  AND s.cohort_arrivals + (
+      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
+  ) >= s.cohort_size
 
 -- name: count_due_steps
 -- The pending-steps gauge: due steps waiting for a worker, per priority band.
@@ -492,21 +509,6 @@ WHERE step_id = :spawn_id
 -- name: mark_arrivals_counted
 -- The members fold_cohort_arrivals counted become ordinary arrived members (3 -> 1, 4 -> 2).
 UPDATE dwarf_steps SET arrived = arrived - 2 WHERE lineage_id = :spawn_id AND arrived IN (3, 4)
-
--- name: unjoined_complete_cohorts
--- Wedge sweep: cohorts whose members have all arrived but which nobody joined for :min_age seconds (the
--- worker of the last arrival died before its join transaction).
-SELECT s.step_id, s.flow_id FROM dwarf_steps s
-JOIN dwarf_flows f ON f.flow_id = s.flow_id
-WHERE s.cohort_size > 0 AND s.cohort_joined = 0 AND s.updated_at < {now} - :min_age
-  AND f.status IN ('running', 'interrupted') AND f.purge_marked = 0
-  AND s.cohort_arrivals + (
-      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
-  ) >= s.cohort_size
-  AND NOT EXISTS (
-      SELECT 1 FROM dwarf_steps m
-      WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4) AND m.updated_at >= {now} - :min_age
-  )
 
 -- name: finish_and_arrive
 -- A cohort member completes (only under its lease) and arrives at its cohort's join, touching only its

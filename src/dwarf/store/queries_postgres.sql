@@ -126,3 +126,12 @@ SELECT :flow_id, b.value ->> 'token', :step_depth, b.value ->> 'task', b.value -
 FROM json_array_elements(CAST(:branches AS json)) WITH ORDINALITY AS b(value, position)
 ORDER BY b.position
 RETURNING step_id, fan_out_ordinal
+
+-- name: cohorts_ready
+-- Which of the cohorts in :spawn_ids (a JSON array) can be joined now (see cohort_ready).
+SELECT s.step_id FROM dwarf_steps s
+WHERE s.step_id IN (SELECT json_array_elements_text(CAST(:spawn_ids AS json))::bigint)
+  AND s.cohort_size > 0 AND s.cohort_joined = 0
+  AND s.cohort_arrivals + (
+      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
+  ) >= s.cohort_size
