@@ -34,8 +34,10 @@ pytest: venv
 
 test: lint typecheck pytest
 
+# Our workloads at a small size on SQLite, and on PostgreSQL when 127.0.0.1:5432 answers (or DWARF_BENCH_DSN).
+# The comparison with DBOS and LangGraph needs the bench extra: `python -m bench report` (docs/benchmarks.md).
 bench: venv
-	$(BIN)/python -m bench run --db sqlite --workload linear3 --flows 300 --concurrency 32
+	$(BIN)/python -m bench suite
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
