@@ -86,10 +86,19 @@ async def test_posting_to_an_unknown_flow_is_a_404(dashboard: Dashboard) -> None
 
 @SQLITE_ONLY
 async def test_mermaid_is_served_from_the_package(dashboard: Dashboard) -> None:
-    response = await dashboard.client.get("/static/mermaid/mermaid.min.js")
-    assert response.status_code == 200
-    assert "javascript" in response.headers["content-type"]
-    assert "mermaid" in response.text[:2000]
+    entry = await dashboard.client.get("/static/mermaid/mermaid.esm.min.mjs")
+    assert entry.status_code == 200
+    assert "javascript" in entry.headers["content-type"]
+    # The entry module imports its chunks by relative paths: they are served too, as JavaScript.
+    chunks = re.findall(r'from"\./(chunks/mermaid\.esm\.min/[^"]+\.mjs)"', entry.text)
+    assert chunks
+    for chunk in chunks:
+        response = await dashboard.client.get(f"/static/mermaid/{chunk}")
+        assert response.status_code == 200
+        assert "javascript" in response.headers["content-type"]
+    drawer = await dashboard.client.get("/static/diagrams.mjs")
+    assert "javascript" in drawer.headers["content-type"]
+    assert "./mermaid/mermaid.esm.min.mjs" in drawer.text
 
 
 # --- the flow list ---
@@ -238,7 +247,7 @@ async def test_flow_page_embeds_the_history_diagram(dashboard: Dashboard) -> Non
     source = re.search(r'<pre class="mermaid">(.*?)</pre>', response.text, re.S)
     assert source is not None
     assert html.unescape(source.group(1)) == await dashboard.ops.history_mermaid(key)
-    assert "/static/mermaid/mermaid.min.js" in response.text
+    assert '<script type="module" src="/static/diagrams.mjs">' in response.text
 
 
 @SQLITE_ONLY
@@ -468,5 +477,5 @@ async def test_links_stay_under_the_prefix_the_app_is_mounted_at(dashboard: Dash
         flow_page = await client.get(f"/ops/dwarf/flows/{key}")
         links += re.findall(r'(?:href|src|action)="([^"]+)"', flow_page.text)
     assert f"/ops/dwarf/flows/{key}" in links
-    assert "/ops/dwarf/static/mermaid/mermaid.min.js" in links
+    assert "/ops/dwarf/static/diagrams.mjs" in links
     assert [link for link in links if not link.startswith("/ops/dwarf/")] == []

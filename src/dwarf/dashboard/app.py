@@ -9,6 +9,7 @@ application's own engines, which poll for new work about once a second.
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,10 @@ from dwarf.engine import Engine
 from dwarf.errors import DwarfError, EngineStateError
 
 __all__ = ["create_app"]
+
+# Browsers run module scripts only when served with a JavaScript type; some systems' MIME tables do not
+# know ".mjs" (the extension of Mermaid's ES-module build and of diagrams.mjs).
+mimetypes.add_type("text/javascript", ".mjs")
 
 # Mermaid puts <style> elements into the SVGs it draws, hence 'unsafe-inline' for styles only; scripts
 # come from our own static files and nothing else.

@@ -1,25 +1,5 @@
-// The dashboard's only script: draws the history diagram with Mermaid and reloads pages of running flows.
+// Reloads the pages of running flows (diagrams.mjs draws the history diagram).
 "use strict";
-
-function drawDiagrams() {
-  const nodes = document.querySelectorAll("pre.mermaid");
-  if (!nodes.length || typeof mermaid === "undefined") return;
-  // "strict" keeps any HTML in labels inert; the server escapes labels as well.
-  mermaid.initialize({
-    startOnLoad: false,
-    securityLevel: "strict",
-    theme: "neutral",
-    maxTextSize: 500000,
-    maxEdges: 5000,
-    flowchart: { useMaxWidth: true },
-  });
-  mermaid.run({ nodes: nodes }).catch(function (error) {
-    const note = document.createElement("p");
-    note.className = "problem";
-    note.textContent = "The diagram could not be drawn: " + (error && error.message ? error.message : error);
-    nodes[0].parentNode.appendChild(note);
-  });
-}
 
 // A running flow's page reloads itself every few seconds, unless the user is typing into one of its forms.
 function scheduleRefresh() {
@@ -34,7 +14,4 @@ function scheduleRefresh() {
   }, seconds * 1000);
 }
 
-document.addEventListener("DOMContentLoaded", function () {
-  drawDiagrams();
-  scheduleRefresh();
-});
+document.addEventListener("DOMContentLoaded", scheduleRefresh);
