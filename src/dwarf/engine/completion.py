@@ -699,10 +699,10 @@ async def join_ready_cohorts(
     then any enclosing cohort that join completed in turn, each in a transaction of its own.
 
     Runs in a fresh snapshot after the arrival committed, which is what makes the last of several
-    members arriving at once see all the others (see the ``cohort_ready`` query).
+    members arriving at once see all the others (see the ``cohorts_ready`` query).
     """
     total = Effects()
-    while spawn_id and await store.read("cohort_ready", spawn_id=spawn_id):
+    while spawn_id and await store.read("cohorts_ready", spawn_ids=json.dumps([spawn_id])):
 
         async def join(tx: Tx, spawn_id: int = spawn_id) -> Effects:
             commit = StepCommit(tx, info, step, lease_token)

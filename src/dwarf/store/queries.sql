@@ -99,23 +99,15 @@ RETURNING *
 SELECT
     (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
-    (SELECT COUNT(*) FROM dwarf_steps s
-     WHERE s.cohort_size > 0 AND s.cohort_joined = 0
-       AND s.cohort_arrivals + (
-           SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
-       ) >= s.cohort_size) AS stranded,
+    (SELECT COUNT(*) FROM dwarf_complete_cohorts) AS stranded,
     {now} AS now
 
 -- name: stranded_cohorts
 -- Complete cohorts nobody joined: the replica that committed the last arrival died (or failed) before
 -- its claimer looked. Joining one is guarded by claim_cohort_join, so a race with that claimer is safe.
-SELECT s.step_id, s.flow_id FROM dwarf_steps s
-JOIN dwarf_flows f ON f.flow_id = s.flow_id
-WHERE s.cohort_size > 0 AND s.cohort_joined = 0 AND f.status IN ('running', 'interrupted')
-  AND f.purge_marked = 0
-  AND s.cohort_arrivals + (
-      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
-  ) >= s.cohort_size
+SELECT c.step_id, c.flow_id FROM dwarf_complete_cohorts c
+JOIN dwarf_flows f ON f.flow_id = c.flow_id
+WHERE f.status IN ('running', 'interrupted') AND f.purge_marked = 0
 
 -- name: count_due_steps
 -- The pending-steps gauge: due steps waiting for a worker, per priority band.
@@ -462,13 +454,7 @@ WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :mi
   AND NOT EXISTS (
       SELECT 1 FROM dwarf_flows c WHERE c.parent_flow_id = f.flow_id AND c.status IN ('running', 'interrupted')
   )
-  AND NOT EXISTS (
-      SELECT 1 FROM dwarf_steps j
-      WHERE j.flow_id = f.flow_id AND j.cohort_size > 0 AND j.cohort_joined = 0
-        AND j.cohort_arrivals + (
-            SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = j.step_id AND m.arrived IN (3, 4)
-        ) >= j.cohort_size
-  )
+  AND NOT EXISTS (SELECT 1 FROM dwarf_complete_cohorts j WHERE j.flow_id = f.flow_id)
 
 -- name: fail_wedged_flow
 -- Wedge sweep: end a running flow that nothing can move any more.
@@ -481,16 +467,6 @@ WHERE flow_id = :flow_id AND status = 'running'
 -- contenders: the workers of the last members, a wedge sweep). Callers checked it complete first.
 UPDATE dwarf_steps SET cohort_joined = 1, updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id AND cohort_joined = 0
-
--- name: cohort_ready
--- Whether a cohort can be joined: not joined yet, and its arrivals (counted on the spawn, plus members
--- that arrived on their own rows) reach its size. Asked after the arriving transaction committed, in a
--- fresh snapshot: of members arriving at once, the last to commit sees every other one.
-SELECT s.step_id FROM dwarf_steps s
-WHERE s.step_id = :spawn_id AND s.cohort_size > 0 AND s.cohort_joined = 0
-  AND s.cohort_arrivals + (
-      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
-  ) >= s.cohort_size
 
 -- name: fold_cohort_arrivals
 -- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);

@@ -128,10 +128,7 @@ ORDER BY b.position
 RETURNING step_id, fan_out_ordinal
 
 -- name: cohorts_ready
--- Which of the cohorts in :spawn_ids (a JSON array) can be joined now (see cohort_ready).
-SELECT s.step_id FROM dwarf_steps s
-WHERE s.step_id IN (SELECT json_array_elements_text(CAST(:spawn_ids AS json))::bigint)
-  AND s.cohort_size > 0 AND s.cohort_joined = 0
-  AND s.cohort_arrivals + (
-      SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = s.step_id AND m.arrived IN (3, 4)
-  ) >= s.cohort_size
+-- Which of the cohorts in :spawn_ids (a JSON array) can be joined now. Asked after the arrivals
+-- committed, in a fresh snapshot: of members arriving at once, the last to commit sees every other one.
+SELECT step_id FROM dwarf_complete_cohorts
+WHERE step_id IN (SELECT json_array_elements_text(CAST(:spawn_ids AS json))::bigint)
