@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dwarf.errors import BadRequestError
-from dwarf.hosts.relay import DeliverSignal, RelayError, relay_logger
+from dwarf.hosts.relay import DeliverSignal, RelayError, check_positive_seconds, relay_logger
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -83,13 +83,9 @@ class NatsRelay:
             or any(token in {"*", ">", ""} for token in subject.split("."))
         ):
             raise BadRequestError(f"{subject!r} is not a NATS subject to publish on (no wildcards)")
-        for option, value in (
-            ("connect_timeout", connect_timeout),
-            ("publish_timeout", publish_timeout),
-            ("reconnect_wait", reconnect_wait),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise BadRequestError(f"{option} must be a positive number of seconds")
+        check_positive_seconds(
+            connect_timeout=connect_timeout, publish_timeout=publish_timeout, reconnect_wait=reconnect_wait
+        )
         self._subject = subject
         self._replica_id = secrets.token_hex(8)
         self._name = name

@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from dwarf.errors import BadRequestError
-from dwarf.hosts.relay import Backoff, DeliverSignal, RelayError, relay_logger
+from dwarf.hosts.relay import Backoff, DeliverSignal, RelayError, check_positive_seconds, relay_logger
 
 __all__ = ["MAX_NOTIFY_BYTES", "PgNotifyRelay"]
 
@@ -116,14 +116,12 @@ class PgNotifyRelay:
         self._dsn = _resolve_dsn(dsn)
         if not isinstance(channel, str) or not channel or len(channel.encode()) > _MAX_IDENTIFIER_BYTES:
             raise BadRequestError(f"the channel must be a name of 1 to {_MAX_IDENTIFIER_BYTES} bytes")
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("publish_timeout", publish_timeout),
-            ("keepalive", keepalive),
-            ("max_backoff", max_backoff),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise BadRequestError(f"{name} must be a positive number of seconds")
+        check_positive_seconds(
+            connect_timeout=connect_timeout,
+            publish_timeout=publish_timeout,
+            keepalive=keepalive,
+            max_backoff=max_backoff,
+        )
         self._channel = channel
         self._replica_id = secrets.token_hex(8)
         self._application_name = application_name

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
     from dwarf.engine.host import Host
 
-__all__ = ["Backoff", "DeliverSignal", "RelayError", "RelayHost", "SignalRelay", "relay_logger"]
+__all__ = [
+    "Backoff",
+    "DeliverSignal",
+    "RelayError",
+    "RelayHost",
+    "SignalRelay",
+    "check_positive_seconds",
+    "relay_logger",
+]
 
 DeliverSignal = Callable[[str, bytes], Awaitable[None]]
 
@@ -61,6 +69,13 @@ def relay_logger() -> logging.Logger:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     return logger
+
+
+def check_positive_seconds(**options: object) -> None:
+    """Refuse a relay setting that is not a positive number of seconds (BadRequestError naming it)."""
+    for name, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise BadRequestError(f"{name} must be a positive number of seconds")
 
 
 class Backoff:
