@@ -252,14 +252,13 @@ DELETE FROM dwarf_steps WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE 
 DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
 
 -- name: count_arrival
--- A cohort member reached the cohort's join (its fan-in, END, or a dead end when :abandoned = 1). The row
--- lock this update takes serializes the members' last arrivals: exactly one of them sees the full count.
+-- An arrival counted on the spawn itself (an onError handler reaching the fan-in, a nested cohort's spawn
+-- reaching END), not by finish_and_arrive; whether the cohort is then complete is asked after commit.
 UPDATE dwarf_steps
 SET cohort_arrivals = cohort_arrivals + 1, cohort_failures = cohort_failures + :abandoned,
     join_target = CASE WHEN :target = '' OR :target = 'END' THEN join_target ELSE :target END,
     updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id
-RETURNING *
 
 -- name: settle_cancelled_siblings
 -- A branch failed and onError routed it: its cancelled siblings count as arrived (with nothing to
