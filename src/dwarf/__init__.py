@@ -15,6 +15,7 @@ from dwarf.errors import (
     EngineStateError,
     InvalidGraphError,
     NotFoundError,
+    StoreError,
     SubgraphError,
 )
 from dwarf.workflow import (
@@ -52,6 +53,7 @@ __all__ = [
     "Host",
     "InvalidGraphError",
     "NotFoundError",
+    "StoreError",
     "Query",
     "Reducer",
     "ShardSummary",

@@ -13,6 +13,7 @@ __all__ = [
     "EngineStateError",
     "InvalidGraphError",
     "NotFoundError",
+    "StoreError",
     "SubgraphError",
 ]
 
@@ -55,3 +56,18 @@ class SubgraphError(DwarfError):
     """Raised in a parent task by ``Flow.subgraph`` when the child flow failed; carries the child's error."""
 
     status_code = 500
+
+
+class StoreError(DwarfError):
+    """The database failed a statement or could not be reached; the driver's exception is ``__cause__``.
+
+    ``transient`` says whether the same work may succeed later unchanged (an outage, a lock or deadlock, a
+    full disk) or never will (the database refuses the values themselves, e.g. text it cannot encode).
+    The message names the database without credentials and never carries a key's token.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
