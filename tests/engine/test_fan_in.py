@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dwarf import Flow, Reducer, Status
-from tests.engine.graphs import WAIT, fan_out, for_each, noop, proxy_with, steps_named
+from dwarf import END, Flow, Reducer, Status
+from tests.engine.graphs import WAIT, fan_out, for_each, graph_of, noop, proxy_with, setter, steps_named
 from tests.engine.graphs_parallel import Latch, Runs, fan_out_when, for_each_chain, nested_for_each
 
 # Per reducer: (the value of its field before the fan-out, the delta a branch writes for its element,
@@ -111,23 +111,64 @@ async def test_bookkeeping_key_that_existed_before_the_fan_out_gets_its_old_valu
 
 
 @pytest.mark.parametrize("state", [{"items": []}, {}], ids=["empty", "missing"])
-async def test_empty_or_missing_array_spawns_nothing_and_completes_at_the_source(
+async def test_empty_or_missing_array_runs_the_fan_in_directly_on_the_source_state(
     make_engine: Any, state: dict[str, Any]
 ) -> None:
+    """No branch starts; the fan-in runs once on the source step's merged state, then the flow goes on."""
     runs = Runs()
+
+    async def split(flow: Flow) -> None:
+        flow.set("split", True)
 
     async def work(flow: Flow) -> None:
         runs.count("Work")
 
     async def join(flow: Flow) -> None:
         runs.count("Join")
+        flow.set("joinSaw", flow.snapshot())
 
-    engine = await make_engine(proxy_with("empty", for_each("Empty"), Split=noop, Work=work, Join=join))
+    rebuilt = graph_of("Empty", "Split", "Work", "Join", "After")
+    rebuilt.add_transition_for_each("Split", "Work", "items", "item")
+    rebuilt.add_transition("Work", "Join")
+    rebuilt.set_fan_in("Join")
+    rebuilt.add_transition_chain("Join", "After", END)
+    engine = await make_engine(
+        proxy_with("empty", rebuilt, Split=split, Work=work, Join=join, After=setter(after=1))
+    )
     key, outcome = await engine.run("empty", {**state, "x": 1}, timeout=WAIT)
-    assert outcome.status == Status.COMPLETED
-    assert outcome.state == {**state, "x": 1}
-    assert [step.task_name for step in await engine.history(key)] == ["Split"]
-    assert runs.counts == Counter()
+    assert outcome.status == Status.COMPLETED, outcome.error
+    source_state = {**state, "x": 1, "split": True}
+    assert outcome.state == {**source_state, "joinSaw": source_state, "after": 1}
+    assert [step.task_name for step in await engine.history(key)] == ["Split", "Join", "After"]
+    assert runs.counts == Counter({"Join": 1})
+
+
+async def test_empty_for_each_inside_a_for_each_branch_joins_its_inner_fan_in_and_the_outer_one(
+    make_engine: Any,
+) -> None:
+    """A branch whose own forEach is empty runs its inner fan-in directly and still arrives outside."""
+    graph = graph_of("Nested", "Outer", "Inner", "Leaf", "InnerJoin", "OuterJoin")
+    graph.add_transition_for_each("Outer", "Inner", "groups", "group")
+    graph.add_transition_for_each("Inner", "Leaf", "leaves", "leaf")
+    graph.add_transition("Leaf", "InnerJoin")
+    graph.set_fan_in("InnerJoin")
+    graph.add_transition("InnerJoin", "OuterJoin")
+    graph.set_fan_in("OuterJoin")
+    graph.add_transition("OuterJoin", END)
+    graph.set_reducer("joined", Reducer.APPEND)
+
+    async def inner(flow: Flow) -> None:
+        flow.set("leaves", flow.get("group"))
+
+    async def inner_join(flow: Flow) -> None:
+        flow.set("joined", [len(flow.get("leaves") or [])])
+
+    engine = await make_engine(
+        proxy_with("nested", graph, Outer=noop, Inner=inner, Leaf=noop, InnerJoin=inner_join, OuterJoin=noop)
+    )
+    _, outcome = await engine.run("nested", {"groups": [[1, 2], [], [3]], "joined": []}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state["joined"] == [2, 0, 1]
 
 
 async def test_every_matching_when_transition_fires_as_a_fan_out_into_the_fan_in(make_engine: Any) -> None:
@@ -315,3 +356,25 @@ async def test_simultaneous_last_arrivals_on_two_replicas_start_exactly_one_fan_
     assert {key: joins[key] for key in keys} == dict.fromkeys(keys, 1)
     for key in keys[:3]:
         assert len(await steps_named(replicas[0], key, "Join")) == 1
+
+
+async def test_a_field_written_only_by_an_early_retry_attempt_of_a_branch_reaches_the_fan_in(
+    make_engine: Any,
+) -> None:
+    """SPEC §5: the next attempt sees what the last one wrote, so the branch contributes it at the join."""
+
+    async def work(flow: Flow) -> None:
+        item = flow.get_int("item")
+        if flow.attempt == 0:
+            flow.set("firstTry", [item])
+            assert flow.retry(0, 1, 0, 0)
+            return
+        assert flow.get("firstTry") == [item]  # the retry attempt sees it
+        flow.set("secondTry", [item])
+
+    graph = for_each("Retried", reducers={"firstTry": Reducer.APPEND, "secondTry": Reducer.APPEND})
+    engine = await make_engine(proxy_with("retried", graph, Split=noop, Work=work, Join=noop))
+    _, outcome = await engine.run("retried", {"items": [1, 2, 3]}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome.error
+    assert outcome.state["firstTry"] == [1, 2, 3]
+    assert outcome.state["secondTry"] == [1, 2, 3]

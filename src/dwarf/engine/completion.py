@@ -179,6 +179,8 @@ class StepCommit:
         if route.is_fan_out:
             return False
         in_cohort = bool(int(step["lineage_id"]))
+        if direct_fan_in(info.graph, step["task_name"], route) is not None:
+            return False
         if not route.branches:
             # finish_and_arrive (a member reaching END), or finish_last_step (a root flow ending).
             return in_cohort or not info.parent_flow_id
@@ -281,13 +283,20 @@ class StepCommit:
 
     # --- outcomes ---
 
-    async def commit_retry(self, merged: Mapping[str, Any], delay: float, error: str = "") -> None:
-        """Schedule another attempt; this attempt's changes become part of the next attempt's input."""
+    async def commit_retry(
+        self, changes: Mapping[str, Any], merged: Mapping[str, Any], delay: float, error: str = ""
+    ) -> None:
+        """Schedule another attempt; this attempt's changes become part of the next attempt's input.
+
+        Inside a cohort they also join the member's carry: a field only an early attempt wrote is still
+        this branch's contribution at the fan-in, as the next attempt (and a plain chain) sees it.
+        """
         count = await self.tx.execute(
             "retry_step",
             step_id=self.step["step_id"],
             lease_token=self.lease_token,
             state=dumps(merged),
+            carry=dumps(self._carry(changes)),
             error=error,
             delay=max(0.0, delay),
         )
@@ -380,6 +389,23 @@ class StepCommit:
 
         if route.is_fan_out:
             await self._spawn(changes, merged, route, sleep, carry)
+            return
+
+        fan_in = direct_fan_in(graph, step["task_name"], route)
+        if fan_in is not None:
+            # An empty forEach: no cohort forms, and its fan-in runs at once on this step's merged state
+            # (the reference's fireFanInDirect). The fan-in step continues this step's own chain.
+            successor_id = await self._insert_step(
+                fan_in,
+                merged,
+                depth=depth,
+                predecessor_id=step_id,
+                lineage_id=lineage_id,
+                ordinal=int(step["fan_out_ordinal"]),
+                delay=sleep,
+                carry=carry if lineage_id else None,
+            )
+            await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
             return
 
         if route.branches:
@@ -675,6 +701,13 @@ async def surface_interrupt(
         effects.woken.append(flow_id)
         parent = await tx.fetch_value("flow_parent", flow_id=flow_id)
         flow_id = int(parent or 0)
+
+
+def direct_fan_in(graph: Graph, node: str, route: Route) -> str | None:
+    """The fan-in to start at once when ``node``'s forEach found no element (and nothing else fired)."""
+    if not route.for_each or route.branches or route.ends:
+        return None
+    return graph.fan_in_for(node)
 
 
 def _compose(carry: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -157,7 +157,7 @@ async def _commit_outcome(
             await commit.commit_subgraph(changes, url, child_input, child_graph, child_trace_parent)
         elif carrier.retry_delay is not None:
             await commit.commit_retry(
-                merged, carrier.retry_delay, error_text(task_error) if task_error else ""
+                changes, merged, carrier.retry_delay, error_text(task_error) if task_error else ""
             )
         elif task_error is not None:
             await _commit_error(commit, graph, node, changes, merged, task_error)

@@ -141,7 +141,7 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- name: retry_step
 -- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
 UPDATE dwarf_steps
-SET status = 'pending', state = :state, changes = '{}', attempt = attempt + 1, error = :error,
+SET status = 'pending', state = :state, changes = '{}', carry = :carry, attempt = attempt + 1, error = :error,
     not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
