@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from dwarf.errors import BadRequestError
-from dwarf.workflow.jsonvalue import canonical_json, check_json, json_copy, json_copy_object, json_kind
+from dwarf.workflow.jsonvalue import (
+    MAX_JSON_DEPTH,
+    canonical_json,
+    check_json,
+    check_text,
+    json_copy,
+    json_copy_object,
+    json_kind,
+)
 
 
 class Color(enum.StrEnum):
@@ -96,8 +104,52 @@ def test_check_json_accepts_a_shared_but_acyclic_value() -> None:
     check_json({"a": shared, "b": shared, "c": [shared, shared]}, "value")
 
 
-def test_check_json_walks_deep_nesting_without_recursion() -> None:
-    check_json(nested_lists(sys.getrecursionlimit() * 3), "value")
+def test_check_json_accepts_nesting_up_to_the_storable_depth() -> None:
+    # nested_lists(n) has n + 1 levels of arrays: the innermost empty list is level n.
+    check_json(nested_lists(MAX_JSON_DEPTH - 1), "value")
+    check_json({"field": nested_lists(MAX_JSON_DEPTH - 2)}, "value")
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 1100, sys.getrecursionlimit() * 3])
+def test_check_json_refuses_nesting_the_stores_cannot_hold_without_recursing(depth: int) -> None:
+    with pytest.raises(BadRequestError, match=f"nests deeper than {MAX_JSON_DEPTH} levels"):
+        check_json({"field": nested_lists(depth)}, "value")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("\ud800", "lone surrogate"),
+        (["ok", {"k": "x\udfffy"}], "lone surrogate"),
+        ({"\udc80": 1}, "object key .* lone surrogate"),
+        (10**4300, "more than 4300 digits"),
+        (-(10**5000), "more than 4300 digits"),
+    ],
+    ids=["surrogate", "nested-surrogate", "surrogate-key", "int-4301-digits", "int-5001-digits"],
+)
+def test_check_json_refuses_values_no_store_can_hold(value: Any, problem: str) -> None:
+    with pytest.raises(BadRequestError, match=f"cannot be stored: .*{problem}"):
+        check_json(value, "value")
+
+
+@pytest.mark.parametrize(
+    "value", ["a\x00b", {"k\x00": "v"}, 2**70, -(2**200), 10**4300 - 1, "é漢字😀", {"ключ": ["ß"]}]
+)
+def test_check_json_accepts_nul_in_strings_big_ints_and_any_unicode(value: Any) -> None:
+    check_json(value, "value")
+
+
+@pytest.mark.parametrize("text", ["plain", "é漢字😀", "with space"])
+def test_check_text_accepts_storable_text(text: str) -> None:
+    assert check_text(text, "name") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"), [("a\x00b", "NUL"), ("\ud800x", "lone surrogate"), ("é\x00", "NUL")]
+)
+def test_check_text_refuses_what_a_text_column_cannot_hold(text: str, problem: str) -> None:
+    with pytest.raises(BadRequestError, match=f"name contains a {problem}"):
+        check_text(text, "name")
 
 
 def test_json_copy_returns_plain_scalars_unchanged() -> None:

@@ -7,34 +7,46 @@ and committed in one transaction by ``completion.StepCommit``, guarded by the le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.clock import utc
 from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
-from dwarf.engine.keys import correlation_id, format_key
+from dwarf.engine.keys import correlation_id, format_key, redact_keys
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
-from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
+from dwarf.errors import BadRequestError, DwarfError, InvalidGraphError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
-from dwarf.workflow.jsonvalue import check_json
+from dwarf.workflow.jsonvalue import check_json, storable_text
 from dwarf.workflow.reducers import apply_changes
 
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["error_text", "run_claimed_step"]
+__all__ = ["Attempt", "Lease", "UnstorableOutcomeError", "error_text", "run_claimed_step"]
+
+
+class UnstorableOutcomeError(DwarfError):
+    """A task's outcome holds values the database refuses; the step failed instead of re-running."""
+
+    status_code = 500
 
 
 def error_text(error: BaseException) -> str:
     """The message a failed task leaves in the flow: the exception's text, or its type when it has none."""
     text = str(error)
-    return text if text else type(error).__name__
+    # Whatever the exception says must fit a text column (PostgreSQL refuses NUL), or the failure itself
+    # could never be recorded. Every task error the engine stores (step and flow error, onErr) or exports
+    # (the task span's status) is made here, so keys are redacted here too: a task endpoint echoing its
+    # request, or an exception quoting flow.flow_key, must not leak a bearer token.
+    return redact_keys(storable_text(text)) if text else type(error).__name__
 
 
 def error_object(error: BaseException) -> dict[str, Any]:
@@ -50,49 +62,201 @@ def _loads(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
+class Lease:
+    """A worker's hold on a claimed step, shared with the heartbeat that keeps it alive.
+
+    The scheduler renews the lease while the task runs; when a renewal finds the lease gone (the flow was
+    cancelled, or another replica took the step after this one stalled) it calls ``lose``, which stops the
+    task at once: whatever it did next could not be committed anyway.
+    """
+
+    __slots__ = ("lost", "task", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.lost = False
+        self.task: asyncio.Future[Any] | None = None
+
+    def lose(self) -> None:
+        """The lease is gone: cancel the running task, if any."""
+        self.lost = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+@dataclass
+class Attempt:
+    """What one run of a task produced, frozen at the moment the engine took it.
+
+    The carrier itself is not used after that moment: a task that ignores its deadline may go on writing
+    to it, and those late writes must not reach the commit.
+    """
+
+    changes: dict[str, Any]
+    park: Park | None = None
+    error: BaseException | None = None
+    retry_delay: float | None = None
+    goto_target: str | None = None
+    sleep_seconds: float = 0.0
+    interrupt_payload: dict[str, Any] | None = None
+    subgraph_request: tuple[str, dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, carrier: Flow, park: Park | None, error: BaseException | None) -> Attempt:
+        """The attempt as the task left it when it returned or raised."""
+        return cls(
+            changes=carrier.changes,
+            park=park,
+            error=error,
+            retry_delay=carrier.retry_delay,
+            goto_target=carrier.goto_target,
+            sleep_seconds=carrier.sleep_seconds,
+            interrupt_payload=carrier.interrupt_payload,
+            subgraph_request=carrier.subgraph_request,
+        )
+
+
+ABANDON_GRACE = 1.0
+"""Seconds a task that was cancelled at its deadline gets to end before the engine stops waiting for it."""
+
+
 async def run_claimed_step(
-    engine: Engine, store: Store, step: Row, lease_token: str, inline_lease_margin: float | None = None
+    engine: Engine,
+    store: Store,
+    step: Row,
+    lease: Lease | str,
+    inline_lease_margin: float | None = None,
 ) -> Row | None:
     """Execute a leased step and commit its outcome; a lost lease means nothing is committed.
 
-    With ``inline_lease_margin`` set, a lone successor is inserted already leased to this worker and
-    returned, for the caller to run next without a claim round trip.
+    The task gets the step's time budget and not a moment more: at the deadline it is cancelled and the
+    attempt fails with a timeout, whether or not the task honours the cancellation (one that swallows it
+    is left to finish on its own, its late writes discarded). With ``inline_lease_margin`` set, a lone
+    successor is inserted already leased to this worker and returned, for the caller to run next without
+    a claim round trip.
     """
+    if isinstance(lease, str):
+        lease = Lease(lease)
     info = await engine._flow_info(store, int(step["flow_id"]))
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
         return None
     carrier = _build_carrier(info, step)
     budget = int(step["time_budget_ms"]) / 1000.0
-    task_error: BaseException | None = None
-    park: Park | None = None
     run = engine._telemetry.start_task(info, step)  # None when telemetry is off
     try:
-        with baggage_scope(info.baggage):
-            async with asyncio.timeout(budget if budget > 0 else None) as deadline:
-                await engine._host_execute_task(step["task_url"], carrier, run)
-    except Park as parked:
-        park = parked
-    except TimeoutError as error:
-        if deadline.expired():
-            task_error = TimeoutError(f"task {step['task_name']!r} exceeded its time budget of {budget:g}s")
-        else:
-            task_error = error
+        attempt = await _run_within_budget(engine, info, step, carrier, budget, run, lease)
     except asyncio.CancelledError:
         if run is not None:
             engine._telemetry.end_task(run, "the engine stopped while the task ran")
         raise
-    except Exception as error:
-        task_error = error
-
+    if attempt is None:
+        _log_lost_lease(engine, info, step)
+        if run is not None:
+            engine._telemetry.step_committed(run, step, LOST_LEASE)
+        return None
     try:
         return await _commit_outcome(
-            engine, store, info, step, lease_token, carrier, park, task_error, inline_lease_margin, run
+            engine, store, info, step, lease.token, attempt, inline_lease_margin, run
         )
     except BaseException:
         if run is not None:
             engine._telemetry.end_task(run, "the step's outcome could not be committed")
         raise
+
+
+async def _call_task(engine: Engine, step: Row, carrier: Flow, run: TaskRun | None) -> Park | None:
+    # Park is a BaseException: returned, not raised, so that it never escapes the asyncio Task as one.
+    try:
+        await engine._host_execute_task(step["task_url"], carrier, run)
+    except Park as parked:
+        return parked
+    return None
+
+
+async def _run_within_budget(
+    engine: Engine,
+    info: FlowInfo,
+    step: Row,
+    carrier: Flow,
+    budget: float,
+    run: TaskRun | None,
+    lease: Lease,
+) -> Attempt | None:
+    """Run the task as a Task of its own and take its outcome by the deadline; None when the lease was lost.
+
+    Waiting on a separate Task (not ``asyncio.timeout`` around the call) is what bounds the wait: a
+    timeout cancels the awaiting code and then still waits for the task to end, for ever if it swallows
+    the cancellation.
+    """
+    with baggage_scope(info.baggage):
+        task = asyncio.ensure_future(_call_task(engine, step, carrier, run))
+    lease.task = task
+    try:
+        done, _ = await asyncio.wait((task,), timeout=budget if budget > 0 else None)
+    except asyncio.CancelledError:
+        task.cancel()
+        _abandon(engine, info, step, task)
+        raise
+    finally:
+        lease.task = None
+    if lease.lost:
+        if not task.done():
+            task.cancel()
+            _abandon(engine, info, step, task)
+        return None
+    if task in done:
+        try:
+            park = task.result()
+        except asyncio.CancelledError:
+            # The task cancelled itself (not the engine): a task error like any other.
+            return Attempt.of(carrier, None, asyncio.CancelledError("the task was cancelled"))
+        except Exception as error:
+            return Attempt.of(carrier, None, error)
+        return Attempt.of(carrier, park, None)
+    # The deadline passed. What the task wrote until now is kept (as with any failing task); anything it
+    # writes while it winds down is not.
+    changes = carrier.changes
+    task.cancel()
+    _abandon(engine, info, step, task)
+    timeout = TimeoutError(f"task {step['task_name']!r} exceeded its time budget of {budget:g}s")
+    return Attempt(changes=changes, error=timeout)
+
+
+def _abandon(engine: Engine, info: FlowInfo, step: Row, task: asyncio.Future[Any]) -> None:
+    """Stop waiting for a cancelled task; say so if it has not ended after a grace period."""
+    task.add_done_callback(_consume_outcome)
+    if task.done():
+        return
+
+    def check() -> None:
+        if not task.done():
+            engine._log.warning(
+                "task %r of step %s of flow %s ignored its cancellation and is still running; its outcome "
+                "will be discarded",
+                step["task_name"],
+                correlation_id(info.shard, int(step["step_id"])),
+                info.correlation_id,
+                extra={"flow": info.correlation_id},
+            )
+
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop().call_later(ABANDON_GRACE, check)
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    # Retrieve the exception of an abandoned task so asyncio does not report it as never retrieved.
+    if not task.cancelled():
+        task.exception()
+
+
+def _log_lost_lease(engine: Engine, info: FlowInfo, step: Row) -> None:
+    engine._log.info(
+        "step %s of flow %s lost its lease; its outcome was discarded",
+        correlation_id(info.shard, int(step["step_id"])),
+        info.correlation_id,
+        extra={"flow": info.correlation_id},
+    )
 
 
 def _build_carrier(info: FlowInfo, step: Row) -> Flow:
@@ -112,80 +276,59 @@ def _build_carrier(info: FlowInfo, step: Row) -> Flow:
     )
 
 
+def _is_unstorable(error: BaseException) -> bool:
+    """True when a commit failed because the database refuses the values themselves (a retry would fail
+    the same way), as opposed to an outage or a lock, which a later attempt may get past."""
+    if isinstance(error, StoreError):
+        return not error.transient
+    if isinstance(error, DwarfError | LeaseLostError):
+        return False
+    # Raised while encoding the outcome, or by a driver binding it, before any store wrapped them.
+    return isinstance(error, ValueError | TypeError | RecursionError | OverflowError | UnicodeError)
+
+
 async def _commit_outcome(
     engine: Engine,
     store: Store,
     info: FlowInfo,
     step: Row,
     lease_token: str,
-    carrier: Flow,
-    park: Park | None,
-    task_error: BaseException | None,
+    attempt: Attempt,
     inline_lease_margin: float | None,
     run: TaskRun | None,
 ) -> Row | None:
-    changes = carrier.changes
     child_graph: Graph | None = None
     child_span, child_trace_parent = None, ""
-    if park is not None and park.kind == "subgraph":
-        url, _ = carrier.subgraph_request or ("", {})
+    if attempt.park is not None and attempt.park.kind == "subgraph":
+        url, _ = attempt.subgraph_request or ("", {})
         try:
             child_graph = await engine._load_graph(url, info.baggage)
         except (NotFoundError, InvalidGraphError) as error:
-            park, task_error = None, error
+            attempt.park, attempt.error = None, error
         if child_graph is not None and run is not None:
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
             child_span, child_trace_parent = engine._telemetry.open_flow_span(url, run.span)
     state = json.loads(step["state"])
-    merged = apply_changes(state, changes)
-    graph = info.graph
-    node = step["task_name"]
-    route = None
-    if park is None and carrier.retry_delay is None and task_error is None:
-        try:
-            route = route_after_success(graph, node, merged, carrier.goto_target)
-        except RoutingError as error:
-            task_error = error
-
-    async def record(tx: Tx) -> Effects:
-        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
-        if park is not None and park.kind == "interrupt":
-            await commit.commit_interrupt(changes, carrier.interrupt_payload or {})
-        elif park is not None and child_graph is not None and carrier.subgraph_request is not None:
-            url, child_input = carrier.subgraph_request
-            await commit.commit_subgraph(changes, url, child_input, child_graph, child_trace_parent)
-        elif carrier.retry_delay is not None:
-            await commit.commit_retry(
-                changes, merged, carrier.retry_delay, error_text(task_error) if task_error else ""
-            )
-        elif task_error is not None:
-            await _commit_error(commit, graph, node, changes, merged, task_error)
-        else:
-            assert route is not None
-            await commit.commit_success(changes, merged, route, carrier.sleep_seconds)
-        return commit.effects
-
     try:
-        if route is not None and StepCommit.is_single_statement(
-            info, step, route, carrier.sleep_seconds, inline_lease_margin
-        ):
-            # The whole commit is one guarded statement: it needs no surrounding transaction (on
-            # PostgreSQL that saves the BEGIN and COMMIT round trips).
-            effects = await record(SingleStatementTx(store))
-        else:
-            effects = await store.run(record)
-    except LeaseLostError:
-        engine._log.info(
-            "step %s of flow %s lost its lease; its outcome was discarded",
-            correlation_id(info.shard, int(step["step_id"])),
-            info.correlation_id,
-            extra={"flow": info.correlation_id},
+        effects, attempt = await _record_attempt(
+            store,
+            info,
+            step,
+            lease_token,
+            attempt,
+            state,
+            child_graph,
+            child_trace_parent,
+            inline_lease_margin,
         )
+    except LeaseLostError:
+        _log_lost_lease(engine, info, step)
         if run is not None:
             engine._telemetry.step_committed(run, step, LOST_LEASE)
         return None
-    outcome = _outcome_name(park, carrier, task_error)
+    outcome = _outcome_name(attempt)
+    node = step["task_name"]
     if engine._log.isEnabledFor(logging.DEBUG):
         engine._log.debug(
             "step %s (%s) of flow %s: %s",
@@ -203,8 +346,8 @@ async def _commit_outcome(
             run,
             step,
             outcome,
-            slept=carrier.sleep_seconds > 0 and outcome == COMPLETED,
-            error=error_text(task_error) if task_error is not None else "",
+            slept=attempt.sleep_seconds > 0 and outcome == COMPLETED,
+            error=error_text(attempt.error) if attempt.error is not None else "",
         )
     await engine._after_commit(info, effects)
     if effects.pending_join:
@@ -214,13 +357,106 @@ async def _commit_outcome(
     return effects.inline_step
 
 
-def _outcome_name(park: Park | None, carrier: Flow, task_error: BaseException | None) -> str:
-    """The telemetry outcome of a committed task run (the branches of ``_commit_outcome.record``)."""
-    if park is not None:
-        return INTERRUPTED if park.kind == "interrupt" else PARKED
-    if carrier.retry_delay is not None:
+async def _record_attempt(
+    store: Store,
+    info: FlowInfo,
+    step: Row,
+    lease_token: str,
+    attempt: Attempt,
+    state: dict[str, Any],
+    child_graph: Graph | None,
+    child_trace_parent: str,
+    inline_lease_margin: float | None,
+) -> tuple[Effects, Attempt]:
+    """Commit the attempt; if the database refuses its values, commit instead a failure of the step
+    that keeps nothing the task wrote. Returns the effects and the attempt that was committed."""
+    try:
+        return await _commit_attempt(
+            store,
+            info,
+            step,
+            lease_token,
+            attempt,
+            state,
+            child_graph,
+            child_trace_parent,
+            inline_lease_margin,
+        ), attempt
+    except Exception as error:
+        if not _is_unstorable(error):
+            raise
+        reason = error_text(error.__cause__ if isinstance(error, StoreError) and error.__cause__ else error)
+        # Re-running the task would produce the same values and fail the same way, for ever: the step
+        # fails once, routed like any task error (onError, or the flow fails).
+        failed = Attempt(
+            changes={},
+            error=UnstorableOutcomeError(
+                f"the outcome of task {step['task_name']!r} could not be stored: {reason}"
+            ),
+        )
+        return await _commit_attempt(
+            store, info, step, lease_token, failed, state, None, "", inline_lease_margin
+        ), failed
+
+
+async def _commit_attempt(
+    store: Store,
+    info: FlowInfo,
+    step: Row,
+    lease_token: str,
+    attempt: Attempt,
+    state: dict[str, Any],
+    child_graph: Graph | None,
+    child_trace_parent: str,
+    inline_lease_margin: float | None,
+) -> Effects:
+    changes = attempt.changes
+    merged = apply_changes(state, changes)
+    graph = info.graph
+    node = step["task_name"]
+    park = attempt.park
+    route = None
+    if park is None and attempt.retry_delay is None and attempt.error is None:
+        try:
+            route = route_after_success(graph, node, merged, attempt.goto_target)
+        except RoutingError as error:
+            attempt.error = error
+    task_error = attempt.error
+
+    async def record(tx: Tx) -> Effects:
+        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
+        if park is not None and park.kind == "interrupt":
+            await commit.commit_interrupt(changes, attempt.interrupt_payload or {})
+        elif park is not None and child_graph is not None and attempt.subgraph_request is not None:
+            url, child_input = attempt.subgraph_request
+            await commit.commit_subgraph(changes, url, child_input, child_graph, child_trace_parent)
+        elif attempt.retry_delay is not None:
+            await commit.commit_retry(
+                changes, merged, attempt.retry_delay, error_text(task_error) if task_error else ""
+            )
+        elif task_error is not None:
+            await _commit_error(commit, graph, node, changes, merged, task_error)
+        else:
+            assert route is not None
+            await commit.commit_success(changes, merged, route, attempt.sleep_seconds)
+        return commit.effects
+
+    if route is not None and StepCommit.is_single_statement(
+        info, step, route, attempt.sleep_seconds, inline_lease_margin
+    ):
+        # The whole commit is one guarded statement: it needs no surrounding transaction (on
+        # PostgreSQL that saves the BEGIN and COMMIT round trips).
+        return await record(SingleStatementTx(store))
+    return await store.run(record)
+
+
+def _outcome_name(attempt: Attempt) -> str:
+    """The telemetry outcome of a committed task run (the branches of ``_commit_attempt.record``)."""
+    if attempt.park is not None:
+        return INTERRUPTED if attempt.park.kind == "interrupt" else PARKED
+    if attempt.retry_delay is not None:
         return RETRIED
-    return FAILED if task_error is not None else COMPLETED
+    return FAILED if attempt.error is not None else COMPLETED
 
 
 async def _commit_error(

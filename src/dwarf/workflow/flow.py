@@ -70,6 +70,8 @@ def _utc_now() -> datetime:
 def _check_key(key: Any) -> None:
     if not isinstance(key, str) or not key:
         raise BadRequestError(f"a state field name must be a non-empty string, not {key!r}")
+    # The same rule as for object keys inside values (check_json): it must have a UTF-8 form.
+    check_json({key: None}, "the state field name")
 
 
 def _clamped_delay(seconds: float) -> float:

@@ -46,6 +46,7 @@ from typing import Any, Final
 
 from dwarf.errors import InvalidGraphError
 from dwarf.workflow.expressions import parse_expression
+from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.reducers import Reducer, parse_reducer
 
 __all__ = ["END", "GRAPH_FORMAT_VERSION", "Graph", "Node", "Transition"]
@@ -119,13 +120,15 @@ def _require_name(value: object, what: str) -> str:
         raise InvalidGraphError(f"{what} must be a string, not {type(value).__name__}")
     if not value:
         raise InvalidGraphError(f"{what} must not be empty")
-    return value
+    # Names and URLs land in plain text columns of every step: refuse what a store cannot hold here,
+    # or a flow of this graph would fail at its first commit instead of at validation.
+    return check_text(value, what, InvalidGraphError)
 
 
 def _require_str(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidGraphError(f"{what} must be a string, not {type(value).__name__}")
-    return value
+    return check_text(value, what, InvalidGraphError)
 
 
 class Graph:

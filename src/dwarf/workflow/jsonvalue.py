@@ -6,30 +6,92 @@ says why a value is unusable, ``json_copy`` takes a deep copy with no aliasing, 
 the text by which two values are "JSON-equal" (the union reducer deduplicates with it), and ``json_kind``
 names a value's JSON type for error messages.
 
-Walks over values are iterative: SPEC §10 imposes no nesting limit, and a recursive walk would hit
-Python's recursion limit on a deeply nested value.
+What "survives the database" means is one rule for both stores, checked where a value enters (``set``,
+create, resume, fork, continue_thread) so that a task can never produce a step that cannot be committed:
+strings (and object keys) must encode as UTF-8 (no lone surrogates), nesting is at most
+``MAX_JSON_DEPTH`` levels (the JSON encoder and decoder recurse on the C stack; past about a thousand
+levels they fail, and how deep they get depends on the caller's own stack), and an int must be writable as
+decimal text (Python refuses ints of more than ``sys.get_int_max_str_digits()`` digits). Names and texts
+stored in plain columns (node names, URLs, fairness keys, reasons) follow ``check_text``, which also
+refuses NUL: PostgreSQL text cannot hold it (NUL inside JSON strings is fine: it is written escaped).
+
+Walks over values are iterative, so checking a deep value never hits Python's recursion limit.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from dwarf.errors import BadRequestError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "canonical_json",
     "check_json",
+    "check_text",
     "checked_json_object",
     "json_copy",
     "json_copy_object",
     "json_kind",
+    "storable_text",
 ]
+
+MAX_JSON_DEPTH = 512
+"""The deepest nesting of arrays and objects a stored value may have (a scalar at the top is depth 0)."""
+
+
+def _text_problem(text: str, *, allow_nul: bool) -> str | None:
+    """Why ``text`` cannot be stored, or None. ``isascii`` is O(1) in CPython: plain text costs nothing."""
+    if text.isascii():
+        if not allow_nul and "\x00" in text:
+            return "contains a NUL character"
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"contains a lone surrogate (\\u{ord(text[error.start]):04x}) that has no UTF-8 form"
+    if not allow_nul and "\x00" in text:
+        return "contains a NUL character"
+    return None
+
+
+def check_text(text: str, what: str, error: type[BadRequestError] = BadRequestError) -> str:
+    """Return ``text`` unchanged if a plain text column of both stores can hold it, else raise ``error``
+    naming ``what``: no NUL (PostgreSQL refuses it), no lone surrogate (not UTF-8)."""
+    problem = _text_problem(text, allow_nul=False)
+    if problem is not None:
+        raise error(f"{what} {problem}")
+    return text
+
+
+def storable_text(text: str) -> str:
+    """``text`` made storable in a plain text column: NUL and lone surrogates written as escapes.
+
+    For texts the engine records but nobody chose to be valid, such as an exception's message.
+    """
+    if _text_problem(text, allow_nul=False) is None:
+        return text
+    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped.replace("\x00", "\\x00")
+
+
+def _int_too_long(value: int) -> bool:
+    # Cheap bound first: 3.33 bits per decimal digit, so only ints near the limit are measured exactly.
+    limit = sys.get_int_max_str_digits()
+    if limit == 0 or value.bit_length() < limit * 3:
+        return False
+    return value.bit_length() >= limit * 4 or abs(value) >= 10**limit
+
 
 # A linked list of (key, parent) pairs: O(1) per child while walking, turned into text only for an error.
 _Path = tuple[str | int, "_Path"] | None
+
+
+_PATH_PARTS_SHOWN = 12
 
 
 def _path_text(path: _Path) -> str:
@@ -37,6 +99,12 @@ def _path_text(path: _Path) -> str:
     while path is not None:
         key, path = path
         parts.append(f"[{key!r}]")
+    if len(parts) > _PATH_PARTS_SHOWN:
+        # A path hundreds of levels deep would bury the message: keep both ends.
+        hidden = len(parts) - _PATH_PARTS_SHOWN
+        parts = (
+            parts[: _PATH_PARTS_SHOWN // 2] + [f"...({hidden} more)..."] + parts[-_PATH_PARTS_SHOWN // 2 :]
+        )
     return "".join(reversed(parts))
 
 
@@ -51,15 +119,27 @@ def check_json(value: Any, what: str) -> None:
     # Containers on the current path, by id: a container met again while still open is a cycle. The same
     # list referenced twice side by side is fine (json.dumps writes it twice).
     open_ids: set[int] = set()
-    # Entries are (value, path, closing); a container is pushed again with closing=True below its
+    # Entries are (value, path, depth, closing); a container is pushed again with closing=True below its
     # children, so that popping it marks the end of its subtree.
-    stack: list[tuple[Any, _Path, bool]] = [(value, None, False)]
+    stack: list[tuple[Any, _Path, int, bool]] = [(value, None, 0, False)]
     while stack:
-        item, path, closing = stack.pop()
+        item, path, depth, closing = stack.pop()
         if closing:
             open_ids.discard(id(item))
             continue
-        if item is None or isinstance(item, str | bool | int):
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            problem = _text_problem(item, allow_nul=True)
+            if problem is not None:
+                raise BadRequestError(f"{what} cannot be stored: the string at {_where(path)} {problem}")
+            continue
+        if isinstance(item, int):
+            if _int_too_long(item):
+                raise BadRequestError(
+                    f"{what} cannot be stored: the int at {_where(path)} has more than "
+                    f"{sys.get_int_max_str_digits()} digits"
+                )
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
@@ -70,8 +150,12 @@ def check_json(value: Any, what: str) -> None:
                 raise BadRequestError(
                     f"{what} is not JSON-serializable: it contains itself at {_where(path)}"
                 )
+            if depth >= MAX_JSON_DEPTH:
+                raise BadRequestError(
+                    f"{what} cannot be stored: it nests deeper than {MAX_JSON_DEPTH} levels at {_where(path)}"
+                )
             open_ids.add(id(item))
-            stack.append((item, path, True))
+            stack.append((item, path, depth, True))
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str):
@@ -79,10 +163,15 @@ def check_json(value: Any, what: str) -> None:
                             f"{what} is not JSON-serializable: object key {key!r} at {_where(path)} "
                             f"is a {type(key).__name__}, not a string"
                         )
-                    stack.append((child, (key, path), False))
+                    problem = _text_problem(key, allow_nul=True)
+                    if problem is not None:
+                        raise BadRequestError(
+                            f"{what} cannot be stored: an object key at {_where(path)} {problem}"
+                        )
+                    stack.append((child, (key, path), depth + 1, False))
             else:
                 for index, child in enumerate(item):
-                    stack.append((child, (index, path), False))
+                    stack.append((child, (index, path), depth + 1, False))
             continue
         raise BadRequestError(
             f"{what} is not JSON-serializable: a {type(item).__name__} at {_where(path)} has no JSON form"
