@@ -102,9 +102,8 @@ def _path_text(path: _Path) -> str:
     if len(parts) > _PATH_PARTS_SHOWN:
         # A path hundreds of levels deep would bury the message: keep both ends.
         hidden = len(parts) - _PATH_PARTS_SHOWN
-        parts = (
-            parts[: _PATH_PARTS_SHOWN // 2] + [f"...({hidden} more)..."] + parts[-_PATH_PARTS_SHOWN // 2 :]
-        )
+        head, tail = parts[: _PATH_PARTS_SHOWN // 2], parts[-_PATH_PARTS_SHOWN // 2 :]
+        parts = [*head, f"...({hidden} more)...", *tail]
     return "".join(reversed(parts))
 
 
