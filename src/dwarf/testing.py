@@ -12,24 +12,38 @@ named after the test, starts it, and shuts it down after the test::
 
 Calling the factory twice with the same proxy gives two replicas sharing the same databases. Set
 ``DWARF_TEST_DSN`` (a PostgreSQL DSN whose database name contains ``%d``) to run on PostgreSQL.
+
+Because installing dwarf registers this plugin in every pytest run of the environment, loading it must
+never fail, whatever else is installed: pytest-asyncio is optional (without it, ``dwarf_engine`` fails the
+test that asks for it, saying what to install), and the engine is imported only when a fixture runs.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 
-from dwarf.engine import Engine, Host
+try:
+    import pytest_asyncio
+except ImportError:  # a project without pytest-asyncio: the plugin still loads, the fixture explains
+    pytest_asyncio = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from dwarf.engine import Engine, Host
 
 __all__ = ["EngineFactory", "dwarf_engine", "engine_factory", "test_name_for"]
 
-EngineFactory = Callable[..., Awaitable[Engine]]
+EngineFactory = Callable[..., Awaitable["Engine"]]
+
+NEEDS_PYTEST_ASYNCIO = (
+    "the dwarf_engine fixture needs pytest-asyncio to run async fixtures and tests: "
+    'pip install pytest-asyncio (and set asyncio_mode = "auto", see dwarf\'s docs/testing.md)'
+)
 
 
 def test_name_for(node_id: str) -> str:
@@ -49,6 +63,8 @@ async def engine_factory(test_name: str, **defaults: Any) -> AsyncIterator[Calla
     Engines made with one name share databases; engines sharing a host that has ``add_peer`` are linked
     as peer replicas.
     """
+    from dwarf.engine import Engine
+
     engines: list[Engine] = []
 
     async def make(host: Host, *, name: str | None = None, start: bool = True, **settings: Any) -> Engine:
@@ -69,8 +85,7 @@ async def engine_factory(test_name: str, **defaults: Any) -> AsyncIterator[Calla
             await engine.shutdown(drain_timeout=1.0)
 
 
-@pytest_asyncio.fixture
-async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
+async def _started_engines(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
     """A factory of started engines on this test's isolated databases; all are shut down afterwards."""
     async with engine_factory(test_name_for(request.node.nodeid)) as make:
 
@@ -78,3 +93,15 @@ async def dwarf_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFa
             return await make(host, name=test_name, **settings)
 
         yield make_started
+
+
+def _unavailable() -> Iterator[EngineFactory]:
+    """Stands in for ``dwarf_engine`` where pytest-asyncio is missing: fails the test that asks for it."""
+    pytest.fail(NEEDS_PYTEST_ASYNCIO, pytrace=False)
+    yield  # pragma: no cover - a generator, like the real fixture
+
+
+if pytest_asyncio is not None:
+    dwarf_engine = pytest_asyncio.fixture(_started_engines, name="dwarf_engine")
+else:
+    dwarf_engine = pytest.fixture(_unavailable, name="dwarf_engine")
