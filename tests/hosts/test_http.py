@@ -8,6 +8,7 @@ port in a thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -20,9 +21,14 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from dwarf import (
     END,
+    BadRequestError,
     ConflictError,
     Flow,
     FlowOptions,
@@ -32,6 +38,7 @@ from dwarf import (
     current_baggage,
 )
 from dwarf.engine import Engine
+from dwarf.engine.keys import TOKEN_LENGTH
 from dwarf.hosts.http import ASGIApp, HTTPHost, RemoteTaskError, TaskServiceError, task_app
 from dwarf.hosts.local import TaskHandler
 from dwarf.testing import engine_factory
@@ -505,3 +512,240 @@ async def test_a_step_over_its_time_budget_cancels_the_remote_async_handler(sqli
         assert "time budget" in outcome.error
         assert await asyncio.to_thread(cancelled.wait, WAIT)
         await engine.shutdown()
+
+
+# --- answers over max_response_bytes ---
+
+
+class CountingStream(httpx.AsyncByteStream):
+    """An answer body of ``chunks`` chunks of ``size`` bytes, made as they are read, counting how many
+    were read."""
+
+    def __init__(self, chunks: int, size: int = 1000, chunk: bytes | None = None) -> None:
+        self.chunks = chunks
+        self.chunk = chunk if chunk is not None else b"x" * size
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.read += 1
+            yield self.chunk
+
+
+def mock_host(answer: Callable[[httpx.Request], httpx.Response], **settings: Any) -> HTTPHost:
+    """An HTTPHost whose requests are answered by ``answer`` in-process (httpx's MockTransport)."""
+    return HTTPHost(client=httpx.AsyncClient(transport=httpx.MockTransport(answer)), **settings)
+
+
+def chunked_app(status: int, total_bytes: int, chunk_bytes: int = 64 * 1024) -> ASGIApp:
+    """An app answering ``total_bytes`` of filler in chunks made as they are sent (no Content-Length)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        chunk = b"x" * chunk_bytes
+        for _ in range(total_bytes // chunk_bytes):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def test_an_answer_over_the_cap_fails_the_step_without_being_read_whole(sqlite_engine: Any) -> None:
+    # 50 MB streamed by a real server against a 1 MiB cap: reading stops at the cap.
+    cap = 1024 * 1024
+    with serving(chunked_app(200, 50 * 1000 * 1000)) as base:
+        host = HTTPHost(graphs={"f": remote_graph("F", "Big", base=base)}, max_response_bytes=cap)
+        engine = await sqlite_engine(host)
+        key, outcome = await engine.run("f", timeout=WAIT)
+        [step] = await engine.history(key)
+        await engine.shutdown()
+    assert outcome.status == Status.FAILED
+    assert outcome.error == f"POST {base}/Big: the task endpoint's answer exceeded {cap} bytes"
+    assert step.error == outcome.error
+
+
+async def test_an_answer_over_the_cap_is_a_task_error_that_on_error_routes(sqlite_engine: Any) -> None:
+    graph = Graph("OnError")
+    graph.add_task("Big", f"{BASE}/Big")
+    graph.add_task("Handle", f"{BASE}/Handle")
+    graph.add_transition("Big", END)
+    graph.add_transition_on_error("Big", "Handle")
+    graph.add_transition("Handle", END)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/Big":
+            return httpx.Response(200, stream=CountingStream(chunks=10))
+        return httpx.Response(200, json={"changes": {"handled": True}})
+
+    engine = await sqlite_engine(mock_host(answer, graphs={"f": graph}, max_response_bytes=5000))
+    _, outcome = await engine.run("f", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    assert outcome.state["handled"] is True
+    assert outcome.state["onErr"] == {
+        "error": f"POST {BASE}/Big: the task endpoint's answer exceeded 5000 bytes",
+        "statusCode": 502,
+    }
+
+
+async def test_a_content_length_over_the_cap_is_refused_before_reading_the_body() -> None:
+    body = CountingStream(chunks=3)
+    host = mock_host(
+        lambda request: httpx.Response(200, headers={"content-length": "3000"}, stream=body),
+        max_response_bytes=2999,
+    )
+    with pytest.raises(TaskServiceError, match="answer exceeded 2999 bytes"):
+        await host.execute_task(f"{BASE}/A", engine_side_flow())
+    assert body.read == 0
+
+
+async def test_a_body_longer_than_its_content_length_claims_is_cut_at_the_cap() -> None:
+    body = CountingStream(chunks=1000)
+    host = mock_host(
+        lambda request: httpx.Response(200, headers={"content-length": "10"}, stream=body),
+        max_response_bytes=5000,
+    )
+    with pytest.raises(TaskServiceError, match="answer exceeded 5000 bytes"):
+        await host.execute_task(f"{BASE}/A", engine_side_flow())
+    assert body.read == 6
+
+
+async def test_an_answer_of_exactly_the_cap_is_read() -> None:
+    answer = b'{"changes":{"n":1}}'
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=CountingStream(chunks=1, chunk=answer))
+
+    flow = engine_side_flow()
+    await mock_host(respond, max_response_bytes=len(answer)).execute_task(f"{BASE}/A", flow)
+    assert flow.changes == {"n": 1}
+    with pytest.raises(TaskServiceError, match=f"exceeded {len(answer) - 1} bytes"):
+        await mock_host(respond, max_response_bytes=len(answer) - 1).execute_task(f"{BASE}/A", flow)
+
+
+async def test_a_graph_answer_over_the_cap_fails_the_load() -> None:
+    body = CountingStream(chunks=1000)
+    host = mock_host(lambda request: httpx.Response(200, stream=body), max_response_bytes=5000)
+    with pytest.raises(TaskServiceError, match="the graph endpoint's answer exceeded 5000 bytes"):
+        await host.load_graph(f"{BASE}/graphs/big")
+    assert body.read == 6
+
+
+async def test_a_graph_answer_over_the_cap_makes_create_fail(sqlite_engine: Any) -> None:
+    graph_json = remote_graph("G", "A").to_json().encode()
+    host = mock_host(lambda request: httpx.Response(200, content=graph_json), max_response_bytes=100)
+    engine = await sqlite_engine(host)
+    with pytest.raises(TaskServiceError, match="exceeded 100 bytes"):
+        await engine.create(f"{BASE}/graphs/g")
+
+
+async def test_an_error_answer_quotes_at_most_500_characters_of_its_body() -> None:
+    host = mock_host(lambda request: httpx.Response(500, content=b"y" * 100_000))
+    with pytest.raises(TaskServiceError) as raised:
+        await host.execute_task(f"{BASE}/A", engine_side_flow())
+    assert str(raised.value) == f"POST {BASE}/A answered HTTP 500: {'y' * 500}…"
+    assert raised.value.status_code == 500
+
+
+async def test_an_error_answer_is_read_only_as_far_as_its_detail_needs() -> None:
+    body = CountingStream(chunks=1_000_000)  # a gigabyte, were it read
+    host = mock_host(lambda request: httpx.Response(503, stream=body))
+    with pytest.raises(TaskServiceError, match="answered HTTP 503"):
+        await host.execute_task(f"{BASE}/A", engine_side_flow())
+    assert body.read <= 66
+
+
+async def test_an_error_answer_over_a_real_connection_is_cut_short(sqlite_engine: Any) -> None:
+    with serving(chunked_app(500, 50 * 1000 * 1000)) as base:
+        engine = await sqlite_engine(HTTPHost(graphs={"f": remote_graph("F", "Big", base=base)}))
+        _, outcome = await engine.run("f", timeout=WAIT)
+        await engine.shutdown()
+    assert outcome.status == Status.FAILED
+    assert outcome.error == f"POST {base}/Big answered HTTP 500: {'x' * 500}…"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "1000"])
+def test_max_response_bytes_must_be_a_positive_int(value: Any) -> None:
+    with pytest.raises(BadRequestError, match="max_response_bytes"):
+        HTTPHost(max_response_bytes=value)
+
+
+# --- keys are bearer secrets ---
+
+
+def _echo_app() -> ASGIApp:
+    """A careless task endpoint: it answers HTTP 500 with the request it got (flowKey, stepKey and all)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _token(key: str) -> str:
+    return key[-TOKEN_LENGTH:]
+
+
+def _correlation_id(key: str) -> str:
+    return key[: -TOKEN_LENGTH - 1]
+
+
+async def test_an_endpoint_echoing_its_request_leaks_no_token_into_errors_or_spans(
+    make_engine: Any, asgi_host: HostMaker
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    graph = Graph("Echo")
+    graph.add_task("Echo", f"{BASE}/Echo")
+    graph.add_task("Handle", f"{BASE}/Handle")
+    graph.add_transition("Echo", END)
+    graph.add_transition_on_error("Echo", "Handle")  # Handle echoes too, and fails the flow
+    graph.add_transition("Handle", END)
+    engine = await make_engine(
+        asgi_host({}, graphs={"f": graph}, app=_echo_app()), tracer_provider=tracer_provider
+    )
+    key, outcome = await engine.run("f", timeout=WAIT)
+    steps = await engine.history(key)
+    await engine.shutdown()
+    tracer_provider.shutdown()
+
+    tokens = [_token(key)] + [_token(step.step_key) for step in steps]
+    assert outcome.status == Status.FAILED
+    assert f'"flowKey":"{_correlation_id(key)}-[redacted]"' in outcome.error
+    assert [step.task_name for step in steps] == ["Echo", "Handle"]
+    assert all("[redacted]" in step.error for step in steps)
+    assert "[redacted]" in outcome.state["onErr"]["error"]
+    spans = exporter.get_finished_spans()
+    assert [span.status.status_code for span in spans if span.name.startswith("task")] == [
+        StatusCode.ERROR,
+        StatusCode.ERROR,
+    ]
+    exported = [span.to_json() for span in spans]
+    stored = [outcome.error, json.dumps(outcome.state), *(step.error for step in steps)]
+    for token in tokens:
+        assert not any(token in text for text in stored + exported)
+
+
+async def test_a_remote_error_quoting_the_flow_key_is_stored_without_its_token(
+    sqlite_engine: Any, asgi_host: HostMaker
+) -> None:
+    async def careless(flow: Flow) -> None:
+        raise ValueError(f"cannot charge flow {flow.flow_key} (step {flow.step_key})")
+
+    engine = await sqlite_engine(asgi_host({"/Charge": careless}, graphs={"f": remote_graph("F", "Charge")}))
+    key, outcome = await engine.run("f", timeout=WAIT)
+    [step] = await engine.history(key)
+    flow_id, step_id = _correlation_id(key), _correlation_id(step.step_key)
+    assert outcome.error == f"cannot charge flow {flow_id}-[redacted] (step {step_id}-[redacted])"
+    assert step.error == outcome.error

@@ -8,13 +8,22 @@ NotFoundError so that a caller cannot probe which ids exist.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import string
 from dataclasses import dataclass
 
 from dwarf.errors import NotFoundError
 
-__all__ = ["ParsedKey", "correlation_id", "format_key", "new_token", "parse_key", "tokens_match"]
+__all__ = [
+    "ParsedKey",
+    "correlation_id",
+    "format_key",
+    "new_token",
+    "parse_key",
+    "redact_keys",
+    "tokens_match",
+]
 
 TOKEN_LENGTH = 16
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -71,3 +80,26 @@ def parse_key(key: object, what: str = "flow") -> ParsedKey:
 def tokens_match(given: str, stored: str) -> bool:
     """Constant-time token comparison."""
     return hmac.compare_digest(given.encode(), stored.encode())
+
+
+REDACTED = "[redacted]"
+
+# A key anywhere in a text: digits, "-", digits, "-", then exactly TOKEN_LENGTH token characters not
+# followed by another one (a longer run is some other identifier, not a key). Nothing is required on the
+# left ("x-1-2-<token>" is masked too): redaction errs towards masking. "(?<![0-9])" and the possessive
+# "[0-9]++" keep a long text of digits and dashes linear to scan: a match starts only where a run of
+# digits starts, and a run is never re-split. [0-9] rather than \d: keys are ASCII, \d is not.
+_KEY_IN_TEXT = re.compile(rf"(?<![0-9])([0-9]++-[0-9]++)-[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}(?![A-Za-z0-9_-])")
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with the token of every flow or step key in it replaced by a marker.
+
+    Errors the engine stores or exports (a flow's error, a step's, ``onErr``, span statuses) may quote a
+    key, e.g. a task endpoint that echoes its request; the token is a bearer secret, so it must not travel
+    on. ``"... 1-42-AbCdEfGh-_123456 ..."`` becomes ``"... 1-42-[redacted] ..."``, which keeps the
+    token-free correlation id for finding the flow.
+    """
+    if "-" not in text:  # the common case: no key can be in it
+        return text
+    return _KEY_IN_TEXT.sub(lambda found: f"{found[1]}-{REDACTED}", text)

@@ -19,6 +19,9 @@ The wire format (JSON, camelCase like the graph JSON)::
 A task that raises still answers HTTP 200 (its changes and a requested retry count, as they do locally);
 anything but 200 means the service itself failed, and fails the attempt with a ``TaskServiceError``.
 
+Answers are read as a stream and never past ``max_response_bytes``: a service that answers too much (a bug,
+or an endpoint that is not a dwarf task) fails the attempt instead of filling the engine's memory.
+
 ``task_app`` is a plain ASGI callable rather than a Starlette application: it serves one POST route per
 task and a GET per graph, which needs no router, and a task service should not have to install the web
 extra. It runs under any ASGI server (uvicorn, hypercorn) and mounts inside Starlette or FastAPI apps.
@@ -58,6 +61,15 @@ __all__ = ["ASGIApp", "HTTPHost", "RemoteTaskError", "TaskServiceError", "task_a
 
 PROTOCOL_VERSION = 1
 _JSON = "application/json"
+
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""16 MiB, the same as ``task_app``'s default request limit: an answer carries a step's changes, which
+are at most about as large as the state a request carries. Far above any sane answer (a few KiB), and
+still small next to the memory of a process that holds several such answers at once."""
+_ERROR_BODY_BYTES = 64 * 1024
+"""How much of an answer that is not HTTP 200 is read: enough for a JSON ``detail``, nothing more."""
+_ERROR_DETAIL_CHARS = 500
+"""How much of an error answer's body an error message quotes."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -124,7 +136,9 @@ class HTTPHost:
     budget bounds the call (the engine cancels the request when the budget runs out). ``headers`` go
     with every request (e.g. an authorization token). ``client`` replaces the host's own
     ``httpx.AsyncClient`` (for custom transports or TLS settings; the caller closes it). ``relay`` links
-    engines of several processes, as for ``LocalHost``.
+    engines of several processes, as for ``LocalHost``. ``max_response_bytes`` caps every answer (task
+    outcomes and graphs, counted after content decoding): a longer one fails the attempt (or the graph
+    load) with a ``TaskServiceError`` and is not read further.
     """
 
     def __init__(
@@ -135,8 +149,16 @@ class HTTPHost:
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
         relay: SignalRelay | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._httpx = _require_httpx()
+        if (
+            not isinstance(max_response_bytes, int)
+            or isinstance(max_response_bytes, bool)
+            or max_response_bytes < 1
+        ):
+            raise BadRequestError(f"max_response_bytes must be a positive int, not {max_response_bytes!r}")
+        self._max_response_bytes = max_response_bytes
         self._graphs = dict(graphs or {})
         for url, graph in self._graphs.items():
             if not isinstance(graph, Graph):
@@ -170,17 +192,33 @@ class HTTPHost:
             return {"timeout": self._timeout}
         return {}
 
-    async def _send(self, method: str, url: str, headers: dict[str, str], **options: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, what: str, headers: dict[str, str], **options: Any
+    ) -> _Answer:
+        """Make a request and read its answer, at most ``max_response_bytes`` of it (``what`` names the
+        endpoint in the error for a longer one)."""
         errors = self._httpx
         try:
-            response = await self._http().request(
+            async with self._http().stream(
                 method, url, headers={**self._headers, **headers}, **options, **self._request_options()
-            )
+            ) as response:
+                status = response.status_code
+                if status != 200:
+                    # Only the detail matters: read a little, whatever the service meant to send.
+                    body, _ = await _read_capped(response, _ERROR_BODY_BYTES)
+                    return _Answer(status, body, response.reason_phrase)
+                limit = self._max_response_bytes
+                too_long = _declares_more(response.headers.get("content-length", ""), limit)
+                if not too_long:
+                    # Content-Length is only a claim (and absent when chunked): count what arrives.
+                    body, too_long = await _read_capped(response, limit)
+                if too_long:
+                    raise TaskServiceError(f"{method} {url}: the {what}'s answer exceeded {limit} bytes")
+                return _Answer(status, body, response.reason_phrase)
         except errors.TimeoutException as error:
             raise TaskServiceError(f"{method} {url} timed out", status_code=504) from error
         except errors.HTTPError as error:
             raise TaskServiceError(f"{method} {url} failed: {_error_text(error)}") from error
-        return response
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running event loop (engines do this when the last one on the loop
@@ -197,30 +235,33 @@ class HTTPHost:
             return known
         if not _is_http_url(workflow_url):
             return None
-        response = await self._send("GET", workflow_url, headers={"accept": _JSON})
-        if response.status_code == 404:
+        answer = await self._send("GET", workflow_url, "graph endpoint", headers={"accept": _JSON})
+        if answer.status == 404:
             return None
-        if response.status_code != 200:
+        if answer.status != 200:
             raise TaskServiceError(
-                f"GET {workflow_url} answered HTTP {response.status_code}: {_detail(response)}",
-                status_code=response.status_code,
+                f"GET {workflow_url} answered HTTP {answer.status}: {answer.detail()}",
+                status_code=answer.status,
             )
-        return Graph.from_json(response.content)
+        return Graph.from_json(answer.body)
 
     async def execute_task(self, task_url: str, flow: Flow) -> None:
         if not _is_http_url(task_url):
             raise BadRequestError(f"HTTPHost runs tasks at http(s) URLs, not at {task_url!r}")
         body = json.dumps(_request_document(flow, current_baggage()), separators=(",", ":"), allow_nan=False)
-        response = await self._send(
-            "POST", task_url, content=body.encode(), headers={"content-type": _JSON, "accept": _JSON}
+        answer = await self._send(
+            "POST",
+            task_url,
+            "task endpoint",
+            content=body.encode(),
+            headers={"content-type": _JSON, "accept": _JSON},
         )
-        if response.status_code != 200:
+        if answer.status != 200:
             raise TaskServiceError(
-                f"POST {task_url} answered HTTP {response.status_code}: {_detail(response)}",
-                status_code=response.status_code,
+                f"POST {task_url} answered HTTP {answer.status}: {answer.detail()}", status_code=answer.status
             )
         try:
-            outcome = _TaskOutcome.parse(response.content)
+            outcome = _TaskOutcome.parse(answer.body)
         except ValueError as error:
             raise TaskServiceError(f"POST {task_url} answered a malformed outcome: {error}") from error
         outcome.replay_on(flow)
@@ -239,14 +280,53 @@ class HTTPHost:
                 await self.aclose()
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
-    if isinstance(document, dict) and isinstance(document.get("detail"), str):
-        return str(document["detail"])
-    return response.text[:200] or response.reason_phrase
+def _declares_more(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length header announces more than ``limit`` bytes (a malformed one does not)."""
+    digits = content_length.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        return False
+    digits = digits.lstrip("0") or "0"
+    # Compared as text first: int() refuses texts of more than 4,300 digits.
+    return len(digits) > len(str(limit)) or int(digits) > limit
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of a streamed body, and whether there was more (left unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A read answer: its status and (capped) body."""
+
+    status: int
+    body: bytes
+    reason: str
+
+    def detail(self) -> str:
+        """What an error message quotes of the answer: its JSON ``detail``, or the start of its body.
+
+        Capped, because the body is whatever the service sent: an error text is stored with the flow.
+        """
+        try:
+            document = json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("detail"), str):
+            text = str(document["detail"])
+        else:
+            text = self.body.decode("utf-8", "replace")
+        if len(text) > _ERROR_DETAIL_CHARS:
+            return text[:_ERROR_DETAIL_CHARS] + "…"
+        return text or self.reason
 
 
 def _flow_internals(flow: Flow) -> dict[str, Any]:
