@@ -40,7 +40,7 @@ REPLICAS = 3
 WORKERS = 8
 BUDGET = 3.0
 """Each flow's time budget: far above a task's 5-50 ms, so that only crashes make a step run again."""
-LEASE_MARGIN = 0.5
+LEASE_PERIOD = 3.5
 KILL_GAP = (1.0, 3.0)
 RESTART_WHEN_ENDED = FLOWS * 3 // 10
 """The server restarts once this many flows have ended: well into the run, with most still to go."""
@@ -56,7 +56,7 @@ async def test_mixed_flows_end_exactly_right_while_replicas_die_and_the_server_r
     markers = replica_set.directory
     plans = plan_flows(FLOWS, SEED)
     options = ReplicaOptions(
-        dsn, "tests.process.mixed:mixed_host", workers=WORKERS, lease_margin=LEASE_MARGIN, idle_poll=0.2
+        dsn, "tests.process.mixed:mixed_host", workers=WORKERS, lease_period=LEASE_PERIOD, idle_poll=0.2
     )
     for number in range(REPLICAS):
         replica_set.launch(f"replica-{number}", options)

@@ -197,14 +197,15 @@ class Replicas:
         self._dsn = dsn
         self._engines: list[Engine] = []
 
-    async def start(self, *, lease_margin: float | None = None, **settings: Any) -> Engine:
-        """A started engine on the shared database; ``lease_margin`` shrinks the scheduler's lease margin."""
+    async def start(self, *, lease_period: float | None = None, **settings: Any) -> Engine:
+        """A started engine on the shared database; ``lease_period`` shortens how long a claim holds a step
+        without renewal (so that a crashed replica's steps come back quickly)."""
         engine = Engine(host=self._host, dsn=self._dsn, **settings)
         self._engines.append(engine)
         await engine.startup()
-        if lease_margin is not None:
+        if lease_period is not None:
             assert engine._scheduler is not None
-            engine._scheduler.lease_margin = lease_margin
+            engine._scheduler.lease_period = lease_period
         return engine
 
     async def __aenter__(self) -> Replicas:

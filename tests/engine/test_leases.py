@@ -1,8 +1,8 @@
 """Leases (SPEC §9, DESIGN "Durable first"): a dead worker's step is re-claimed after its lease expires,
 and a worker that lost its lease commits nothing, so persisted state reflects exactly one execution.
 
-Leases are shrunk to keep the tests quick: a flow time budget of 0.5 s and a scheduler lease margin of
-0.2 s (set right after startup, before any claim) make a lease last 0.7 s.
+Leases are shrunk to keep the tests quick: a claim holds a step for 0.7 s without renewal (set right
+after startup, before any claim); a live worker renews its leases every quarter of that.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dwarf import Flow, FlowOptions, Status
 from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, until
 
 BUDGET = 0.5
-MARGIN = 0.2
+LEASE = 0.7
 
 
 async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one_execution(
@@ -38,17 +38,17 @@ async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one
 
     proxy = proxy_with("hang", chain("Hang", "A", "B", "C"), A=task("A"), B=task("B"), C=task("C"))
     async with Replicas(proxy, fresh_dsn) as replicas:
-        first = await replicas.start(lease_margin=MARGIN)
+        first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["B"] == 1)
         await first._crash_for_test()
-        second = await replicas.start(lease_margin=MARGIN)
+        second = await replicas.start(lease_period=LEASE)
         outcome = await second.wait(key, timeout=WAIT)
     assert outcome.status == Status.COMPLETED
     assert outcome.state == {"count": 3}
     assert calls == {"A": 1, "B": 2, "C": 1}
-    # Not re-claimed before the lease (budget + margin) expired.
-    assert starts[1] - starts[0] >= BUDGET + MARGIN - 0.05
+    # Not re-claimed before the lease expired.
+    assert starts[1] - starts[0] >= LEASE - 0.05
 
 
 async def test_recovered_step_appears_once_in_history(fresh_dsn: str) -> None:
@@ -62,11 +62,11 @@ async def test_recovered_step_appears_once_in_history(fresh_dsn: str) -> None:
 
     proxy = proxy_with("hang", chain("Hang", "A"), A=hang_once)
     async with Replicas(proxy, fresh_dsn) as replicas:
-        first = await replicas.start(lease_margin=MARGIN)
+        first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["A"] == 1)
         await first._crash_for_test()
-        second = await replicas.start(lease_margin=MARGIN)
+        second = await replicas.start(lease_period=LEASE)
         outcome = await second.wait(key, timeout=WAIT)
         history = await second.history(key)
     assert outcome.state == {"count": 1}
@@ -85,14 +85,16 @@ async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> N
         flow.set("runner", run)
         if run == 1:
             try:
-                # Outlives the lease (budget 1.0 - 0.8 = 0.2 s) but not the budget.
+                # Outlives the lease (0.2 s) but not the budget.
                 await asyncio.sleep(0.6)
             finally:
                 first_run_over.set()
 
     engine = await make_engine(proxy_with("slow", chain("Slow", "A"), A=slow_once))
     assert engine._scheduler is not None
-    engine._scheduler.lease_margin = -0.8
+    # A worker whose renewals stalled: its 0.2 s lease lapses while the task still runs.
+    engine._scheduler.lease_period = 0.2
+    engine._scheduler.heartbeat_interval = 3600.0
     engine._scheduler.idle_poll = 0.1  # look for expired leases often, so the re-claim beats the first run
     key = await engine.create("slow", options=FlowOptions(time_budget=1.0))
     outcome = await engine.wait(key, timeout=WAIT)
@@ -123,18 +125,18 @@ async def test_a_busy_replica_still_recovers_a_dead_replicas_steps(fresh_dsn: st
     proxy.handle_graph("busy", chain("Busy", "Busy"))
     proxy.handle_task("Busy", busy)
     async with Replicas(proxy, fresh_dsn) as replicas:
-        first = await replicas.start(lease_margin=MARGIN)
+        first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["Hang"] == 1)
         await first._crash_for_test()
         crashed_at = time.monotonic()
         # One worker and a backlog that keeps every claim full: the claimer never goes idle.
-        second = await replicas.start(lease_margin=MARGIN, workers=1)
+        second = await replicas.start(lease_period=LEASE, workers=1)
         backlog = [await second.create("busy") for _ in range(150)]
         outcome = await second.wait(key, timeout=WAIT)
         statuses = [(await second.snapshot(k)).status for k in backlog]
         busy_left = sum(status != Status.COMPLETED for status in statuses)
     assert outcome.status == Status.COMPLETED
     # Recovered within a poll interval or so of the lease's expiry, while the backlog was still queued.
-    assert recovered_at[0] - crashed_at < BUDGET + MARGIN + 2.5
+    assert recovered_at[0] - crashed_at < LEASE + 2.5
     assert busy_left > 0

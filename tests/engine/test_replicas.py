@@ -16,7 +16,10 @@ def _running_engine(engines: list[Engine]) -> int:
     """The index of the engine whose worker runs the calling task."""
     task = asyncio.current_task()
     owners = [
-        i for i, engine in enumerate(engines) if engine._scheduler and task in engine._scheduler._in_flight
+        i
+        for i, engine in enumerate(engines)
+        if engine._scheduler
+        and any(flight.lease.task is task for flight in engine._scheduler._in_flight.values())
     ]
     assert len(owners) == 1
     return owners[0]

@@ -281,11 +281,11 @@ async def test_a_recovered_lease_is_counted_and_logged_at_info_with_its_flow(
 
     proxy = proxy_with("hang", chain("Hang", "H"), H=hang_once)
     async with Replicas(proxy, fresh_dsn) as replicas:
-        first = await replicas.start(lease_margin=0.2)
+        first = await replicas.start(lease_period=0.7)
         key = await first.create("hang", options=FlowOptions(time_budget=0.3))
         await asyncio.wait_for(hang.wait(), WAIT)
         await first._crash_for_test()
-        second = await replicas.start(lease_margin=0.2, logger=_collecting_logger(records), **sdk.settings())
+        second = await replicas.start(lease_period=0.7, logger=_collecting_logger(records), **sdk.settings())
         assert (await second.wait(key, timeout=WAIT)).status == Status.COMPLETED
     assert sdk.value("dwarf_lease_recoveries", shard=1) == 1
     flow = _correlation(key)

@@ -81,7 +81,9 @@ class ReplicaOptions:
     dsn: str
     workload: str
     workers: int = 4
-    lease_margin: float = 0.2
+    # How long a claim holds a step without renewal (the engine default is 10 s; short here so that a
+    # killed replica's steps come back quickly).
+    lease_period: float = 1.2
     idle_poll: float = 0.1
     create: str = ""
     extra: list[str] = field(default_factory=list)
@@ -159,8 +161,8 @@ class ReplicaSet:
             options.workload,
             "--workers",
             str(options.workers),
-            "--lease-margin",
-            str(options.lease_margin),
+            "--lease-period",
+            str(options.lease_period),
             "--idle-poll",
             str(options.idle_poll),
             "--log",

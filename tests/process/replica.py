@@ -3,7 +3,7 @@
 Usage::
 
     python -m tests.process.replica --dsn DSN --markers DIR --workload MODULE:FUNCTION
-        [--workers N] [--lease-margin S] [--idle-poll S] [--log FILE]
+        [--workers N] [--lease-period S] [--idle-poll S] [--log FILE]
         [--create GRAPH_URL [--state JSON] [--time-budget S]]
 
 ``MODULE:FUNCTION`` names a function that takes the marker directory and returns the engine's host
@@ -50,7 +50,7 @@ async def run(args: argparse.Namespace) -> None:
     engine = Engine(host=host, dsn=args.dsn, workers=args.workers, logger=_file_logger(args.log))
     await engine.startup()
     assert engine._scheduler is not None
-    engine._scheduler.lease_margin = args.lease_margin
+    engine._scheduler.lease_period = args.lease_period
     engine._scheduler.idle_poll = args.idle_poll
     if args.create:
         options = FlowOptions(time_budget=args.time_budget)
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--markers", required=True)
     parser.add_argument("--workload", required=True)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--lease-margin", type=float, default=0.2)
+    parser.add_argument("--lease-period", type=float, default=1.2)
     parser.add_argument("--idle-poll", type=float, default=0.1)
     parser.add_argument("--log", default="")
     parser.add_argument("--create", default="")

@@ -29,7 +29,8 @@ from tests.process.workloads import killable_host
 
 pytestmark = pytest.mark.slow
 
-LEASE_MARGIN = 0.2
+LEASE_PERIOD = 1.2
+"""How long a claim holds a step without renewal: short, so a killed replica's steps come back quickly."""
 
 
 async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, replica_set: ReplicaSet) -> None:
@@ -47,7 +48,7 @@ async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, repl
     await engine.startup()
     try:
         assert engine._scheduler is not None
-        engine._scheduler.lease_margin = LEASE_MARGIN
+        engine._scheduler.lease_period = LEASE_PERIOD
         outcome = await engine.wait(key, timeout=30)
         assert outcome.status == "completed"
         assert outcome.state == {"aRuns": 1, "bRuns": 1, "cRuns": 1}
@@ -71,7 +72,7 @@ async def test_sqlite_file_survives_repeated_sigkill_of_its_only_replica(
 ) -> None:
     markers = replica_set.directory
     plans = plan_flows(SQLITE_FLOWS, seed=7)
-    options = ReplicaOptions(fresh_dsn, "tests.process.mixed:mixed_host", workers=8, lease_margin=0.3)
+    options = ReplicaOptions(fresh_dsn, "tests.process.mixed:mixed_host", workers=8, lease_period=1.3)
     replica_set.launch("only", options)
     # This engine only creates and inspects flows; the replica process runs them all.
     engine = Engine(host=mixed_host(markers), dsn=fresh_dsn, workers=0)

@@ -31,7 +31,7 @@ from tests.process.workloads import stalling_host
 pytestmark = pytest.mark.slow
 
 BUDGET = 1.0
-"""The flow's time budget; with the replicas' lease margin (0.2 s) a lease lasts 1.2 s."""
+"""The flow's time budget; the replicas' leases last 1.2 s without renewal."""
 WAIT = 30.0
 WORKLOAD = "tests.process.workloads:stalling_host"
 LOST_LEASE = "lost its lease; its outcome was discarded"

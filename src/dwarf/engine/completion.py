@@ -224,7 +224,7 @@ class StepCommit:
             lineage_id=lineage_id,
             fan_out_ordinal=ordinal,
             lease_token=self.lease_token,
-            lease_margin=self.inline_lease_margin,
+            lease_seconds=self.inline_lease_margin,
         )
         if row is None:
             raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")

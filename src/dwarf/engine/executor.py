@@ -303,7 +303,10 @@ async def _commit_outcome(
         url, _ = attempt.subgraph_request or ("", {})
         try:
             child_graph = await engine._load_graph(url, info.baggage)
-        except (NotFoundError, InvalidGraphError) as error:
+        except Exception as error:
+            # Whatever stops the child's graph from loading (unknown, invalid, its host failing) is this
+            # task's error: routed by onError or failing the flow, never an engine failure that would
+            # re-run the step for ever.
             attempt.park, attempt.error = None, error
         if child_graph is not None and run is not None:
             # Minted before the transaction (a unit of work may only await its Tx); the child's span

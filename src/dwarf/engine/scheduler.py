@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dwarf.engine.completion import join_ready_cohorts
-from dwarf.engine.executor import run_claimed_step
+from dwarf.engine.executor import Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.wedge import sweep_wedges
@@ -31,13 +31,20 @@ WEDGE_SWEEP_INTERVAL = 60.0
 """Seconds between wedge sweeps of every shard."""
 WEDGE_MIN_AGE = 60.0
 """Seconds a row must have been still before a sweep may call it wedged (far above any transition)."""
+LEASE_PERIOD = 10.0
+"""Seconds a claim (or its latest renewal) holds a step. A live worker renews its leases every quarter of
+this, so only a dead or cut-off one lets them lapse: another replica then takes its steps after at most
+this long plus a poll interval, whatever the time budget of the steps."""
+RELEASE_TIMEOUT = 2.0
+"""Seconds shutdown spends handing unfinished steps back (at once, in parallel) before it gives up and
+lets their leases lapse instead: a database that does not answer must not hold the shutdown."""
 
 
 @dataclass
 class _InFlight:
     store: Store
     step: Row
-    lease_token: str
+    lease: Lease
 
 
 def _reraise_swallowed_cancel() -> None:
@@ -66,11 +73,34 @@ class Scheduler:
         self._arrivals: dict[int, dict[int, FlowInfo]] = {store.shard: {} for store in stores}
         self._stopping = False
         self.idle_poll = 1.0
-        self.lease_margin = 5.0
+        self._lease_period = LEASE_PERIOD
+        self._heartbeat_interval: float | None = None
+        self._retuned = asyncio.Event()
         self.error_backoff = 0.5
         # Wedge sweeps: how often, and how long a row must have been still before it counts as wedged.
         self.wedge_sweep_interval = WEDGE_SWEEP_INTERVAL
         self.wedge_min_age = WEDGE_MIN_AGE
+
+    @property
+    def lease_period(self) -> float:
+        """Seconds a claim or a renewal holds a step (see LEASE_PERIOD)."""
+        return self._lease_period
+
+    @lease_period.setter
+    def lease_period(self, seconds: float) -> None:
+        self._lease_period = seconds
+        self._retuned.set()
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between lease renewals: a quarter of the lease period unless set (tests set it high to
+        play a worker whose renewals stalled)."""
+        return self._heartbeat_interval or self._lease_period / 4
+
+    @heartbeat_interval.setter
+    def heartbeat_interval(self, seconds: float | None) -> None:
+        self._heartbeat_interval = seconds
+        self._retuned.set()
 
     def start(self) -> None:
         if self._workers == 0:
@@ -79,6 +109,7 @@ class Scheduler:
             task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
+        self._claimers.append(asyncio.create_task(self._heartbeat_loop(), name="dwarf-lease-heartbeat"))
 
     def ring(self, shard: int) -> None:
         """New due work on ``shard``: wake its claimer."""
@@ -113,16 +144,23 @@ class Scheduler:
         unfinished = [(task, self._in_flight.get(task)) for task in running if not task.done()]
         for task, _ in unfinished:
             task.cancel()
-        for task, flight in unfinished:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            if flight is None:
-                continue
-            # Hand the step back at once so another replica need not wait for the lease to expire.
-            with contextlib.suppress(Exception):
-                await flight.store.write(
-                    "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease_token
-                )
+        if unfinished:
+            # A worker stuck in a database call that ignores the cancel must not hold the shutdown.
+            await asyncio.wait([task for task, _ in unfinished], timeout=RELEASE_TIMEOUT)
+        flights = [flight for _, flight in unfinished if flight is not None]
+        if flights:
+            # Hand the steps back at once so another replica need not wait for their leases to lapse.
+            releases = [asyncio.ensure_future(self._release(flight)) for flight in flights]
+            _, late = await asyncio.wait(releases, timeout=RELEASE_TIMEOUT)
+            for release in late:
+                release.cancel()
+
+    @staticmethod
+    async def _release(flight: _InFlight) -> None:
+        with contextlib.suppress(Exception):
+            await flight.store.write(
+                "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease.token
+            )
 
     async def abandon(self) -> None:
         """Stop at once without releasing leases, as a crashed process would (for tests)."""
@@ -266,6 +304,61 @@ class Scheduler:
                         "the wedge sweep of shard %d failed: %s", store.shard, error, extra={"flow": ""}
                     )
 
+    async def _heartbeat_loop(self) -> None:
+        """Renew the leases of the steps this engine runs, and stop the runs whose lease is gone.
+
+        A renewal that finds a step no longer leased to this worker (its flow was cancelled, or the
+        worker was cut off long enough for another replica to take the step) stops that run at once:
+        its outcome could not be committed, and two copies of one step must not run side by side. A
+        renewal that fails (the database is unreachable) changes nothing: the run goes on, and its
+        commit, guarded by the lease token, decides.
+        """
+        last = time.monotonic()
+        while not self._stopping:
+            self._retuned.clear()
+            # A changed lease period or interval wakes the loop to measure its wait again.
+            if await self._wait_for(self._retuned, self.heartbeat_interval - (time.monotonic() - last)):
+                continue
+            last = time.monotonic()
+            by_store: dict[int, list[_InFlight]] = {}
+            for flight in list(self._in_flight.values()):
+                by_store.setdefault(flight.store.shard, []).append(flight)
+            for flights in by_store.values():
+                try:
+                    await self._renew(flights)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    _reraise_swallowed_cancel()
+                    self._engine._log.warning(
+                        "renewing leases on shard %d failed: %s",
+                        flights[0].store.shard,
+                        error,
+                        extra={"flow": ""},
+                    )
+
+    async def _renew(self, flights: list[_InFlight]) -> None:
+        store = flights[0].store
+        rows = await store.write(
+            "renew_leases",
+            step_ids=json.dumps([int(flight.step["step_id"]) for flight in flights]),
+            lease_tokens=json.dumps(sorted({flight.lease.token for flight in flights})),
+            lease_seconds=self.lease_period,
+        )
+        renewed = {int(row["step_id"]) for row in rows}
+        for flight in flights:
+            # A step that finished meanwhile is not renewed either; its run has no task left to stop.
+            if int(flight.step["step_id"]) not in renewed and flight.lease.task is not None:
+                flow = correlation_id(store.shard, int(flight.step["flow_id"]))
+                self._engine._log.info(
+                    "step %s of flow %s is no longer leased to this worker (cancelled, or taken over); "
+                    "its task is stopped",
+                    correlation_id(store.shard, int(flight.step["step_id"])),
+                    flow,
+                    extra={"flow": flow},
+                )
+                flight.lease.lose()
+
     async def _wait_for(self, doorbell: asyncio.Event, timeout: float) -> bool:
         """Wait for the doorbell up to ``timeout``; True when it rang (or the scheduler is stopping)."""
         if self._stopping:
@@ -300,14 +393,14 @@ class Scheduler:
         lease_token = new_token()
         started = time.perf_counter()
         rows = await store.write(
-            "claim_due_steps", lease_token=lease_token, lease_margin=self.lease_margin, limit=limit
+            "claim_due_steps", lease_token=lease_token, lease_seconds=self.lease_period, limit=limit
         )
         self._engine._telemetry.claimed(store.shard, started)
         store.healthy = True
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
             task = asyncio.create_task(self._run(store, row, lease_token))
-            self._in_flight[task] = _InFlight(store, row, lease_token)
+            self._in_flight[task] = _InFlight(store, row, Lease(lease_token))
         return rows
 
     async def _idle_delay(self, store: Store) -> float:
@@ -349,16 +442,17 @@ class Scheduler:
         next_step: Row | None = step
         try:
             while next_step is not None:
+                lease = Lease(lease_token)
                 if task is not None:
-                    self._in_flight[task] = _InFlight(store, next_step, lease_token)
+                    self._in_flight[task] = _InFlight(store, next_step, lease)
                 # Run a lone successor inline only while this engine has idle workers: then no queued step
                 # is waiting for this worker, so skipping the queue cannot starve anything here.
                 inline = (
-                    self.lease_margin if not self._stopping and len(self._in_flight) < self._workers else None
+                    self.lease_period if not self._stopping and len(self._in_flight) < self._workers else None
                 )
                 current, next_step = next_step, None
                 try:
-                    next_step = await run_claimed_step(self._engine, store, current, lease_token, inline)
+                    next_step = await run_claimed_step(self._engine, store, current, lease, inline)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

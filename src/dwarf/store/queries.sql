@@ -76,7 +76,7 @@ SELECT * FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
 -- The key's weight is that of its oldest due step, so a flow cannot promote its key by a larger weight.
 UPDATE dwarf_steps
 SET status = 'running', lease_token = :lease_token,
-    lease_expires = {now} + time_budget_ms / 1000.0 + :lease_margin,
+    lease_expires = {now} + :lease_seconds,
     started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1
 WHERE step_id IN (
     SELECT step_id FROM (
@@ -121,6 +121,16 @@ UPDATE dwarf_steps
 SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
 RETURNING step_id, flow_id
+
+-- name: renew_leases
+-- A live worker's heartbeat: extend the leases it still holds on :step_ids (JSON array) under any of its
+-- :lease_tokens (JSON array), and say which those were. Neither updated_at nor version changes: a renewal
+-- is not something that happened to the flow.
+UPDATE dwarf_steps SET lease_expires = {now} + :lease_seconds
+WHERE step_id IN (SELECT value FROM json_each(:step_ids))
+  AND lease_token IN (SELECT value FROM json_each(:lease_tokens))
+  AND status = 'running'
+RETURNING step_id
 
 -- name: release_lease
 -- A replica shutting down hands a claimed step back at once.

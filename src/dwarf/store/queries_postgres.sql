@@ -25,7 +25,7 @@ WITH ranked AS MATERIALIZED (
 )
 UPDATE dwarf_steps AS s
 SET status = 'running', lease_token = :lease_token,
-    lease_expires = {now} + s.time_budget_ms / 1000.0 + :lease_margin,
+    lease_expires = {now} + :lease_seconds,
     started_at = COALESCE(s.started_at, {now}), updated_at = {now}, version = s.version + 1
 FROM due
 WHERE s.step_id = due.step_id
@@ -53,7 +53,7 @@ INSERT INTO dwarf_steps (
 SELECT (SELECT step_id FROM next_step), :flow_id, :step_token, :step_depth, :task_name, :task_url, :state,
     '{}', :next_carry, 'running', 0, :time_budget_ms, :priority, :fairness_key, :fairness_weight,
     finished.step_id, :lineage_id, :fan_out_ordinal, :lease_token,
-    {now} + :time_budget_ms / 1000.0 + :lease_margin, 1, {now}, {now}, {now}, {now}
+    {now} + :lease_seconds, 1, {now}, {now}, {now}, {now}
 FROM finished
 RETURNING *
 
@@ -132,3 +132,11 @@ RETURNING step_id, fan_out_ordinal
 -- committed, in a fresh snapshot: of members arriving at once, the last to commit sees every other one.
 SELECT step_id FROM dwarf_complete_cohorts
 WHERE step_id IN (SELECT json_array_elements_text(CAST(:spawn_ids AS json))::bigint)
+
+-- name: renew_leases
+-- See queries.sql; PostgreSQL reads the JSON arrays with its own functions.
+UPDATE dwarf_steps SET lease_expires = {now} + :lease_seconds
+WHERE step_id IN (SELECT json_array_elements_text(CAST(:step_ids AS json))::bigint)
+  AND lease_token IN (SELECT json_array_elements_text(CAST(:lease_tokens AS json)))
+  AND status = 'running'
+RETURNING step_id

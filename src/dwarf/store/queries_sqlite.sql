@@ -16,7 +16,7 @@ INSERT INTO dwarf_steps (
 )
 SELECT :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, '{}', :next_carry, 'running', 0,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :step_id, :lineage_id, :fan_out_ordinal,
-    :lease_token, {now} + :time_budget_ms / 1000.0 + :lease_margin, 1, {now}, {now}, {now}, {now}
+    :lease_token, {now} + :lease_seconds, 1, {now}, {now}, {now}, {now}
 WHERE changes() = 1
 RETURNING *;
 UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_id AND changes() = 1
