@@ -19,7 +19,7 @@ from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key, redact_keys
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
-from dwarf.errors import BadRequestError, DwarfError, InvalidGraphError, NotFoundError, StoreError
+from dwarf.errors import BadRequestError, DwarfError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
