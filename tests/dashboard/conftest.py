@@ -26,6 +26,9 @@ from dwarf.dashboard.server import server_config
 from dwarf.engine import Engine
 from tests.dashboard.workflows import dashboard_proxy
 
+DASHBOARD_HOST = "dashboard.test"
+"""The host name the in-process dashboard is reached by (and allowed to answer)."""
+
 SERVER_START = 15.0
 """Upper bound (seconds) on the live server's startup and shutdown."""
 
@@ -49,8 +52,8 @@ async def dashboard(make_engine: Any) -> AsyncIterator[Dashboard]:
     proxy = dashboard_proxy()
     workers = await make_engine(proxy)
     ops = await make_engine(proxy, workers=0)
-    transport = httpx.ASGITransport(app=create_app(ops))
-    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard.test") as client:
+    transport = httpx.ASGITransport(app=create_app(ops, allowed_hosts=[DASHBOARD_HOST]))
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{DASHBOARD_HOST}") as client:
         yield Dashboard(client, workers, ops)
 
 

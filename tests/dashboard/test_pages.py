@@ -471,7 +471,7 @@ async def test_links_stay_under_the_prefix_the_app_is_mounted_at(dashboard: Dash
     key, _ = await dashboard.workers.run(DOUBLING, timeout=WAIT)
     outer = Starlette(routes=[Mount("/ops/dwarf", app=create_app(dashboard.ops))])
     transport = httpx.ASGITransport(app=outer)
-    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         listing = await client.get("/ops/dwarf/flows")
         links = re.findall(r'(?:href|src|action)="([^"]+)"', listing.text)
         flow_page = await client.get(f"/ops/dwarf/flows/{key}")

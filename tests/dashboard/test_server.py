@@ -38,7 +38,7 @@ def test_create_app_takes_an_engine_or_a_dsn() -> None:
 
 def test_app_built_from_a_dsn_runs_its_engine_for_its_lifespan(tmp_path: Path) -> None:
     app = create_app(dsn=f"sqlite:///{tmp_path / 'flows.db'}")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/flows").status_code == 200
     with pytest.raises(EngineStateError, match="stopped"):
         asyncio.run(app.state.engine.list())
@@ -55,7 +55,9 @@ async def test_app_given_an_engine_leaves_it_running(make_engine: Any) -> None:
 
 async def test_pages_over_an_engine_that_is_not_running_are_a_503(tmp_path: Path) -> None:
     app = create_app(Engine(workers=0, dsn=f"sqlite:///{tmp_path / 'flows.db'}"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as client:
         response = await client.get("/flows")
     assert response.status_code == 503
 

@@ -1,4 +1,4 @@
-"""The dashboard's ASGI application: routes, templates, static files, security headers and error pages.
+"""The dashboard's ASGI application: routes, templates, static files, its gatekeepers and error pages.
 
 ``create_app`` either borrows a started engine (the caller starts and stops it, on the event loop the
 server runs on) or builds an operations-only engine from a DSN and starts/stops it with the app's lifespan.
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -23,9 +22,18 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dwarf.dashboard.pages import Pages, path_for
+from dwarf.dashboard.security import (
+    LOOPBACK_NAMES,
+    AllowedHosts,
+    HostCheck,
+    SameOriginPosts,
+    SecurityHeaders,
+    TokenAuth,
+    UnexpectedErrors,
+    check_token,
+)
 from dwarf.dashboard.views import format_duration, format_time
 from dwarf.engine import Engine
 from dwarf.errors import DwarfError, EngineStateError
@@ -36,25 +44,38 @@ __all__ = ["create_app"]
 # know ".mjs" (the extension of Mermaid's ES-module build and of diagrams.mjs).
 mimetypes.add_type("text/javascript", ".mjs")
 
-# Mermaid puts <style> elements into the SVGs it draws, hence 'unsafe-inline' for styles only; scripts
-# come from our own static files and nothing else.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
-
-def create_app(engine: Engine | None = None, *, dsn: str | None = None, num_shards: int = 1) -> Starlette:
+def create_app(
+    engine: Engine | None = None,
+    *,
+    dsn: str | None = None,
+    num_shards: int = 1,
+    allowed_hosts: Iterable[str] | None = None,
+    token: str | None = None,
+) -> Starlette:
     """The dashboard as a Starlette application.
 
     Pass either ``engine``, a started engine that the caller shuts down (run the server on the loop the
     engine was started on), or ``dsn`` (and ``num_shards``), from which the app builds an operations-only
     engine (``workers=0``) that its lifespan starts and stops::
 
-        app = create_app(dsn="postgresql://dwarf@db/flows_%d", num_shards=4)
+        app = create_app(dsn="postgresql://dwarf@db/flows_%d", num_shards=4, token=secret,
+                         allowed_hosts=["dwarf.internal.example"])
+
+    ``allowed_hosts`` are the ``Host`` names the app answers (``name``, ``name:port``, ``[::1]:8080``;
+    ``"*"`` for any); every other request gets a 400 before it reaches a page, which defeats DNS
+    rebinding. The default is the loopback names (localhost, 127.0.0.1, ::1). With ``token`` every request
+    must carry it (``Authorization: Bearer TOKEN``, or HTTP Basic with the token as password) or gets a
+    401. ValueError for a malformed host name or token.
     """
     if (engine is None) == (dsn is None):
         raise TypeError("create_app takes either a started engine or a dsn, not both and not neither")
+    hosts = AllowedHosts(LOOPBACK_NAMES if allowed_hosts is None else allowed_hosts)
+    gatekeepers = [Middleware(SecurityHeaders), Middleware(UnexpectedErrors), Middleware(HostCheck, hosts)]
+    if token is not None:
+        check_token(token)  # now: Starlette builds the middleware only on the first request
+        gatekeepers.append(Middleware(TokenAuth, token))
+    gatekeepers.append(Middleware(SameOriginPosts))
     owned = engine is None
     active = engine if engine is not None else Engine(workers=0, dsn=dsn, num_shards=num_shards)
 
@@ -95,7 +116,9 @@ def create_app(engine: Engine | None = None, *, dsn: str | None = None, num_shar
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(SameOriginPosts)],
+        # In this order, outermost first: every answer (refusals too) gets the headers; the Host is
+        # checked before the token, so a rebinding page never even sees the login prompt.
+        middleware=gatekeepers,
         exception_handlers={DwarfError: dwarf_error, HTTPException: http_error},
     )
     app.state.engine = active
@@ -126,65 +149,3 @@ def _templates() -> Jinja2Templates:
 def _correlation_id(key: str) -> str:
     """``{shard}-{id}`` of a key: names a flow on screen without its secret token."""
     return "-".join(key.split("-", 2)[:2])
-
-
-class SecurityHeaders:
-    """Adds a strict content policy and no-caching of pages (they carry keys and state) to each response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope["path"].startswith(scope.get("root_path", "") + "/static/")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    # Keys are in page URLs: never hand them to another site in a Referer header. (Not
-                    # "no-referrer": browsers then send "Origin: null", which the POST check must refuse.)
-                    (b"referrer-policy", b"same-origin"),
-                    (b"cache-control", b"no-cache" if static else b"no-store"),
-                ]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class SameOriginPosts:
-    """Refuses a POST that a browser sent from another origin (a page elsewhere submitting our forms).
-
-    Browsers say where a request comes from in ``Sec-Fetch-Site`` (older ones only in ``Origin``); tools
-    such as curl send neither and are let through (they hold the key themselves anyway).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and _cross_origin(scope):
-            response = PlainTextResponse("Cross-origin form posts are refused.", status_code=403)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _cross_origin(scope: Scope) -> bool:
-    headers: dict[str, str] = {
-        name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-    }
-    site = headers.get("sec-fetch-site")
-    if site is not None:
-        return site not in {"same-origin", "none"}
-    origin = headers.get("origin")
-    if origin is None:
-        return False
-    # "null" is the origin of sandboxed frames and file: pages: never ours.
-    return origin == "null" or urlsplit(origin).netloc.lower() != headers.get("host", "").lower()

@@ -19,12 +19,14 @@ from dwarf.dashboard.views import (
     DEFAULT_PAGE_SIZE,
     ListFilters,
     StepRow,
+    checked_cursor,
+    checked_key,
     parse_json_object,
     pretty_json,
     step_rows,
 )
 from dwarf.engine import Engine
-from dwarf.errors import DwarfError, NotFoundError
+from dwarf.errors import BadRequestError, DwarfError, NotFoundError
 from dwarf.workflow.mermaid import history_mermaid
 from dwarf.workflow.records import FlowSummary, Query
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
@@ -134,8 +136,15 @@ class Pages:
     async def flows(self, request: Request) -> Response:
         params = request.query_params
         filters = ListFilters.from_params(params)
-        cursor = params.get("cursor", "")
-        flows, next_cursor = await self._engine.list(filters.query(cursor))
+        cursor = checked_cursor(params.get("cursor", ""))
+        try:
+            flows, next_cursor = await self._engine.list(filters.query(cursor))
+        except (OverflowError, ValueError, RecursionError) as error:
+            # What a cursor holds is the engine's business; one altered to hold numbers the database
+            # cannot take must not pass for a server fault.
+            if not cursor:
+                raise
+            raise BadRequestError("malformed cursor: follow the list's own Next page link") from error
         return self.render(
             request,
             "flows.html",
@@ -149,7 +158,7 @@ class Pages:
         )
 
     async def flow(self, request: Request) -> Response:
-        key = request.path_params["key"]
+        key = checked_key(request.path_params["key"])
         page = await self._flow_page(key)
         notice = NOTICES.get(request.query_params.get("done", ""), "")
         return self._render_flow(request, page, notice=notice)
@@ -157,7 +166,7 @@ class Pages:
     # --- actions ---
 
     async def resume(self, request: Request) -> Response:
-        key = request.path_params["key"]
+        key = checked_key(request.path_params["key"])
         form = await _form(request)
         inputs = FlowInputs(payload=_field(form, "payload"))
         try:
@@ -168,7 +177,7 @@ class Pages:
         return self._back_to_flow(request, key, "resumed")
 
     async def cancel(self, request: Request) -> Response:
-        key = request.path_params["key"]
+        key = checked_key(request.path_params["key"])
         form = await _form(request)
         inputs = FlowInputs(reason=_field(form, "reason"))
         try:
@@ -178,13 +187,13 @@ class Pages:
         return self._back_to_flow(request, key, "cancelled")
 
     async def fork(self, request: Request) -> Response:
-        key = request.path_params["key"]
+        key = checked_key(request.path_params["key"])
         form = await _form(request)
         inputs = FlowInputs(overrides=_field(form, "overrides"), step=_field(form, "step"))
         try:
             overrides = parse_json_object(inputs.overrides, "The state overrides")
             # The step must belong to this flow's tree: a form cannot fork some other flow by its step key.
-            await self._require_step_of_flow(key, inputs.step)
+            await self._require_step_of_flow(key, checked_key(inputs.step, "step"))
             new_key = await self._engine.fork(inputs.step, overrides)
         except DwarfError as error:
             return await self._refused(request, key, error, inputs)

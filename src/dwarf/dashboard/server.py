@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
+from collections.abc import Iterable
 
 import uvicorn
 from starlette.applications import Starlette
 
 from dwarf.dashboard.app import create_app
+from dwarf.dashboard.security import default_allowed_hosts, is_loopback, redact_keys
 
-__all__ = ["KeyRedactor", "serve", "server_config"]
-
-# A key is "{shard}-{id}-{16-character token}"; the token is the secret part.
-_KEY = re.compile(r"\b(\d+-\d+-)[A-Za-z0-9_-]{16}(?![A-Za-z0-9_-])")
-
-
-def redact_keys(text: str) -> str:
-    """``text`` with the token of every flow or step key in it replaced by ``***``."""
-    return _KEY.sub(r"\1***", text)
+__all__ = ["KeyRedactor", "redact_keys", "serve", "server_config"]
 
 
 class KeyRedactor(logging.Filter):
@@ -52,14 +45,34 @@ def server_config(app: Starlette, host: str = "127.0.0.1", port: int = 8080) -> 
     return config
 
 
-def serve(dsn: str, num_shards: int = 1, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(
+    dsn: str,
+    num_shards: int = 1,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    no_auth: bool = False,
+) -> None:
     """Serve the dashboard over the flows of ``dsn`` until interrupted (blocking).
 
-    It binds to localhost by default. Anyone who can reach it can resume, cancel and fork flows: put
-    authentication in front of it before binding it to another interface. Ctrl+C (SIGINT) shuts it down
-    gracefully and returns.
+    It binds to localhost by default and answers only requests whose ``Host`` is a name it is bound to
+    (see ``default_allowed_hosts``) or one of ``allowed_hosts`` (``"*"``: any). With ``token``, every
+    request must carry it (bearer token, or the password of HTTP Basic). Anyone who can reach the
+    dashboard can read every flow and resume, cancel and fork flows, so binding it beyond this machine
+    without a token is refused (ValueError) unless ``no_auth`` says that something in front of it (an
+    authenticating proxy) checks who comes in. Ctrl+C (SIGINT) shuts it down gracefully and returns.
     """
-    server = uvicorn.Server(server_config(create_app(dsn=dsn, num_shards=num_shards), host, port))
+    if token is None and not no_auth and not is_loopback(host):
+        raise ValueError(
+            f"the dashboard would listen on {host} without authentication: give it a token, or say that "
+            "a proxy in front of it authenticates users (no_auth=True)"
+        )
+    extra = [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts)
+    hosts = [*default_allowed_hosts(host), *extra]
+    app = create_app(dsn=dsn, num_shards=num_shards, allowed_hosts=hosts, token=token)
+    server = uvicorn.Server(server_config(app, host, port))
     # uvicorn re-raises the signal that stopped it once it has shut down; Ctrl+C is the normal way out.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

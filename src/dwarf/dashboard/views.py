@@ -7,22 +7,27 @@ text parsed from a form, and flow history flattened into table rows.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from dwarf.errors import BadRequestError
+from dwarf.errors import BadRequestError, NotFoundError
 from dwarf.workflow.records import FlowStep, Query
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "MAX_CURSOR_LENGTH",
+    "MAX_FILTER_LENGTH",
     "MAX_PAGE_SIZE",
     "STEP_JSON_LIMIT",
     "ListFilters",
     "StepRow",
+    "checked_cursor",
+    "checked_key",
     "format_duration",
     "format_time",
     "parse_json_object",
@@ -34,6 +39,16 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 STEP_JSON_LIMIT = 10_000
 """Characters of a step's input state or changes shown in the steps table (the flow's state is whole)."""
+
+MAX_FILTER_LENGTH = 1000
+"""Characters of one text filter of the list (names and searches are far shorter)."""
+MAX_CURSOR_LENGTH = 1000
+"""Characters of a list cursor; the engine's are short, opaque base64url text."""
+
+# The shape of a flow or step key, "{shard}-{id}-{16-character token}", with bounded digit runs: what does
+# not fit is answered 404 here, before the engine converts the numbers (a 5,000-digit id fails there).
+_KEY_SHAPE = re.compile(r"[0-9]{1,9}-[0-9]{1,19}-[A-Za-z0-9_-]{16}")
+_CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_=-]+")
 
 _STATUSES = tuple(status.value for status in Status if status not in {Status.CREATED, Status.PENDING})
 
@@ -58,15 +73,24 @@ class ListFilters:
         raw_limit = params.get("limit", "").strip()
         limit = DEFAULT_PAGE_SIZE
         if raw_limit:
-            if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+            # Length first: int() refuses (ValueError) a text of more than about 4,300 digits.
+            if (
+                len(raw_limit) > len(str(MAX_PAGE_SIZE))
+                or not raw_limit.isascii()
+                or not raw_limit.isdigit()
+                or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE
+            ):
                 raise BadRequestError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
             limit = int(raw_limit)
+        thread = _filter_text(params, "thread")
+        if thread and not _KEY_SHAPE.fullmatch(thread):
+            raise BadRequestError("the thread filter must be a flow key or thread key")
         return cls(
-            status=params.get("status", "").strip(),
-            workflow=params.get("workflow", "").strip(),
-            thread=params.get("thread", "").strip(),
-            task=params.get("task", "").strip(),
-            search=params.get("search", "").strip(),
+            status=_filter_text(params, "status"),
+            workflow=_filter_text(params, "workflow"),
+            thread=thread,
+            task=_filter_text(params, "task"),
+            search=_filter_text(params, "search"),
             subgraphs=params.get("subgraphs", "") not in {"", "0", "false", "off"},
             limit=limit,
         )
@@ -111,6 +135,30 @@ class ListFilters:
         return bool(self.status or self.workflow or self.thread or self.task or self.search or self.subgraphs)
 
 
+def _filter_text(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name, "").strip()
+    if len(value) > MAX_FILTER_LENGTH:
+        raise BadRequestError(f"the {name} filter is longer than {MAX_FILTER_LENGTH} characters")
+    if any(char < " " for char in value):
+        raise BadRequestError(f"the {name} filter contains a control character")
+    return value
+
+
+def checked_key(key: str, what: str = "flow") -> str:
+    """``key`` when it has the shape of a flow or step key; NotFoundError (like an unknown key) if not."""
+    if not _KEY_SHAPE.fullmatch(key):
+        raise NotFoundError(f"{what} not found")
+    return key
+
+
+def checked_cursor(cursor: str) -> str:
+    """``cursor`` when it looks like one the list page handed out (the engine reads what is inside);
+    BadRequestError for anything else."""
+    if cursor and (len(cursor) > MAX_CURSOR_LENGTH or not _CURSOR_SHAPE.fullmatch(cursor)):
+        raise BadRequestError("malformed cursor: follow the list's own Next page link")
+    return cursor
+
+
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
     """The JSON object typed into a form field; empty text is ``{}``.
 
@@ -124,6 +172,10 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
         raise BadRequestError(
             f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         ) from error
+    except ValueError as error:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise BadRequestError(f"{what} holds a number with too many digits") from error
+    except RecursionError as error:
+        raise BadRequestError(f"{what} is nested too deeply") from error
     if not isinstance(value, dict):
         raise BadRequestError(f'{what} must be a JSON object, like {{"approved": true}}')
     return value
