@@ -27,8 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from dwarf import Flow, FlowOptions, Status
 from dwarf.cli import app
@@ -215,7 +214,24 @@ def flows(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield in_own_thread(_fill_and_stop(dsn))
 
 
+def create_dwarf_database(dsn: str) -> None:
+    """Give ``dsn`` dwarf's tables, without flows, as an application's engine does when it first starts.
+
+    The CLI never creates or migrates a schema itself (its engine runs no steps), so a test that points it
+    at a new database makes the database this way first.
+    """
+
+    async def start_and_stop() -> None:
+        async with Engine(host=TestProxy(), dsn=dsn, workers=1):
+            pass
+
+    in_own_thread(start_and_stop())
+
+
 @pytest.fixture
-def sqlite_dsn(tmp_path: Path) -> str:
-    """A DSN of an SQLite file that does not exist yet."""
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """An empty working directory; the test fails if a command leaves anything in it."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    yield cwd
+    assert sorted(path.name for path in cwd.iterdir()) == [], "a refused command created files"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import create_dwarf_database
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "dwarf"
 TIMEOUT = 60.0
@@ -51,7 +53,7 @@ def test_the_database_comes_from_dwarf_dsn(tmp_path: Path) -> None:
 
 
 def test_refusals_exit_1_with_one_line_and_usage_errors_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "dwarf.db").touch()  # an empty file is an empty database
+    create_dwarf_database(f"sqlite:///{tmp_path / 'dwarf.db'}")
     unknown = dwarf("show", "1-1-AAAAAAAAAAAAAAAA", cwd=tmp_path)
     assert (unknown.returncode, unknown.stdout, unknown.stderr) == (1, "", "error: flow not found\n")
     usage = dwarf("list", "--status", "asleep", cwd=tmp_path)

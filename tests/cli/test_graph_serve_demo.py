@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -96,31 +97,21 @@ def test_serve_hands_the_database_and_the_address_to_the_dashboard(
     monkeypatch.setattr("dwarf.cli.commands.DASHBOARD_MODULE", "dashboard_double")
     result = invoke("serve", "--dsn", existing_sqlite, "--port", "9123")
     assert result.exit_code == 0, result.output
-    assert calls == [
-        {
-            "dsn": existing_sqlite,
-            "num_shards": 1,
-            "host": "127.0.0.1",
-            "port": 9123,
-            "token": None,
-            "allowed_hosts": [],
-            "no_auth": False,
-        }
-    ]
+    assert calls == [{"dsn": existing_sqlite, "num_shards": 1, "host": "127.0.0.1", "port": 9123}]
     assert "http://127.0.0.1:9123/" in result.stderr
     assert "warning" not in result.stderr
 
 
-def test_serve_warns_when_the_dashboard_listens_beyond_this_machine_without_a_token(
+def test_serve_warns_when_the_dashboard_listens_beyond_this_machine(
     existing_sqlite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dashboard = types.ModuleType("dashboard_double")
     dashboard.serve = lambda **settings: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dashboard_double", dashboard)
     monkeypatch.setattr("dwarf.cli.commands.DASHBOARD_MODULE", "dashboard_double")
-    result = invoke("serve", "--dsn", existing_sqlite, "--host", "0.0.0.0", "--no-auth")
+    result = invoke("serve", "--dsn", existing_sqlite, "--host", "0.0.0.0")
     assert result.exit_code == 0, result.output
-    assert "warning: no token: anyone who can reach 0.0.0.0:8080" in result.stderr
+    assert "warning: anyone who can reach 0.0.0.0:8080 can resume, cancel and fork flows" in result.stderr
 
 
 def test_serve_without_the_web_extra_says_how_to_install_it(
@@ -179,3 +170,25 @@ async def test_a_resumed_demo_claim_is_paid_once_the_demos_tasks_run(fresh_dsn: 
     assert outcome.status == Status.COMPLETED
     assert (outcome.state["outcome"], outcome.state["approver"]) == ("paid", "lead")
     assert outcome.state["receipt"] == "R-grace-1200.00"
+
+
+async def test_demo_hints_leave_the_password_of_the_dsn_out(backend: str, fresh_dsn: str) -> None:
+    if backend != "postgres":
+        pytest.skip("an SQLite DSN holds no password")
+    parts = urlsplit(fresh_dsn)
+    with_password = parts._replace(
+        netloc=f"{parts.username or 'postgres'}:s3cret-pw@{parts.hostname}:{parts.port or 5432}"
+    )
+    result = await run_cli("demo", "--dsn", with_password.geturl())
+    assert result.exit_code == 0, result.output
+    assert "s3cret-pw" not in result.output
+    assert f"--dsn '{parts.scheme}://{parts.username or 'postgres'}:***@" in result.stdout
+    assert "*** stands for the password" in result.stdout
+
+
+def test_demo_hints_show_a_dsn_without_a_password_as_it_is() -> None:
+    from dwarf.cli.commands import _demo_hints
+
+    hints = _demo_hints("1-2-AAAAAAAAAAAAAAAA", "sqlite:///flows.db", 1)
+    assert "dwarf list --dsn 'sqlite:///flows.db'" in hints
+    assert "***" not in hints

@@ -2,8 +2,8 @@
 
 Every command that touches the database opens an operations-only engine (see ``session``) on ``--dsn``
 (env ``DWARF_DSN``) with ``--shards`` (env ``DWARF_SHARDS``). Exit codes: 0 success; 1 when the engine
-refuses (not found, conflict, bad request) or the database cannot be opened, with the message on stderr;
-2 for usage errors.
+refuses (not found, conflict, bad request) or the database cannot be opened; 2 for usage errors. Either
+way stderr gets exactly one line and never a traceback (see ``reporting``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from dwarf.cli.parsing import (
+    check_dsn,
     load_graph_reference,
     parse_json_object,
     parse_optional_age,
@@ -35,7 +36,8 @@ from dwarf.cli.render import (
     shards_table,
     step_view,
 )
-from dwarf.cli.session import DEFAULT_DSN, CommandError, Target, missing_sqlite_files, with_engine
+from dwarf.cli.reporting import ReportingGroup, refuse
+from dwarf.cli.session import DEFAULT_DSN, CommandError, Target, missing_sqlite_files, redact, with_engine
 from dwarf.errors import DwarfError
 from dwarf.workflow.records import FlowSummary, Query
 from dwarf.workflow.status import Status
@@ -51,6 +53,7 @@ DASHBOARD_MODULE = "dwarf.dashboard"
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
+    cls=ReportingGroup,
     name="dwarf",
     no_args_is_help=True,
     add_completion=False,
@@ -60,8 +63,7 @@ app = typer.Typer(
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    refuse(message)
 
 
 def command(name: str | None = None, **settings: Any) -> Callable[[F], F]:
@@ -96,6 +98,10 @@ def _root(
     show_version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an unexpected error (as DWARF_DEBUG=1 does)."),
+    ] = False,
 ) -> None:
     """Inspect and steer the flows of a dwarf database: list, show, history, resume, cancel, fork, purge.
 
@@ -111,6 +117,7 @@ DsnOption = Annotated[
     typer.Option(
         "--dsn",
         envvar="DWARF_DSN",
+        callback=check_dsn,
         help="The database: sqlite:///path or postgresql://...; %d stands for the shard number.",
     ),
 ]
@@ -125,8 +132,14 @@ NameFilter = Annotated[str, typer.Option("--workflow-name", help="Only flows of 
 ThreadFilter = Annotated[str, typer.Option("--thread-key", help="Only flows of this thread.")]
 TaskFilter = Annotated[str, typer.Option("--task-name", help="Only flows whose latest step runs this task.")]
 FairnessFilter = Annotated[str, typer.Option("--fairness-key", help="Only flows with this fairness key.")]
+_BIGINT_MAX = 2**63 - 1
+"""The largest number a filter can compare with (the databases' 64-bit integers)."""
+
 PriorityFilter = Annotated[
-    int, typer.Option("--priority", min=0, show_default=False, help="Only flows of this priority.")
+    int,
+    typer.Option(
+        "--priority", min=0, max=_BIGINT_MAX, show_default=False, help="Only flows of this priority."
+    ),
 ]
 OlderFilter = Annotated[
     str | None,
@@ -460,58 +473,10 @@ def show_graph(
 def serve_dashboard(
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The port to listen on.")] = 8080,
-    allow_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-host",
-            metavar="NAME",
-            help="Also answer requests for this Host name (repeatable; '*' for any). By default only the "
-            "names it listens on are answered, which defeats DNS rebinding.",
-        ),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar="DWARF_DASHBOARD_TOKEN",
-            show_default=False,
-            help="Require this token on every request (bearer token, or any user name with the token as "
-            "password). Prefer the environment variable: a command line is visible to other users.",
-        ),
-    ] = None,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="Listen beyond this machine without a token, because a proxy in front authenticates.",
-        ),
-    ] = False,
     dsn: DsnOption = DEFAULT_DSN,
     shards: ShardsOption = 1,
 ) -> None:
-    """Serve the web dashboard (needs the web extra: pip install 'dwarf-workflow[web]').
-
-    Anyone who reaches the dashboard can read every flow and resume, cancel and fork flows, so it refuses
-    to listen beyond this machine without --token (or DWARF_DASHBOARD_TOKEN) unless --no-auth is given.
-    """
-    import ipaddress  # only here: the one command that listens on an address
-
-    def usage_error(message: str) -> NoReturn:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
-
-    token = token or None  # an empty DWARF_DASHBOARD_TOKEN is no token
-    if token is not None and not all("!" <= char <= "~" for char in token):
-        usage_error("the dashboard token must be printable ASCII without spaces")
-    try:
-        loopback = host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and token is None and not no_auth:
-        usage_error(
-            f"refusing to serve on {host} without authentication: set DWARF_DASHBOARD_TOKEN (or --token), "
-            "or pass --no-auth if a proxy in front of the dashboard authenticates users"
-        )
+    """Serve the web dashboard (needs the web extra: pip install 'dwarf-workflow[web]')."""
     missing = missing_sqlite_files(Target(dsn, shards))
     if missing:
         raise CommandError(f"no database at {missing[0]}: pass --dsn (or set DWARF_DSN)")
@@ -525,25 +490,15 @@ def serve_dashboard(
                 "pip install 'dwarf-workflow[web]'"
             ) from error
         raise CommandError(f"this installation of dwarf has no dashboard ({error})") from error
-    if not loopback and token is None:
+    if host not in _LOOPBACK:
         typer.echo(
-            f"warning: no token: anyone who can reach {host}:{port} without passing the proxy in front "
-            "can read, resume, cancel and fork flows",
+            f"warning: anyone who can reach {host}:{port} can resume, cancel and fork flows; "
+            "put authentication in front of the dashboard",
             err=True,
         )
     typer.echo(f"dwarf dashboard on http://{host}:{port}/ (Ctrl-C stops it)", err=True)
     try:
-        dashboard.serve(
-            dsn=dsn,
-            num_shards=shards,
-            host=host,
-            port=port,
-            token=token,
-            allowed_hosts=allow_host or [],
-            no_auth=no_auth,
-        )
-    except ValueError as error:  # a malformed --allow-host
-        usage_error(str(error))
+        dashboard.serve(dsn=dsn, num_shards=shards, host=host, port=port)
     except KeyboardInterrupt:
         pass
 
@@ -608,18 +563,23 @@ def _missing_package(error: ImportError) -> str:
 
 
 def _demo_hints(interrupted_key: str, dsn: str, shards: int) -> str:
-    where = "" if dsn == DEFAULT_DSN else f" --dsn '{dsn}'"
+    # The hints are printed, so the password stays out of them (terminal scrollback, CI logs, screenshots).
+    shown = redact(dsn)
+    where = "" if dsn == DEFAULT_DSN else f" --dsn '{shown}'"
     if shards != 1:
         where += f" --shards {shards}"
-    return (
+    hints = (
         "\nTry next:\n"
         f"  dwarf list{where}\n"
         f"  dwarf history {interrupted_key}{where}\n"
         f'  dwarf resume {interrupted_key} --data \'{{"approved": true, "by": "you"}}\'{where}\n'
         f"  dwarf demo --keep-running{where}   # runs the demo's tasks, so the resumed claim finishes\n"
     )
+    if shown != dsn:
+        hints += "  (*** stands for the password, left out here; or set DWARF_DSN and leave out --dsn)\n"
+    return hints
 
 
 def main() -> None:
-    """The console-script entry point."""
+    """The console-script entry point: exits 0, 1 (refused) or 2 (usage), one line on stderr on failure."""
     app()

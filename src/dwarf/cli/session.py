@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -39,14 +40,18 @@ class Target:
     num_shards: int
 
 
+_USERINFO_PASSWORD = re.compile(r"(//[^/?#@:]*):[^/?#@]*@")
+
+
 def redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    """The DSN without its password, for messages (even a DSN that does not parse as a URL)."""
+    try:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return _USERINFO_PASSWORD.sub(r"\1:***@", dsn)
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
 
@@ -61,7 +66,9 @@ def missing_sqlite_files(target: Target) -> list[str]:
     missing = []
     for shard in range(1, target.num_shards + 1):
         path, _ = parse_sqlite_dsn(shard_dsn(target.dsn, shard, target.num_shards))
-        if path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
+        # A "file:" path is an SQLite URI that would open (or create) some other file: as a literal path it
+        # does not exist, so the command refuses it instead.
+        if path != ":memory:" and not os.path.exists(path):
             missing.append(path)
     return missing
 
