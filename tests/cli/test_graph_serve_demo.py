@@ -97,21 +97,31 @@ def test_serve_hands_the_database_and_the_address_to_the_dashboard(
     monkeypatch.setattr("dwarf.cli.commands.DASHBOARD_MODULE", "dashboard_double")
     result = invoke("serve", "--dsn", existing_sqlite, "--port", "9123")
     assert result.exit_code == 0, result.output
-    assert calls == [{"dsn": existing_sqlite, "num_shards": 1, "host": "127.0.0.1", "port": 9123}]
+    assert calls == [
+        {
+            "dsn": existing_sqlite,
+            "num_shards": 1,
+            "host": "127.0.0.1",
+            "port": 9123,
+            "token": None,
+            "allowed_hosts": [],
+            "no_auth": False,
+        }
+    ]
     assert "http://127.0.0.1:9123/" in result.stderr
     assert "warning" not in result.stderr
 
 
-def test_serve_warns_when_the_dashboard_listens_beyond_this_machine(
+def test_serve_warns_when_the_dashboard_listens_beyond_this_machine_without_a_token(
     existing_sqlite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dashboard = types.ModuleType("dashboard_double")
     dashboard.serve = lambda **settings: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dashboard_double", dashboard)
     monkeypatch.setattr("dwarf.cli.commands.DASHBOARD_MODULE", "dashboard_double")
-    result = invoke("serve", "--dsn", existing_sqlite, "--host", "0.0.0.0")
+    result = invoke("serve", "--dsn", existing_sqlite, "--host", "0.0.0.0", "--no-auth")
     assert result.exit_code == 0, result.output
-    assert "warning: anyone who can reach 0.0.0.0:8080 can resume, cancel and fork flows" in result.stderr
+    assert "warning: no token: anyone who can reach 0.0.0.0:8080" in result.stderr
 
 
 def test_serve_without_the_web_extra_says_how_to_install_it(

@@ -473,10 +473,58 @@ def show_graph(
 def serve_dashboard(
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The port to listen on.")] = 8080,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="Also answer requests for this Host name (repeatable; '*' for any). By default only the "
+            "names it listens on are answered, which defeats DNS rebinding.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="DWARF_DASHBOARD_TOKEN",
+            show_default=False,
+            help="Require this token on every request (bearer token, or any user name with the token as "
+            "password). Prefer the environment variable: a command line is visible to other users.",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Listen beyond this machine without a token, because a proxy in front authenticates.",
+        ),
+    ] = False,
     dsn: DsnOption = DEFAULT_DSN,
     shards: ShardsOption = 1,
 ) -> None:
-    """Serve the web dashboard (needs the web extra: pip install 'dwarf-workflow[web]')."""
+    """Serve the web dashboard (needs the web extra: pip install 'dwarf-workflow[web]').
+
+    Anyone who reaches the dashboard can read every flow and resume, cancel and fork flows, so it refuses
+    to listen beyond this machine without --token (or DWARF_DASHBOARD_TOKEN) unless --no-auth is given.
+    """
+    import ipaddress  # only here: the one command that listens on an address
+
+    def usage_error(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    token = token or None  # an empty DWARF_DASHBOARD_TOKEN is no token
+    if token is not None and not all("!" <= char <= "~" for char in token):
+        usage_error("the dashboard token must be printable ASCII without spaces")
+    try:
+        loopback = host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token is None and not no_auth:
+        usage_error(
+            f"refusing to serve on {host} without authentication: set DWARF_DASHBOARD_TOKEN (or --token), "
+            "or pass --no-auth if a proxy in front of the dashboard authenticates users"
+        )
     missing = missing_sqlite_files(Target(dsn, shards))
     if missing:
         raise CommandError(f"no database at {missing[0]}: pass --dsn (or set DWARF_DSN)")
@@ -490,15 +538,25 @@ def serve_dashboard(
                 "pip install 'dwarf-workflow[web]'"
             ) from error
         raise CommandError(f"this installation of dwarf has no dashboard ({error})") from error
-    if host not in _LOOPBACK:
+    if not loopback and token is None:
         typer.echo(
-            f"warning: anyone who can reach {host}:{port} can resume, cancel and fork flows; "
-            "put authentication in front of the dashboard",
+            f"warning: no token: anyone who can reach {host}:{port} without passing the proxy in front "
+            "can read, resume, cancel and fork flows",
             err=True,
         )
     typer.echo(f"dwarf dashboard on http://{host}:{port}/ (Ctrl-C stops it)", err=True)
     try:
-        dashboard.serve(dsn=dsn, num_shards=shards, host=host, port=port)
+        dashboard.serve(
+            dsn=dsn,
+            num_shards=shards,
+            host=host,
+            port=port,
+            token=token,
+            allowed_hosts=allow_host or [],
+            no_auth=no_auth,
+        )
+    except ValueError as error:  # a malformed --allow-host
+        usage_error(str(error))
     except KeyboardInterrupt:
         pass
 
