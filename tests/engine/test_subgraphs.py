@@ -300,3 +300,27 @@ async def test_fan_out_branches_each_run_a_child_and_the_fan_in_merges_their_res
     assert outcome.status == Status.COMPLETED, outcome.error
     assert outcome.state == {"items": [1, 2, 3], "total": 14}
     assert len(await child_summaries(engine)) == 3
+
+
+async def test_a_child_graph_whose_host_fails_to_load_it_fails_the_parent_step_once(make_engine: Any) -> None:
+    """Not an engine failure that re-runs the step every lease period: the task's own error."""
+    runs = Runs()
+
+    class FailingChildHost(TestProxy):
+        async def load_graph(self, workflow_url: str) -> Any:
+            if workflow_url == "child":
+                raise RuntimeError("the graph service answered 503")
+            return await super().load_graph(workflow_url)
+
+    async def call(flow: Flow) -> None:
+        runs.count("Call")
+        flow.subgraph("child", {})
+
+    proxy = FailingChildHost()
+    proxy.handle_graph("parent", single("Parent", "Call"))
+    proxy.handle_task("Call", call)
+    engine = await make_engine(proxy)
+    _, outcome = await engine.run("parent", timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert outcome.error == "the graph service answered 503"
+    assert runs.counts["Call"] == 1
