@@ -319,7 +319,13 @@ class StepCommit:
         child_graph: Graph,
         trace_parent: str = "",
     ) -> None:
-        """Park the step on a new child flow that starts with exactly ``child_input`` as its state."""
+        """Park the step on a new child flow that starts with exactly ``child_input`` as its state.
+
+        No lock on the root flow is needed against a concurrent cancel: the child joins the tree only
+        together with the guarded finish of this step. A cancel that got to the step first leaves it
+        cancelled, so ``_finish`` raises LeaseLostError and the child's rows roll back with it; a cancel
+        that has to wait for this commit sees the child in its next pass (see ``tree_writes``).
+        """
         info = self.info
         child = await insert_flow(
             self.tx,

@@ -32,6 +32,7 @@ from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.engine.testproxy import sending_engine
+from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import (
     BadRequestError,
     ConflictError,
@@ -814,17 +815,9 @@ class Engine:
         if int(row["parent_flow_id"]):
             raise BadRequestError("cancel the root flow, not a child flow")
         flow_id = int(row["flow_id"])
-
-        async def work(tx: Tx) -> None:
-            locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
-            if locked is None:
-                raise NotFoundError("flow not found")
-            if Status(locked["status"]) in TERMINAL_STATUSES:
-                raise ConflictError(f"the flow is already {locked['status']}")
-            await tx.execute("cancel_flow_tree", root_flow_id=flow_id, reason=reason)
-            await tx.execute("cancel_steps_of_tree", root_flow_id=flow_id)
-
-        await store.run(work)
+        # Atomic over the whole tree even while its steps commit (a child flow being created, say):
+        # see tree_writes for the lock order and why the write is retried.
+        await run_tree_write(store, lambda tx: cancel_tree(tx, flow_id, reason), "cancel")
         info = await self._flow_info(store, flow_id)
         if info is not None:
             await self._flow_stopped(info, Status.CANCELLED)
@@ -911,18 +904,7 @@ class Engine:
         if int(row["parent_flow_id"]):
             raise BadRequestError("delete the root flow, not a child flow")
         flow_id = int(row["flow_id"])
-
-        async def work(tx: Tx) -> None:
-            locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
-            if locked is None:
-                raise NotFoundError("flow not found")
-            running = await tx.fetch_value("running_flows_in_tree", root_flow_id=flow_id)
-            if int(running or 0):
-                raise ConflictError("the flow or one of its child flows is still running")
-            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
-            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
-
-        await store.run(work)
+        await run_tree_write(store, lambda tx: delete_tree(tx, flow_id), "delete")
         self._flow_cache.discard(store.shard, flow_id)
 
     async def _delete_tree(self, store: Store, flow_id: int) -> None:

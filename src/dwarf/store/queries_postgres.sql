@@ -140,3 +140,9 @@ WHERE step_id IN (SELECT json_array_elements_text(CAST(:step_ids AS json))::bigi
   AND lease_token IN (SELECT json_array_elements_text(CAST(:lease_tokens AS json)))
   AND status = 'running'
 RETURNING step_id
+
+-- name: set_lock_timeout
+-- Bound every later lock wait of this transaction (a tree write, once it holds the root flow): in a
+-- lock cycle with a step commit it errs (lock_not_available) and is retried, long before the deadlock
+-- detector would pick a victim. Transaction-scoped (set_config's is_local).
+SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout

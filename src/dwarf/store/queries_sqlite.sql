@@ -86,3 +86,7 @@ RETURNING step_id, fan_out_ordinal
 -- Which of the cohorts in :spawn_ids (a JSON array) can be joined now. Asked after the arrivals
 -- committed, in a fresh snapshot: of members arriving at once, the last to commit sees every other one.
 SELECT step_id FROM dwarf_complete_cohorts WHERE step_id IN (SELECT value FROM json_each(:spawn_ids))
+
+-- name: set_lock_timeout
+-- Nothing to bound: SQLite has no row locks (its writers are serialized). Answers the value it was given.
+SELECT :lock_timeout AS lock_timeout
