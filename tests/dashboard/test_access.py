@@ -9,6 +9,7 @@ same-origin. Refusing every Host name the dashboard was not told about leaves su
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 import sys
 import types
@@ -418,3 +419,39 @@ def test_dwarf_serve_refuses_a_malformed_allowed_host(existing_sqlite: str) -> N
     result = invoke("serve", "--dsn", existing_sqlite, "--allow-host", "not a host")
     assert result.exit_code == 2
     assert "not a host name" in result.stderr
+
+
+class _Lines(logging.Handler):
+    """Every message of the loggers it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_the_served_dashboard_logs_no_token(tmp_path: Path) -> None:
+    lines = _Lines()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error", "dwarf", "")]
+    app = create_app(dsn=f"sqlite:///{tmp_path / 'flows.db'}", token=TOKEN)
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=WAIT) as client:
+        # Attached once the server runs: uvicorn's logging setup replaces the handlers of its loggers.
+        for logger in loggers:
+            logger.addHandler(lines)
+        try:
+            port = url.rsplit(":", 1)[1]
+            headers = {"Host": f"localhost:{port}"}
+            answers = [
+                await client.get("/flows", headers={**headers, "Authorization": f"Bearer {TOKEN}"}),
+                await client.get("/flows", headers={**headers, "Authorization": _basic("ada", TOKEN)}),
+                await client.get("/flows", headers={**headers, "Authorization": f"Bearer {TOKEN}x"}),
+                await client.get("/flows", headers=headers),
+            ]
+        finally:
+            for logger in loggers:
+                logger.removeHandler(lines)
+    assert [answer.status_code for answer in answers] == [200, 200, 401, 401]
+    assert lines.lines, "the server logged nothing: the test would prove nothing"
+    assert not [line for line in lines.lines if TOKEN in line]
