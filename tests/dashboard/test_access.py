@@ -85,7 +85,9 @@ async def test_a_rebinding_page_cannot_act(dashboard: Dashboard) -> None:
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize("host", ["localhost", "localhost:8080", "127.0.0.1:9", "[::1]:8080", "LOCALHOST."])
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:8080", "127.0.0.1:9", "[::1]:8080", "[0:0::1]", "LOCALHOST."]
+)
 async def test_by_default_the_loopback_names_are_answered_on_any_port(
     dashboard: Dashboard, host: str
 ) -> None:

@@ -73,6 +73,14 @@ async def test_unusable_fork_overrides_are_a_400(dashboard: Dashboard, overrides
     _assert_refused(response, 400)
 
 
+@SQLITE_ONLY
+async def test_a_form_with_too_many_fields_is_a_400(dashboard: Dashboard) -> None:
+    key = await _interrupted_expense(dashboard)
+    fields = {f"field{number}": "x" for number in range(100)}
+    _assert_refused(await dashboard.client.post(f"/flows/{key}/resume", data=fields), 400)
+    assert (await dashboard.ops.snapshot(key)).status == Status.INTERRUPTED
+
+
 # --- cursors ---
 
 

@@ -130,7 +130,7 @@ def _split_host(text: str, *, bare_ipv6: bool) -> _HostName | None:
                 return None
             port_text = rest[1:]
         try:
-            ipaddress.IPv6Address(name)
+            name = str(ipaddress.IPv6Address(name))  # one spelling of each address: [0::1] is [::1]
         except ValueError:
             return None
     elif text.count(":") > 1:
