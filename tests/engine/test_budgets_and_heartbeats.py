@@ -169,3 +169,37 @@ async def test_a_crashed_replicas_step_is_recovered_within_fifteen_seconds_by_de
     assert outcome.state == {"recovered": True}
     assert runs["A"] == 2
     assert recovered_after < 15
+
+
+async def test_a_step_that_keeps_losing_its_worker_fails_after_the_limit_instead_of_for_ever(
+    fresh_dsn: str,
+) -> None:
+    """A task that takes its process down (a native crash, an OOM kill) is not claimed again for ever."""
+    runs: Counter[str] = Counter()
+
+    async def crash_the_worker(flow: Flow) -> None:
+        runs["A"] += 1
+        await asyncio.Event().wait()  # the replica is "killed" while this runs
+
+    proxy = proxy_with("crashy", chain("Crashy", "A"), A=crash_the_worker)
+    async with Replicas(proxy, fresh_dsn) as replicas:
+        key = ""
+        for crash in range(2):
+            replica = await replicas.start(lease_period=0.3)
+            assert replica._scheduler is not None
+            replica._scheduler.max_recoveries = 2
+            replica._scheduler.idle_poll = 0.05
+            if not key:
+                key = await replica.create("crashy")
+            await until(lambda crash=crash: runs["A"] == crash + 1)
+            await replica._crash_for_test()
+        survivor = await replicas.start(lease_period=0.3)
+        assert survivor._scheduler is not None
+        survivor._scheduler.max_recoveries = 2
+        survivor._scheduler.idle_poll = 0.05
+        outcome = await survivor.wait(key, timeout=WAIT)
+        history = await survivor.history(key)
+    assert runs["A"] == 2  # the first run and one recovery; the second recovery is not run
+    assert outcome.status == Status.FAILED
+    assert "lost its worker 2 times in a row" in outcome.error
+    assert [step.status for step in history] == [Status.FAILED]

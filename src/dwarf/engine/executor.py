@@ -30,7 +30,13 @@ from dwarf.workflow.reducers import apply_changes
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["Attempt", "Lease", "UnstorableOutcomeError", "error_text", "run_claimed_step"]
+__all__ = ["Attempt", "Lease", "UnstorableOutcomeError", "WorkerLostError", "error_text", "run_claimed_step"]
+
+
+class WorkerLostError(DwarfError):
+    """The step lost its worker too many times in a row; it failed instead of being claimed again."""
+
+    status_code = 500
 
 
 class UnstorableOutcomeError(DwarfError):
@@ -116,6 +122,10 @@ class Attempt:
         )
 
 
+MAX_RECOVERIES = 20
+"""How many times in a row a step may lose its worker (lease lapsed while it ran) before it is failed
+instead of claimed again: a task that crashes or hangs its whole process must not do so for ever."""
+
 ABANDON_GRACE = 1.0
 """Seconds a task that was cancelled at its deadline gets to end before the engine stops waiting for it."""
 
@@ -126,6 +136,7 @@ async def run_claimed_step(
     step: Row,
     lease: Lease | str,
     inline_lease_margin: float | None = None,
+    max_recoveries: int = MAX_RECOVERIES,
 ) -> Row | None:
     """Execute a leased step and commit its outcome; a lost lease means nothing is committed.
 
@@ -144,8 +155,18 @@ async def run_claimed_step(
     carrier = _build_carrier(info, step)
     budget = int(step["time_budget_ms"]) / 1000.0
     run = engine._telemetry.start_task(info, step)  # None when telemetry is off
+    recoveries = int(step.get("recoveries") or 0)
     try:
-        attempt = await _run_within_budget(engine, info, step, carrier, budget, run, lease)
+        if recoveries >= max_recoveries:
+            attempt: Attempt | None = Attempt(
+                changes={},
+                error=WorkerLostError(
+                    f"task {step['task_name']!r} lost its worker {recoveries} times in a row (a crash, a "
+                    "kill or a stall while it ran); it is not run again"
+                ),
+            )
+        else:
+            attempt = await _run_within_budget(engine, info, step, carrier, budget, run, lease)
     except asyncio.CancelledError:
         if run is not None:
             engine._telemetry.end_task(run, "the engine stopped while the task ran")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dwarf.engine.completion import join_ready_cohorts
-from dwarf.engine.executor import Lease, run_claimed_step
+from dwarf.engine.executor import MAX_RECOVERIES, Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.wedge import sweep_wedges
@@ -77,6 +77,8 @@ class Scheduler:
         self._heartbeat_interval: float | None = None
         self._retuned = asyncio.Event()
         self.error_backoff = 0.5
+        # Lost workers in a row after which a step fails instead of running again (see MAX_RECOVERIES).
+        self.max_recoveries = MAX_RECOVERIES
         # Wedge sweeps: how often, and how long a row must have been still before it counts as wedged.
         self.wedge_sweep_interval = WEDGE_SWEEP_INTERVAL
         self.wedge_min_age = WEDGE_MIN_AGE
@@ -452,7 +454,9 @@ class Scheduler:
                 )
                 current, next_step = next_step, None
                 try:
-                    next_step = await run_claimed_step(self._engine, store, current, lease, inline)
+                    next_step = await run_claimed_step(
+                        self._engine, store, current, lease, inline, self.max_recoveries
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception:

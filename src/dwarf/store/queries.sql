@@ -116,9 +116,11 @@ WHERE status = 'pending' AND not_before <= {now}
 GROUP BY priority
 
 -- name: recover_expired_leases
--- Put steps whose worker vanished back in the queue; their partial work was never committed.
+-- Put steps whose worker vanished back in the queue; their partial work was never committed. Each time
+-- counts towards the step's limit of lost workers (recoveries).
 UPDATE dwarf_steps
-SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+SET status = 'pending', lease_token = '', lease_expires = 0, recoveries = recoveries + 1, updated_at = {now},
+    version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
 RETURNING step_id, flow_id
 
@@ -152,6 +154,7 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
 UPDATE dwarf_steps
 SET status = 'pending', state = :state, changes = '{}', carry = :carry, attempt = attempt + 1, error = :error,
+    recoveries = 0,
     not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
