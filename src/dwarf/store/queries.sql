@@ -477,8 +477,12 @@ WHERE flow_id = :flow_id AND status = 'running'
 -- name: claim_cohort_join
 -- Take the right to join a cohort: exactly one transaction flips the flag (its row lock serializes the
 -- contenders: the workers of the last members, a wedge sweep). Callers checked it complete first.
+-- A flow cancelled meanwhile is not joined: its fan-in step would run the rest of the graph under a
+-- cancelled flow.
 UPDATE dwarf_steps SET cohort_joined = 1, updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id AND cohort_joined = 0
+  AND EXISTS (SELECT 1 FROM dwarf_flows f
+              WHERE f.flow_id = dwarf_steps.flow_id AND f.status IN ('running', 'interrupted'))
 
 -- name: fold_cohort_arrivals
 -- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);
