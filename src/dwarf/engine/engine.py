@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import builtins
 import contextlib
 import hashlib
@@ -17,7 +16,9 @@ import json
 import logging
 import math
 import random
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dwarf.engine.clock import optional_utc, utc
@@ -27,7 +28,7 @@ from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps, policy_of_row
 from dwarf.engine.fork import fork_chain
 from dwarf.engine.history import build_history, load_step
 from dwarf.engine.host import Host
-from dwarf.engine.keys import ParsedKey, correlation_id, format_key, parse_key, tokens_match
+from dwarf.engine.keys import MAX_ID, ParsedKey, correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.telemetry import TaskRun, Telemetry
@@ -437,15 +438,22 @@ class Engine:
     # --- key resolution ---
 
     async def _resolve_flow(self, flow_key: str) -> tuple[Store, Row]:
+        """The store and row of the flow a key names; NotFoundError for every way the key can be wrong."""
         parsed = parse_key(flow_key, "flow")
         store = self._store_for_key(parsed)
-        rows = await store.read("get_flow", flow_id=parsed.id)
+        return store, await self._flow_by_key(store, parsed, "flow")
+
+    @staticmethod
+    async def _flow_by_key(store: Store, parsed: ParsedKey, what: str) -> Row:
+        # The token is part of the lookup: a wrong token on an existing id costs what an unknown id costs
+        # (one query, no row). The constant-time check after it is a second line of defence.
+        rows = await store.read("get_flow_by_key", flow_id=parsed.id, flow_token=parsed.token)
         if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
-            raise NotFoundError("flow not found")
-        return store, rows[0]
+            raise NotFoundError(f"{what} not found")
+        return rows[0]
 
     def _store_for_key(self, parsed: ParsedKey, what: str = "flow") -> Store:
-        if parsed.shard > len(self._stores):
+        if not 1 <= parsed.shard <= len(self._stores):
             raise NotFoundError(f"{what} not found")
         return self._stores[parsed.shard - 1]
 
@@ -565,10 +573,7 @@ class Engine:
         """
         parsed = parse_key(thread_key, "thread")
         store = self._store_for_key(parsed, "thread")
-        rows = await store.read("get_flow", flow_id=parsed.id)
-        if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
-            raise NotFoundError("thread not found")
-        return store, rows[0]
+        return store, await self._flow_by_key(store, parsed, "thread")
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
         """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome."""
@@ -675,37 +680,38 @@ class Engine:
         return await load_step(store, parsed)
 
     async def list(self, query: Query | None = None) -> tuple[list[FlowSummary], str]:
-        """A page of flows, newest first, and the cursor of the next page ("" at the end)."""
+        """A page of flows, newest first, and the cursor of the next page ("" at the end).
+
+        Flows are in one total order across shards: created_at descending, then shard ascending, then
+        flow id descending. Each shard pages by the same order in SQL, and the cursor is the position of
+        the page's last flow in it, so every flow that existed when paging began is listed exactly once
+        however flows are created meanwhile (on PostgreSQL ids and creation times disagree under
+        concurrent inserts: neither alone is a usable order).
+        """
         self._require_started()
         query = query if query is not None else Query()
         if not isinstance(query, Query):
             raise BadRequestError("query must be a Query")
         query.check()
         limit = min(query.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
-        positions = _decode_cursor(query.cursor)
+        after = _decode_cursor(query.cursor, len(self._stores))
         stores = self._stores if not query.shard else [self._store_for_shard_filter(query.shard)]
         stores, params = await self._filter(query, stores)
         params["limit"] = limit + 1
-        # Per shard, the cursor holds the last flow id already returned (0: none yet; -1: shard exhausted).
-        candidates: list[tuple[int, Row]] = []
-        complete: dict[int, bool] = {}
+        candidates: builtins.list[tuple[int, Row]] = []
         for store in stores:
-            before = positions.get(store.shard, 0)
-            if before < 0:
-                continue
-            rows = await store.read("list_flows", before_id=before, **params)
-            complete[store.shard] = len(rows) <= limit
-            candidates.extend((store.shard, row) for row in rows[:limit])
-        candidates.sort(key=lambda item: (-float(item[1]["created_at"]), item[0], -int(item[1]["flow_id"])))
-        page, rest = candidates[:limit], candidates[limit:]
-        next_positions = dict(positions)
-        for shard, row in page:
-            next_positions[shard] = int(row["flow_id"])
-        for shard, fetched_all in complete.items():
-            if fetched_all and not any(s == shard for s, _ in rest):
-                next_positions[shard] = -1
-        more = any(next_positions.get(store.shard, 0) >= 0 for store in stores)
-        cursor = _encode_cursor(next_positions) if more else ""
+            before_created, through_id = _page_bound(after, store.shard)
+            rows = await store.read(
+                "list_flows", before_created=before_created, through_id=through_id, **params
+            )
+            candidates.extend((store.shard, row) for row in rows)
+        candidates.sort(key=lambda item: _list_order(*item))
+        page = candidates[:limit]
+        # Each shard gave up to limit + 1 rows: more than limit in all means some shard has more.
+        cursor = ""
+        if len(candidates) > limit:
+            shard, last = page[-1]
+            cursor = _encode_cursor(_ListPosition(float(last["created_at"]), shard, int(last["flow_id"])))
         summaries = [self._summary(shard, row) for shard, row in page]
         return summaries, cursor
 
@@ -862,7 +868,8 @@ class Engine:
         overrides = checked_json_object(state_overrides, "state overrides")
         parsed = parse_key(step_key, "step")
         store = self._store_for_key(parsed, "step")
-        rows = await store.read("get_step_with_flow", step_id=parsed.id)
+        # The token is part of the lookup (see _flow_by_key).
+        rows = await store.read("get_step_with_flow_by_key", step_id=parsed.id, step_token=parsed.token)
         if not rows or int(rows[0]["purge_marked"]) or not tokens_match(parsed.token, rows[0]["step_token"]):
             raise NotFoundError("step not found")
         target = rows[0]
@@ -1017,23 +1024,87 @@ async def _reap_batch(tx: Tx) -> int:
 
 
 def _like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern (with ESCAPE '!') that matches itself literally."""
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
-def _encode_cursor(positions: Mapping[int, int]) -> str:
-    body = json.dumps({str(k): v for k, v in sorted(positions.items())}, separators=(",", ":"))
+@dataclass(frozen=True, slots=True)
+class _ListPosition:
+    """Where a listing stopped: the last flow returned, by its place in list's total order."""
+
+    created_at: float
+    shard: int
+    flow_id: int
+
+
+def _list_order(shard: int, row: Row) -> tuple[float, int, int]:
+    """The sort key of list's total order: created_at descending, shard ascending, flow id descending."""
+    return (-float(row["created_at"]), shard, -int(row["flow_id"]))
+
+
+def _page_bound(after: _ListPosition | None, shard: int) -> tuple[float, int]:
+    """The (created_at, flow_id) bound, inclusive, of the rows of ``shard`` that come after ``after``.
+
+    In list's order, a flow of a lower shard with the same created_at came before the position, one of a
+    higher shard comes after it, and on the position's own shard only lower ids come after it. Ids are
+    at least 1, so a bound id of 0 admits no flow of that exact created_at.
+    """
+    if after is None:
+        return sys.float_info.max, MAX_ID
+    if shard < after.shard:
+        return after.created_at, 0
+    if shard == after.shard:
+        return after.created_at, after.flow_id - 1
+    return after.created_at, MAX_ID
+
+
+_CURSOR_FIELDS = frozenset({"c", "s", "i"})
+MAX_CURSOR_LENGTH = 200
+"""The longest cursor list accepts (a real one is under 80 characters)."""
+
+
+def _encode_cursor(position: _ListPosition) -> str:
+    """The opaque cursor of a position. JSON writes a float by its repr, which reads back exactly."""
+    body = json.dumps(
+        {"c": position.created_at, "s": position.shard, "i": position.flow_id}, separators=(",", ":")
+    )
     return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> dict[int, int]:
-    if not cursor:
-        return {}
-    if not isinstance(cursor, str):
+def _decode_cursor(cursor: object, num_shards: int) -> _ListPosition | None:
+    """The position a cursor names (None for ""); BadRequestError for anything but a cursor list wrote.
+
+    A cursor comes back from outside, so it is read defensively: its length is bounded before decoding,
+    every error of decoding is caught (huge numbers, deep nesting, bad base64 or UTF-8), and its shape
+    is checked field by field: a flat object of exactly c (a finite number), s (a shard of this engine)
+    and i (a positive 64-bit id).
+    """
+    if isinstance(cursor, str) and not cursor:
+        return None
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii():
         raise BadRequestError("malformed cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        positions = {int(k): int(v) for k, v in body.items()}
-    except (ValueError, TypeError, AttributeError, binascii.Error) as error:
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    # binascii.Error and UnicodeDecodeError are ValueErrors.
+    except (ValueError, TypeError, RecursionError, OverflowError) as error:
         raise BadRequestError("malformed cursor") from error
-    return positions
+    if not isinstance(body, dict) or set(body) != _CURSOR_FIELDS:
+        raise BadRequestError("malformed cursor")
+    created_at, shard, flow_id = body["c"], body["s"], body["i"]
+    if (
+        not isinstance(created_at, float)
+        or not math.isfinite(created_at)
+        or type(shard) is not int
+        or not 1 <= shard <= num_shards
+        or type(flow_id) is not int
+        or not 1 <= flow_id <= MAX_ID
+    ):
+        raise BadRequestError("malformed cursor")
+    return _ListPosition(created_at, shard, flow_id)
+
+
+def _refuse_constant(name: str) -> Any:
+    """json.loads hook: NaN and Infinity are not JSON, and no cursor holds them."""
+    raise ValueError(f"{name} in a cursor")

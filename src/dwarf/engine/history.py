@@ -71,7 +71,8 @@ async def build_history(store: Store, flow: Row) -> list[FlowStep]:
 
 async def load_step(store: Store, key: ParsedKey) -> FlowStep:
     """One step by its parsed key; NotFoundError for a wrong token or a deleted flow."""
-    rows = await store.read("get_step_with_flow", step_id=key.id)
+    # The token is part of the lookup, so a wrong token on an existing id costs what an unknown id costs.
+    rows = await store.read("get_step_with_flow_by_key", step_id=key.id, step_token=key.token)
     if not rows or int(rows[0]["purge_marked"]) or not tokens_match(key.token, rows[0]["step_token"]):
         raise NotFoundError("step not found")
     row = rows[0]

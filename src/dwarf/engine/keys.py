@@ -3,6 +3,11 @@
 A key names a row and proves the caller was given it: the random token is compared in constant time, and
 every way a key can be wrong (malformed, unknown id, wrong shard, wrong token, deleted) raises the same
 NotFoundError so that a caller cannot probe which ids exist.
+
+A key is parsed strictly, in its canonical form only (the one ``format_key`` writes): ASCII digits without
+sign, spaces, underscores or leading zeros, ids of at most 19 digits inside the 64-bit range, and a token
+of exactly 16 characters. The length checks come before ``int()``, which refuses texts of more than 4,300
+digits with a ValueError (and would accept Unicode digits and underscores).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ __all__ = [
 ]
 
 TOKEN_LENGTH = 16
+MAX_ID = 2**63 - 1
+"""The largest shard number or row id a key may carry (BIGINT's largest value)."""
+_MAX_DIGITS = len(str(MAX_ID))
+_MAX_KEY_LENGTH = 2 * _MAX_DIGITS + 2 + TOKEN_LENGTH
 _ALPHABET = string.ascii_letters + string.digits + "-_"
 _TOKEN_CHARS = frozenset(_ALPHABET)
 
@@ -60,21 +69,27 @@ def correlation_id(shard: int, row_id: int) -> str:
 
 def parse_key(key: object, what: str = "flow") -> ParsedKey:
     """Split a key; anything malformed raises NotFoundError (the same error as an unknown key)."""
-    if not isinstance(key, str):
+    if not isinstance(key, str) or len(key) > _MAX_KEY_LENGTH:
         raise NotFoundError(f"{what} not found")
     # The token's alphabet includes "-", so split off exactly two leading fields.
     parts = key.split("-", 2)
     if len(parts) != 3:
         raise NotFoundError(f"{what} not found")
     shard_text, id_text, token = parts
-    if not (shard_text.isascii() and shard_text.isdigit() and id_text.isascii() and id_text.isdigit()):
+    if not (_canonical_number(shard_text) and _canonical_number(id_text)):
         raise NotFoundError(f"{what} not found")
     if len(token) != TOKEN_LENGTH or not set(token) <= _TOKEN_CHARS:
         raise NotFoundError(f"{what} not found")
     shard, row_id = int(shard_text), int(id_text)
-    if shard < 1 or row_id < 1 or row_id >= 2**63:
+    if shard > MAX_ID or row_id > MAX_ID:
         raise NotFoundError(f"{what} not found")
     return ParsedKey(shard, row_id, token)
+
+
+def _canonical_number(text: str) -> bool:
+    """Whether ``text`` is a positive number as ``format_key`` writes it: 1 to 19 ASCII digits, no
+    leading zero. (``str.isdigit`` alone admits Unicode digits such as "\u0661", which ``int()`` reads.)"""
+    return 0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit() and text[0] != "0"
 
 
 def tokens_match(given: str, stored: str) -> bool:

@@ -47,6 +47,11 @@ RETURNING step_id
 -- Everything about one flow.
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
 
+-- name: get_flow_by_key
+-- One flow by its key's id and token. The token is part of the lookup so that a wrong token on an existing
+-- id takes the same path as an unknown id: one query, no row (tokens are URL-safe ASCII: = is exact).
+SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND flow_token = :flow_token AND purge_marked = 0
+
 -- name: get_flow_for_update
 -- One flow, locked against concurrent status changes (SQLite's write transaction already serializes).
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
@@ -116,11 +121,9 @@ WHERE status = 'pending' AND not_before <= {now}
 GROUP BY priority
 
 -- name: recover_expired_leases
--- Put steps whose worker vanished back in the queue; their partial work was never committed. Each time
--- counts towards the step's limit of lost workers (recoveries).
+-- Put steps whose worker vanished back in the queue; their partial work was never committed.
 UPDATE dwarf_steps
-SET status = 'pending', lease_token = '', lease_expires = 0, recoveries = recoveries + 1, updated_at = {now},
-    version = version + 1
+SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
 RETURNING step_id, flow_id
 
@@ -154,7 +157,6 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
 UPDATE dwarf_steps
 SET status = 'pending', state = :state, changes = '{}', carry = :carry, attempt = attempt + 1, error = :error,
-    recoveries = 0,
     not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -212,15 +214,17 @@ f.purge_marked = 0
        OR f.cancel_reason LIKE :pattern ESCAPE '!')
 
 -- name: list_flows
--- A page of flows, newest first, after the cursor position :before_id (0 = from the top).
+-- A page of flows, newest first: (created_at, flow_id) descending, the one total order list pages by
+-- (idx_dwarf_flows_created serves it). Only rows at or below (:before_created, :through_id) qualify: the
+-- engine derives that bound per shard from the cursor's last row (see Engine.list).
 SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
        f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
        f.parent_flow_id,
        COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
                  ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
 FROM dwarf_flows f
-WHERE (:before_id = 0 OR f.flow_id < :before_id) AND {_flow_filter}
-ORDER BY f.flow_id DESC
+WHERE (f.created_at, f.flow_id) <= (:before_created, :through_id) AND {_flow_filter}
+ORDER BY f.created_at DESC, f.flow_id DESC
 LIMIT :limit
 
 -- name: mark_for_purge
@@ -336,10 +340,11 @@ ORDER BY flow_id DESC LIMIT 1
 -- How many flows of a tree are still running (delete refuses those).
 SELECT COUNT(*) AS running FROM dwarf_flows WHERE root_flow_id = :root_flow_id AND status = 'running'
 
--- name: get_step_with_flow
--- A step and the identity of its flow, for step keys.
+-- name: get_step_with_flow_by_key
+-- A step by its key's id and token, and the identity of its flow (the token in the lookup: see
+-- get_flow_by_key).
 SELECT s.*, f.flow_token, f.purge_marked FROM dwarf_steps s JOIN dwarf_flows f ON f.flow_id = s.flow_id
-WHERE s.step_id = :step_id
+WHERE s.step_id = :step_id AND s.step_token = :step_token AND f.purge_marked = 0
 
 -- name: wake_parent_step
 -- A child flow stopped: its parent's parked step runs again with the child's result or error.
@@ -477,12 +482,8 @@ WHERE flow_id = :flow_id AND status = 'running'
 -- name: claim_cohort_join
 -- Take the right to join a cohort: exactly one transaction flips the flag (its row lock serializes the
 -- contenders: the workers of the last members, a wedge sweep). Callers checked it complete first.
--- A flow cancelled meanwhile is not joined: its fan-in step would run the rest of the graph under a
--- cancelled flow.
 UPDATE dwarf_steps SET cohort_joined = 1, updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id AND cohort_joined = 0
-  AND EXISTS (SELECT 1 FROM dwarf_flows f
-              WHERE f.flow_id = dwarf_steps.flow_id AND f.status IN ('running', 'interrupted'))
 
 -- name: fold_cohort_arrivals
 -- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);

@@ -13,6 +13,7 @@ from typing import Any
 
 from dwarf.errors import BadRequestError
 from dwarf.workflow.durations import to_seconds
+from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.status import Status
 
 __all__ = ["FlowOptions", "FlowOutcome", "FlowStep", "FlowSummary", "Query", "ShardSummary"]
@@ -115,6 +116,18 @@ class FlowSummary:
     subgraph: bool = False
 
 
+_QUERY_TEXT_FIELDS = (
+    "status",
+    "workflow_url",
+    "workflow_name",
+    "thread_key",
+    "task_name",
+    "fairness_key",
+    "cursor",
+    "search",
+)
+
+
 @dataclass
 class Query:
     """Filters for ``Engine.list`` and ``Engine.purge``; every empty field means no filter.
@@ -141,6 +154,13 @@ class Query:
 
     def check(self) -> None:
         """Raise BadRequestError if a filter is malformed."""
+        for name in _QUERY_TEXT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise BadRequestError(f"{name} must be a string")
+            # A NUL cut SQLite's LIKE pattern short ("%\0x%" matched every flow, and purge deleted them
+            # all) and PostgreSQL refuses it outright: no filter can contain one.
+            check_text(value, name)
         if self.status and self.status not in {s.value for s in Status}:
             raise BadRequestError(f"unknown status filter {self.status!r}")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
