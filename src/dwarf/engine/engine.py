@@ -1060,7 +1060,7 @@ def _page_bound(after: _ListPosition | None, shard: int) -> tuple[float, int]:
 
 _CURSOR_FIELDS = frozenset({"c", "s", "i"})
 MAX_CURSOR_LENGTH = 200
-"""The longest cursor list accepts (a real one is under 80 characters)."""
+"""The longest cursor list accepts (the ones it writes are at most about 105 characters)."""
 
 
 def _encode_cursor(position: _ListPosition) -> str:
