@@ -100,8 +100,9 @@ async def test_paging_lists_every_flow_once_where_ids_and_creation_times_disagre
     # What concurrent inserts do on PostgreSQL (ids from a sequence, created_at from the clock at insert),
     # made deterministic: creation times that run against the ids, with ties.
     dsn = shard_dsns.replace("%d", "1")
-    async with Engine(host=_proxy(), dsn=dsn, workers=0) as engine:
-        created = [await engine.create("job") for _ in range(24)]
+    # Workers: an operations-only engine does not create a database.
+    async with Engine(host=_proxy(), dsn=dsn) as engine:
+        created = [(await engine.run("job", timeout=WAIT))[0] for _ in range(24)]
         await _raw(dsn, "UPDATE dwarf_flows SET created_at = 1000000 + (flow_id * 7) % 5")
         order = sorted(created, key=lambda key: (-((_flow_id(key) * 7) % 5), -_flow_id(key)))
         assert await _every_page(engine, Query(limit=limit)) == order
@@ -111,8 +112,8 @@ async def test_paging_lists_every_flow_once_where_ids_and_creation_times_disagre
 async def test_paging_across_shards_lists_every_flow_once_where_creation_times_tie(
     shard_dsns: str, limit: int
 ) -> None:
-    async with Engine(host=_proxy(), dsn=shard_dsns, num_shards=3, workers=0) as engine:
-        created = [await engine.create("job") for _ in range(30)]
+    async with Engine(host=_proxy(), dsn=shard_dsns, num_shards=3) as engine:
+        created = [(await engine.run("job", timeout=WAIT))[0] for _ in range(30)]
         assert {int(key.split("-")[0]) for key in created} == {1, 2, 3}
         for shard in (1, 2, 3):
             # Every shard's flows share two creation times, against their ids' order.
