@@ -437,7 +437,10 @@ class _Lines(logging.Handler):
 async def test_the_served_dashboard_logs_no_token(tmp_path: Path) -> None:
     lines = _Lines()
     loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error", "dwarf", "")]
-    app = create_app(dsn=f"sqlite:///{tmp_path / 'flows.db'}", token=TOKEN)
+    dsn = f"sqlite:///{tmp_path / 'flows.db'}"
+    async with Engine(host=dashboard_proxy(), dsn=dsn):
+        pass  # only an engine with workers creates the dwarf tables
+    app = create_app(dsn=dsn, token=TOKEN)
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=WAIT) as client:
         # Attached once the server runs: uvicorn's logging setup replaces the handlers of its loggers.
         for logger in loggers:

@@ -36,8 +36,16 @@ def test_create_app_takes_an_engine_or_a_dsn() -> None:
         create_app(object(), dsn="sqlite:///flows.db")  # type: ignore[arg-type]
 
 
+async def _create_schema(dsn: str) -> None:
+    # Only an engine with workers creates the dwarf tables; the dashboard's own engine never does.
+    async with Engine(host=TestProxy(), dsn=dsn):
+        pass
+
+
 def test_app_built_from_a_dsn_runs_its_engine_for_its_lifespan(tmp_path: Path) -> None:
-    app = create_app(dsn=f"sqlite:///{tmp_path / 'flows.db'}")
+    dsn = f"sqlite:///{tmp_path / 'flows.db'}"
+    asyncio.run(_create_schema(dsn))
+    app = create_app(dsn=dsn)
     with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/flows").status_code == 200
     with pytest.raises(EngineStateError, match="stopped"):
@@ -114,6 +122,7 @@ def _free_port() -> int:
 def test_serve_runs_the_dashboard_until_interrupted(tmp_path: Path) -> None:
     port = _free_port()
     dsn = f"sqlite:///{tmp_path / 'flows.db'}"
+    asyncio.run(_create_schema(dsn))
     program = f"from dwarf.dashboard import serve; serve({dsn!r}, port={port})"
     process = subprocess.Popen([sys.executable, "-c", program], stderr=subprocess.PIPE, text=True)
     try:

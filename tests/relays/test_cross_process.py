@@ -23,8 +23,10 @@ FLOWS = 3
 async def test_a_flow_created_here_starts_promptly_in_a_replica_process(
     fresh_dsn: str, relay_dsn: str, channel: str
 ) -> None:
+    async with Engine(host=ping_host(), dsn=fresh_dsn):
+        pass  # only an engine with workers creates the dwarf tables; the creator below has none
     creator = Engine(host=RelayHost(ping_host(), PgNotifyRelay(relay_dsn, channel)), dsn=fresh_dsn, workers=0)
-    await creator.startup()  # first, so the replica finds a migrated database
+    await creator.startup()
     replica = subprocess.Popen(
         [sys.executable, "-m", "tests.relays.replica", fresh_dsn, relay_dsn, channel],
         stdin=subprocess.PIPE,

@@ -17,9 +17,9 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.completion import Effects, surface_interrupt
@@ -48,13 +48,24 @@ from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.flow import Flow
 from dwarf.workflow.graph import Graph
-from dwarf.workflow.jsonvalue import check_json, checked_json_object
+from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
 from dwarf.workflow.mermaid import history_mermaid
-from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
+from dwarf.workflow.records import (
+    MAX_PRIORITY,
+    MAX_TIME_BUDGET,
+    FlowOptions,
+    FlowOutcome,
+    FlowStep,
+    FlowSummary,
+    Query,
+    ShardSummary,
+)
 from dwarf.workflow.reducers import ReducerError, apply_changes, apply_with_reducers
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
 __all__ = ["Engine"]
+
+T = TypeVar("T")
 
 _NEW, _STARTING, _STARTED, _STOPPED = "new", "starting", "started", "stopped"
 _STOPPED_STATUSES = frozenset({*TERMINAL_STATUSES, Status.INTERRUPTED})
@@ -226,13 +237,15 @@ class Engine:
     def set_time_budget(self, budget: Duration) -> None:
         """The default time budget of a step (default 2 minutes)."""
         seconds = to_seconds(budget, what="time budget")
-        if seconds <= 0:
-            raise BadRequestError("the time budget must be positive")
+        if not 0 < seconds <= MAX_TIME_BUDGET:
+            raise BadRequestError(f"the time budget must be positive and at most {MAX_TIME_BUDGET:g} seconds")
         self._time_budget = seconds
 
     def set_default_priority(self, priority: int) -> None:
         """The priority of flows created with priority 0 (default 100; lower runs first)."""
-        self._default_priority = _positive_int(priority, "the default priority")
+        if _positive_int(priority, "the default priority") > MAX_PRIORITY:
+            raise BadRequestError(f"the default priority must be at most {MAX_PRIORITY}")
+        self._default_priority = priority
 
     @property
     def pool_size(self) -> int:
@@ -474,6 +487,7 @@ class Engine:
         self._require_started()
         if not isinstance(workflow_url, str) or not workflow_url:
             raise BadRequestError("the workflow URL must be a non-empty string")
+        check_text(workflow_url, "the workflow URL")
         options = options if options is not None else FlowOptions()
         if not isinstance(options, FlowOptions):
             raise BadRequestError("options must be a FlowOptions")
@@ -576,9 +590,18 @@ class Engine:
         return store, await self._flow_by_key(store, parsed, "thread")
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
-        """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome."""
+        """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome.
+
+        ``timeout`` bounds the whole call, database reads included: a slow, locked or unreachable
+        database makes it raise TimeoutError on time, not when the database answers.
+        """
         self._require_started()
         limit = None if timeout is None else to_seconds(timeout, what="timeout")
+        if limit is None:
+            return await self._wait(flow_key, None)
+        return await _bounded(self._wait(flow_key, limit), limit, f"the flow did not stop within {limit:g}s")
+
+    async def _wait(self, flow_key: str, limit: float | None) -> FlowOutcome:
         store, row = await self._resolve_flow(flow_key)
         flow_id = int(row["flow_id"])
         loop = asyncio.get_running_loop()
@@ -624,7 +647,11 @@ class Engine:
         options: FlowOptions | None = None,
         timeout: Duration | None = None,
     ) -> tuple[str, FlowOutcome]:
-        """Create a flow and wait for it to stop; a timeout raises TimeoutError carrying ``flow_key``."""
+        """Create a flow and wait for it to stop; a timeout raises TimeoutError carrying ``flow_key``.
+
+        ``timeout`` bounds the wait (as in ``wait``), not the create: a zero timeout still creates the
+        flow and hands back its key in the error.
+        """
         flow_key = await self.create(workflow_url, initial_state, options)
         try:
             outcome = await self.wait(flow_key, timeout)
@@ -817,6 +844,7 @@ class Engine:
         self._require_started()
         if not isinstance(reason, str):
             raise BadRequestError("the reason must be a string")
+        check_text(reason, "the reason")
         store, row = await self._resolve_flow(flow_key)
         if int(row["parent_flow_id"]):
             raise BadRequestError("cancel the root flow, not a child flow")
@@ -1013,6 +1041,27 @@ class Engine:
             steps=int(counts["steps"]),
             flows=int(counts["flows"]),
         )
+
+
+async def _bounded(work: Awaitable[T], limit: float, message: str) -> T:
+    """Await ``work`` for at most ``limit`` seconds, then raise TimeoutError(``message``).
+
+    A driver may turn the cancellation of a query into an ordinary error (psycopg's QueryCanceled, then
+    wrapped as a StoreError): past the deadline, any error is reported as the timeout it stands for.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, limit)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await work
+    except TimeoutError as error:
+        if error.args:  # the work's own, more precise, timeout
+            raise
+        raise TimeoutError(message) from None
+    except Exception as error:
+        if loop.time() >= deadline:
+            raise TimeoutError(message) from error
+        raise
 
 
 async def _reap_batch(tx: Tx) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from dwarf.engine.executor import MAX_RECOVERIES, Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.wedge import sweep_wedges
+from dwarf.errors import StoreError
 from dwarf.store.base import Row, Store
 
 if TYPE_CHECKING:
@@ -56,6 +58,14 @@ def _reraise_swallowed_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _failure_level(error: BaseException) -> int:
+    """How loudly a failed background statement is logged: a database outage is reported once, by the
+    store (one WARNING when it starts, one INFO when it ends), so the retries during it stay at DEBUG."""
+    if isinstance(error, StoreError) and error.transient:
+        return logging.DEBUG
+    return logging.WARNING
 
 
 class Scheduler:
@@ -197,8 +207,12 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.warning(
-                "checking cohorts on shard %d failed: %s", store.shard, error, extra={"flow": ""}
+            self._engine._log.log(
+                _failure_level(error),
+                "checking cohorts on shard %d failed: %s",
+                store.shard,
+                error,
+                extra={"flow": ""},
             )
             for spawn_id, info in pending.items():  # look again next round
                 self._arrivals[store.shard].setdefault(spawn_id, info)
@@ -226,7 +240,8 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.warning(
+            self._engine._log.log(
+                _failure_level(error),
                 "joining cohort %s failed (the wedge sweep will retry): %s",
                 correlation_id(store.shard, spawn_id),
                 error,
@@ -255,8 +270,12 @@ class Scheduler:
             except Exception as error:
                 _reraise_swallowed_cancel()
                 store.healthy = False
-                self._engine._log.warning(
-                    "claiming on shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                self._engine._log.log(
+                    _failure_level(error),
+                    "claiming on shard %d failed: %s",
+                    store.shard,
+                    error,
+                    extra={"flow": ""},
                 )
                 await asyncio.sleep(self.error_backoff)
                 continue
@@ -280,8 +299,12 @@ class Scheduler:
                 raise
             except Exception as error:
                 _reraise_swallowed_cancel()
-                self._engine._log.warning(
-                    "polling shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                self._engine._log.log(
+                    _failure_level(error),
+                    "polling shard %d failed: %s",
+                    store.shard,
+                    error,
+                    extra={"flow": ""},
                 )
                 delay = self.error_backoff
             if delay > 0:
@@ -302,8 +325,12 @@ class Scheduler:
                     raise
                 except Exception as error:
                     _reraise_swallowed_cancel()
-                    self._engine._log.warning(
-                        "the wedge sweep of shard %d failed: %s", store.shard, error, extra={"flow": ""}
+                    self._engine._log.log(
+                        _failure_level(error),
+                        "the wedge sweep of shard %d failed: %s",
+                        store.shard,
+                        error,
+                        extra={"flow": ""},
                     )
 
     async def _heartbeat_loop(self) -> None:
@@ -332,7 +359,8 @@ class Scheduler:
                     raise
                 except Exception as error:
                     _reraise_swallowed_cancel()
-                    self._engine._log.warning(
+                    self._engine._log.log(
+                        _failure_level(error),
                         "renewing leases on shard %d failed: %s",
                         flights[0].store.shard,
                         error,
@@ -385,8 +413,12 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.warning(
-                "counting pending steps on shard %d failed: %s", store.shard, error, extra={"flow": ""}
+            self._engine._log.log(
+                _failure_level(error),
+                "counting pending steps on shard %d failed: %s",
+                store.shard,
+                error,
+                extra={"flow": ""},
             )
             rows = []
         self._engine._telemetry.set_pending(store.shard, rows)
@@ -459,15 +491,18 @@ class Scheduler:
                     )
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as error:
                     # The engine itself failed (the database, most likely); the lease expires and the step
-                    # runs again elsewhere.
+                    # runs again elsewhere. An outage was reported by the store already: no traceback.
                     flow = correlation_id(store.shard, int(current["flow_id"]))
-                    self._engine._log.warning(
-                        "running step %s of flow %s failed",
+                    level = _failure_level(error)
+                    self._engine._log.log(
+                        level,
+                        "running step %s of flow %s failed: %s",
                         correlation_id(store.shard, int(current["step_id"])),
                         flow,
-                        exc_info=True,
+                        error,
+                        exc_info=level >= logging.WARNING,
                         extra={"flow": flow},
                     )
         finally:

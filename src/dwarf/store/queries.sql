@@ -121,9 +121,11 @@ WHERE status = 'pending' AND not_before <= {now}
 GROUP BY priority
 
 -- name: recover_expired_leases
--- Put steps whose worker vanished back in the queue; their partial work was never committed.
+-- Put steps whose worker vanished back in the queue; their partial work was never committed. Each time
+-- counts towards the step's limit of lost workers (recoveries).
 UPDATE dwarf_steps
-SET status = 'pending', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+SET status = 'pending', lease_token = '', lease_expires = 0, recoveries = recoveries + 1, updated_at = {now},
+    version = version + 1
 WHERE status = 'running' AND lease_expires < {now}
 RETURNING step_id, flow_id
 
@@ -157,6 +159,7 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
 UPDATE dwarf_steps
 SET status = 'pending', state = :state, changes = '{}', carry = :carry, attempt = attempt + 1, error = :error,
+    recoveries = 0,
     not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -482,8 +485,12 @@ WHERE flow_id = :flow_id AND status = 'running'
 -- name: claim_cohort_join
 -- Take the right to join a cohort: exactly one transaction flips the flag (its row lock serializes the
 -- contenders: the workers of the last members, a wedge sweep). Callers checked it complete first.
+-- A flow cancelled meanwhile is not joined: its fan-in step would run the rest of the graph under a
+-- cancelled flow.
 UPDATE dwarf_steps SET cohort_joined = 1, updated_at = {now}, version = version + 1
 WHERE step_id = :spawn_id AND cohort_joined = 0
+  AND EXISTS (SELECT 1 FROM dwarf_flows f
+              WHERE f.flow_id = dwarf_steps.flow_id AND f.status IN ('running', 'interrupted'))
 
 -- name: fold_cohort_arrivals
 -- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);

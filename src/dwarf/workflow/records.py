@@ -20,6 +20,11 @@ __all__ = ["FlowOptions", "FlowOutcome", "FlowStep", "FlowSummary", "Query", "Sh
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+MAX_PRIORITY = 2**31 - 1
+"""The largest priority a flow may have (any larger number is a mistake, and the claim sums priorities)."""
+MAX_TIME_BUDGET = 366 * 86400.0
+"""The longest time budget of a step, in seconds (a year: beyond it a budget is a typo, not a plan)."""
+
 
 @dataclass
 class FlowOptions:
@@ -40,17 +45,26 @@ class FlowOptions:
 
     def check(self) -> None:
         """Raise BadRequestError if a field is out of range or of the wrong type."""
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or self.priority < 0:
-            raise BadRequestError("priority must be a non-negative integer (0 = engine default)")
+        if (
+            isinstance(self.priority, bool)
+            or not isinstance(self.priority, int)
+            or not 0 <= self.priority <= MAX_PRIORITY
+        ):
+            raise BadRequestError(
+                f"priority must be an integer from 0 to {MAX_PRIORITY} (0 = engine default)"
+            )
         if not isinstance(self.fairness_key, str):
             raise BadRequestError("fairness_key must be a string")
+        check_text(self.fairness_key, "fairness_key")
         weight = self.fairness_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
             raise BadRequestError("fairness_weight must be a finite number")
         if weight < 0:
             raise BadRequestError("fairness_weight must not be negative")
-        if self.time_budget is not None and to_seconds(self.time_budget, what="time_budget") < 0:
-            raise BadRequestError("time_budget must not be negative")
+        if self.time_budget is not None:
+            budget = to_seconds(self.time_budget, what="time_budget")
+            if not 0 <= budget <= MAX_TIME_BUDGET:
+                raise BadRequestError(f"time_budget must be from 0 to {MAX_TIME_BUDGET:g} seconds")
         if not isinstance(self.thread_key, str):
             raise BadRequestError("thread_key must be a string")
 
