@@ -9,12 +9,15 @@ dialect replaces by its expression for the database clock in epoch seconds.
 from __future__ import annotations
 
 import abc
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, TypeVar
 
-__all__ = ["Row", "Store", "Tx", "TxFunction", "load_queries"]
+from dwarf.errors import StoreError
+
+__all__ = ["Row", "Store", "Tx", "TxFunction", "load_queries", "silent_logger"]
 
 Row = dict[str, Any]
 
@@ -79,6 +82,30 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
+def missing_migrations(dialect: str, applied: set[int]) -> list[str]:
+    """The file names of the dialect's migrations that ``applied`` (versions in dwarf_migrations) lacks."""
+    return [name for version, name, _ in migration_scripts(dialect) if version not in applied]
+
+
+def silent_logger() -> logging.Logger:
+    """The default ``Store.log``: discards everything and never reaches the application's root handlers."""
+    logger = logging.getLogger("dwarf.store.silent")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text (or its type's name).
+
+    Only the first line goes into a StoreError: PostgreSQL's DETAIL and CONTEXT lines quote the values
+    of the failing statement, which may hold a key's token or a flow's data.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 T = TypeVar("T")
 TxFunction = Callable[["Tx"], Awaitable[T]]
 
@@ -111,6 +138,10 @@ class Store(abc.ABC):
     A unit of work is an async function of a ``Tx``: ``run`` calls it inside one transaction that commits
     when it returns and rolls back when it raises. The function must only await its ``Tx`` (no other
     I/O): the SQLite store runs it whole on the database's own thread.
+
+    Failures of the database reach callers as ``StoreError`` (the driver's exception as ``__cause__``),
+    from ``open`` as from ``run``, ``read`` and ``write``; whatever a unit of work raises on purpose
+    passes through unchanged.
     """
 
     dialect: str
@@ -118,10 +149,21 @@ class Store(abc.ABC):
     # Whether the shard answered its last health check: a claim, a ping of shard_info, or a failed
     # create. New root flows are placed only on healthy shards while there is one.
     healthy: bool = True
+    # Where the store reports an outage: one WARNING when the database stops answering, one INFO when
+    # it answers again, nothing for the failures in between. Whoever opens the store may replace it
+    # (the engine gives its own logger); the default discards everything.
+    log: logging.Logger = silent_logger()
+    # Whether the last failure was an outage not yet followed by a success (see note_failure).
+    _outage: bool = False
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and apply pending migrations (concurrent-safe across replicas)."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect and apply pending migrations (concurrent-safe across replicas).
+
+        With ``migrate=False`` (an operations-only engine) nothing is created: neither the database
+        (a missing SQLite file is an error) nor the schema, which must already be complete; either
+        problem raises ``StoreError(transient=False)``.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -150,6 +192,41 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str:
         """A credential-free description of the database for logs and errors."""
+
+    # --- failures ---
+
+    def store_error(self, cause: BaseException, *, transient: bool, what: str = "") -> StoreError:
+        """A StoreError naming this shard's database for a driver failure, with ``cause`` attached (raise
+        it ``from cause`` all the same). ``what`` says what failed when it is not the statement itself."""
+        detail = first_line(cause)
+        if what:
+            detail = f"{what}: {detail}"
+        error = StoreError(f"shard {self.shard} ({self.description}): {detail}", transient=transient)
+        error.__cause__ = cause
+        return error
+
+    def is_outage(self, cause: BaseException) -> bool:
+        """Whether a driver failure means the database is unavailable (down, unreachable, out of disk),
+        as opposed to a refused value or a lock conflict that the next attempt may well not meet."""
+        return False
+
+    def note_failure(self, error: StoreError) -> None:
+        """Log the first failure of an outage (the later ones until a success stay silent)."""
+        if self._outage or error.__cause__ is None or not self.is_outage(error.__cause__):
+            return
+        self._outage = True
+        self.log.warning(
+            "shard %d (%s) unreachable: %s",
+            self.shard,
+            self.description,
+            first_line(error.__cause__),
+            extra={"flow": ""},
+        )
+
+    def note_success(self) -> None:
+        """Log the end of an outage; callers test ``_outage`` first, so the hot path pays one check."""
+        self._outage = False
+        self.log.info("shard %d reachable again", self.shard, extra={"flow": ""})
 
 
 class SingleStatementTx(Tx):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import weakref
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from dwarf.errors import BadRequestError
-from dwarf.store.base import Store
+from dwarf.errors import BadRequestError, StoreError
+from dwarf.store.base import Store, first_line
 from dwarf.store.sqlite import SQLiteStore, parse_sqlite_dsn
 
 __all__ = ["DEFAULT_DSN", "StoreRegistry", "open_stores", "release_stores", "shard_dsn", "test_database_name"]
@@ -123,10 +124,18 @@ def build_store(spec: StoreSpec, shard: int, pool_size: int) -> Store:
 async def _create_test_database(admin_dsn: str, database: str) -> None:
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
-        # A database left over by a crashed earlier run would leak its flows into this test: start clean.
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'.encode())
-        await conn.execute(f'CREATE DATABASE "{database}"'.encode())
+    from dwarf.store.postgres import redact_dsn
+
+    try:
+        async with await psycopg.AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
+            # A database left over by a crashed earlier run would leak its flows into this test: start clean.
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'.encode())
+            await conn.execute(f'CREATE DATABASE "{database}"'.encode())
+    except psycopg.Error as error:
+        where = redact_dsn(admin_dsn)
+        raise StoreError(
+            f'cannot create the test database "{database}" through {where}: {first_line(error)}'
+        ) from error
 
 
 async def _drop_test_database(admin_dsn: str, database: str) -> None:
@@ -136,15 +145,25 @@ async def _drop_test_database(admin_dsn: str, database: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'.encode())
 
 
-async def open_stores(specs: list[StoreSpec], pool_size: int) -> list[Store]:
-    """Open (and migrate) every shard's store, sharing the ones a test name shares."""
+async def open_stores(
+    specs: list[StoreSpec], pool_size: int, *, migrate: bool = True, log: logging.Logger | None = None
+) -> list[Store]:
+    """Open (and migrate) every shard's store, sharing the ones a test name shares.
+
+    ``migrate=False`` is for operations-only engines: no database file and no schema is created, and a
+    database without dwarf's complete schema raises StoreError (see ``Store.open``). Test databases
+    (shared specs) are new and empty, so they are always migrated. ``log`` becomes every store's
+    ``Store.log``, where outages are reported.
+    """
     stores: list[Store] = []
     _registry = _registry_of_loop()
     try:
         for shard, spec in enumerate(specs, start=1):
             if not spec.shared:
                 store = build_store(spec, shard, pool_size)
-                await store.open()
+                if log is not None:
+                    store.log = log
+                await store.open(migrate=migrate)
                 stores.append(store)
                 continue
             async with _registry.get_lock():
@@ -153,10 +172,12 @@ async def open_stores(specs: list[StoreSpec], pool_size: int) -> list[Store]:
                     if spec.create_database:
                         await _create_test_database(spec.admin_dsn, spec.create_database)
                     store = build_store(spec, shard, pool_size)
-                    await store.open()
+                    await store.open(migrate=True)
                     entry = _SharedStore(store, 0, spec.create_database, spec.admin_dsn)
                     _registry.shared[spec.key] = entry
                 entry.users += 1
+                if log is not None:
+                    entry.store.log = log
                 stores.append(entry.store)
     except BaseException:
         await release_stores(specs[: len(stores)], stores)

@@ -8,20 +8,36 @@ alone, and a single COMMIT makes the whole group durable before any caller hears
 start with ``BEGIN IMMEDIATE`` so that another process on the same file waits on the busy timeout
 instead of failing half-way; the database runs in WAL mode, where readers in other processes are never
 blocked by the writer.
+
+Failures: some errors (a full disk, an I/O error) make SQLite roll the whole transaction back by itself,
+taking every unit of the group with it; those units hear a StoreError, never a success. The thread
+outlives any failure, its own bugs included, because a dead thread would leave every later caller
+(``close`` too) waiting for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import random
 import sqlite3
 import threading
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from dwarf.errors import BadRequestError
-from dwarf.store.base import Row, Store, Tx, TxFunction, load_queries, migration_scripts, split_statements
+from dwarf.errors import BadRequestError, StoreError
+from dwarf.store.base import (
+    Row,
+    Store,
+    Tx,
+    TxFunction,
+    first_line,
+    load_queries,
+    migration_scripts,
+    missing_migrations,
+    split_statements,
+)
 
 __all__ = ["SQLiteStore", "parse_sqlite_dsn"]
 
@@ -31,6 +47,26 @@ T = TypeVar("T")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _BUSY_TIMEOUT_MS = 30_000
 _SYNCHRONOUS_MODES = {"off", "normal", "full", "extra"}
+_MEMORY = ":memory:"
+
+# Primary result codes (the low byte of an extended code) of failures that may pass on their own: a lock
+# held by another process, memory, I/O, a full disk. The rest (a malformed JSON text, a string or blob
+# too big, a constraint, a corrupt file) fail again for the same work.
+_TRANSIENT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+# Of those, the ones that mean the database cannot work at all for now (lock waits are routine).
+_OUTAGE_CODES = frozenset(
+    {sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL}
+)
 
 
 def parse_sqlite_dsn(dsn: str) -> tuple[str, dict[str, str]]:
@@ -40,12 +76,30 @@ def parse_sqlite_dsn(dsn: str) -> tuple[str, dict[str, str]]:
         raise BadRequestError(f"not an SQLite DSN: scheme {parts.scheme!r}")
     path = unquote(parts.netloc + parts.path)
     if path.startswith("/") and parts.netloc == "":
-        # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"
+        # sqlite:///relative.db -> "relative.db"; sqlite:////abs.db -> "/abs.db"
         path = path[1:]
     if not path:
-        raise BadRequestError("SQLite DSN has no file path")
+        raise BadRequestError("the SQLite DSN has no file path: use sqlite:///path")
+    if path.startswith("file:"):
+        # The store opens paths, not SQLite URI filenames; one would be taken as a file literally named
+        # "file:...", created in the working directory.
+        raise BadRequestError(f"the SQLite DSN names a URI filename ({path!r}): use sqlite:///path")
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     return path, options
+
+
+def _read_write_uri(path: str) -> str:
+    """An SQLite URI filename that opens ``path`` read-write and never creates it.
+
+    The path is made absolute and percent-encoded ("?", "#" and "%" would otherwise end or escape it);
+    the empty authority of ``file://`` keeps a path starting with "//" from being read as a host.
+    """
+    return f"file://{quote(os.path.abspath(path))}?mode=rw"
+
+
+def _primary_code(error: BaseException) -> int:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else -1
 
 
 def _random_gap() -> float:
@@ -113,14 +167,15 @@ class SQLiteStore(Store):
     def description(self) -> str:
         return f"sqlite:{self.path}"
 
-    async def open(self) -> None:
+    async def open(self, *, migrate: bool = True) -> None:
         if self._thread is not None:
             return
         thread = threading.Thread(target=self._serve, name=f"dwarf-sqlite-{self.shard}", daemon=True)
         thread.start()
         self._thread = thread
         try:
-            await asyncio.to_thread(self._connect_and_migrate)
+            # An in-memory database is new and empty each time: it is always given the schema.
+            await asyncio.to_thread(self._connect_and_migrate, migrate or self.path == _MEMORY)
         except BaseException:
             await self.close()
             raise
@@ -142,7 +197,22 @@ class SQLiteStore(Store):
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Unit(work, write, loop, future))
         # Cancelling the caller does not stop the unit of work: it commits or rolls back on its own.
-        return await future
+        try:
+            result = await future
+        except StoreError as error:
+            self.note_failure(error)
+            raise
+        if self._outage:
+            self.note_success()
+        return result
+
+    def wrap(self, error: BaseException, what: str = "") -> StoreError:
+        """The StoreError for a failure of the driver (raise it from ``error``)."""
+        transient = _primary_code(error) in _TRANSIENT_CODES or isinstance(error, MemoryError)
+        return self.store_error(error, transient=transient, what=what)
+
+    def is_outage(self, cause: BaseException) -> bool:
+        return _primary_code(cause) in _OUTAGE_CODES
 
     # --- everything below runs on the store's thread ---
 
@@ -161,44 +231,159 @@ class SQLiteStore(Store):
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(more)
-            self._run_group(group)
+            try:
+                self._run_group(group)
+            except BaseException as error:
+                self._survive(group, error)
+            for unit in group:
+                try:
+                    unit.loop.call_soon_threadsafe(_deliver, unit.future, unit.result, unit.error)
+                except RuntimeError:
+                    pass  # the caller's loop is closed: nobody is waiting any more
+
+    def _survive(self, group: list[_Unit], error: BaseException) -> None:
+        """Fail every unit of a group whose handling broke unexpectedly, and leave no transaction open.
+
+        A unit that had succeeded is failed too: whether its work committed is unknown, and reporting
+        a success for work that may be lost is the one answer that must never be given.
+        """
+        self.log.error(
+            "the SQLite thread of shard %d failed a commit group: %s",
+            self.shard,
+            first_line(error),
+            exc_info=error,
+            extra={"flow": ""},
+        )
+        for unit in group:
+            if unit.error is None:
+                unit.error = self.store_error(error, transient=True, what="the store's thread failed")
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            self._rollback(conn)
 
     def _run_group(self, group: list[_Unit]) -> None:
         conn = self._conn
         assert conn is not None
-        write = any(unit.write for unit in group)
-        commit_error: BaseException | None = None
-        try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except BaseException as error:
-            commit_error = error
-        else:
-            for unit in group:
-                conn.execute("SAVEPOINT unit")
-                try:
-                    unit.result = _run_to_completion(unit.work(_SQLiteTx(conn, self._queries)))
-                except BaseException as error:
-                    unit.error = error
-                    conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-            try:
-                conn.execute("COMMIT")
-            except BaseException as error:
-                commit_error = error
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-        for unit in group:
-            outcome = commit_error if commit_error is not None and unit.error is None else unit.error
-            try:
-                unit.loop.call_soon_threadsafe(_deliver, unit.future, unit.result, outcome)
-            except RuntimeError:
-                pass  # the caller's loop is closed: nobody is waiting any more
+        pending = group
+        while pending:
+            pending = self._run_transaction(conn, pending)
 
-    def _connect_and_migrate(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _run_transaction(self, conn: sqlite3.Connection, units: list[_Unit]) -> list[_Unit]:
+        """Run ``units`` in one transaction and set each one's outcome.
+
+        Returns the units that never ran because SQLite rolled the transaction back under an earlier
+        one: they deserve a transaction of their own.
+        """
+        if conn.in_transaction:
+            self._rollback(conn)  # left open by a failed ROLLBACK: BEGIN would fail for ever otherwise
+        try:
+            conn.execute("BEGIN IMMEDIATE" if any(unit.write for unit in units) else "BEGIN")
+        except sqlite3.Error as error:
+            for unit in units:
+                unit.error = self.wrap(error, "cannot begin a transaction")
+            return []
+        for index, unit in enumerate(units):
+            self._run_unit(conn, unit)
+            if not conn.in_transaction:
+                self._lost(units[: index + 1], unit)
+                return units[index + 1 :]
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback(conn)
+            for unit in units:
+                if unit.error is None:
+                    unit.error = self.wrap(error, "commit failed")
+        return []
+
+    def _run_unit(self, conn: sqlite3.Connection, unit: _Unit) -> None:
+        """Run one unit inside its own savepoint, undoing its changes alone if it raises."""
+        try:
+            conn.execute("SAVEPOINT unit")
+        except sqlite3.Error as error:
+            unit.error = self.wrap(error, "cannot open a savepoint")
+            return
+        try:
+            unit.result = _run_to_completion(unit.work(_SQLiteTx(self, conn)))
+        except BaseException as error:
+            unit.error = error
+            if conn.in_transaction:  # else SQLite already rolled the whole transaction back
+                self._undo_unit(conn)
+            return
+        try:
+            conn.execute("RELEASE unit")
+        except sqlite3.Error as error:
+            unit.error = self.wrap(error, "cannot release its savepoint")
+            if conn.in_transaction:
+                self._undo_unit(conn)
+
+    def _undo_unit(self, conn: sqlite3.Connection) -> None:
+        """Roll back the current unit's savepoint; if even that fails, the whole transaction."""
+        try:
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+        except sqlite3.Error:
+            self._rollback(conn)
+
+    def _lost(self, units: list[_Unit], culprit: _Unit) -> None:
+        """The transaction of ``units`` is gone (SQLite rolled it back itself, typically on a full disk or
+        an I/O error, under ``culprit``): whatever those units did is lost, so none may report success."""
+        cause: BaseException | None = culprit.error
+        if isinstance(cause, StoreError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        for unit in units:
+            if unit.error is not None:
+                continue
+            if cause is None:
+                failure = StoreError(
+                    f"shard {self.shard} ({self.description}): the transaction was rolled back by SQLite "
+                    "with its commit group"
+                )
+            else:
+                failure = self.store_error(cause, transient=True, what="rolled back with its commit group")
+            unit.error = failure
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # nothing to roll back any more, or the next group's BEGIN will try again
+
+    # --- opening (on a worker thread, before the store's thread serves any unit) ---
+
+    def _connect_and_migrate(self, migrate: bool) -> None:
+        try:
+            if migrate:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(
+                    _read_write_uri(self.path), uri=True, isolation_level=None, check_same_thread=False
+                )
+        except sqlite3.Error as error:
+            if not migrate and not os.path.exists(self.path):
+                raise StoreError(
+                    f"no dwarf database at {self.path}: the file does not exist (an engine with workers "
+                    "creates it)",
+                    transient=False,
+                ) from error
+            raise self.wrap(error, "cannot open the database") from error
+        try:
+            self._prepare(conn, migrate)
+        except BaseException as error:
+            conn.close()
+            if isinstance(error, StoreError) or not isinstance(error, Exception):
+                raise
+            raise self.wrap(error, "cannot open the database") from error
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection, migrate: bool) -> None:
         conn.row_factory = _dict_row
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        if self.path != ":memory:":
+        if not migrate:
+            # Before anything that writes: switching to WAL would already change another program's file.
+            self._check_schema(conn)
+        if self.path != _MEMORY:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = OFF")
@@ -206,8 +391,28 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA case_sensitive_like = ON")
         # The fair claim's random turn gaps (PostgreSQL computes them in SQL; SQLite may lack ln()).
         conn.create_function("dwarf_random_gap", 0, _random_gap, deterministic=False)
-        self._migrate(conn)
-        self._conn = conn
+        if migrate:
+            self._migrate(conn)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database without dwarf's complete schema, changing nothing."""
+        present = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dwarf_migrations'"
+        ).fetchone()
+        if present is None:
+            raise StoreError(
+                f"shard {self.shard} ({self.description}) holds no dwarf schema: start an engine with "
+                "workers on it to create it",
+                transient=False,
+            )
+        applied = {int(row["version"]) for row in conn.execute("SELECT version FROM dwarf_migrations")}
+        missing = missing_migrations("sqlite", applied)
+        if missing:
+            raise StoreError(
+                f"shard {self.shard} ({self.description}) holds an older dwarf schema (missing migration "
+                f"{missing[0]}): start an engine with workers on it to migrate it",
+                transient=False,
+            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # BEGIN IMMEDIATE takes the database's write lock, so two processes migrating the same file at once
@@ -230,7 +435,8 @@ class SQLiteStore(Store):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a full disk may have rolled it back already
+                self._rollback(conn)
             raise
 
 
@@ -238,21 +444,31 @@ class _SQLiteTx(Tx):
     """Statements of one transaction, executed synchronously on the store's thread.
 
     A query of several statements runs them in order and answers with the first one that returned rows
-    (or, for ``execute``, the row count of the first statement).
+    (or, for ``execute``, the row count of the first statement). Whatever the driver raises, binding
+    errors included (an int beyond 64 bits, a lone surrogate), reaches the unit as a StoreError.
     """
 
-    def __init__(self, conn: sqlite3.Connection, queries: dict[str, list[str]]) -> None:
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
+        self._store = store
         self._conn = conn
-        self._queries = queries
+        self._queries = store._queries
 
     async def fetch_all(self, query: str, **params: Any) -> list[Row]:
         result: list[Row] | None = None
         for statement in self._queries[query]:
-            rows: list[Row] = self._conn.execute(statement, params).fetchall()
+            try:
+                rows: list[Row] = self._conn.execute(statement, params).fetchall()
+            except Exception as error:  # only the driver runs in here
+                raise self._store.wrap(error) from error
             if result is None and rows:
                 result = rows
         return result or []
 
     async def execute(self, query: str, **params: Any) -> int:
-        counts = [self._conn.execute(statement, params).rowcount for statement in self._queries[query]]
+        counts = []
+        for statement in self._queries[query]:
+            try:
+                counts.append(self._conn.execute(statement, params).rowcount)
+            except Exception as error:  # only the driver runs in here
+                raise self._store.wrap(error) from error
         return counts[0]
