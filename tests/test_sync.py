@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from dwarf import (
     NotFoundError,
     Query,
     Status,
+    StoreError,
 )
 from dwarf.engine import Engine
 from dwarf.hosts.local import LocalHost
@@ -322,7 +322,7 @@ def test_the_context_manager_starts_and_stops_the_engine(request: pytest.Fixture
 def test_a_failed_startup_can_be_retried() -> None:
     engine = SyncEngine(host=LocalHost(), dsn="sqlite:///nonexistent-directory/sub/flows.db")
     for _ in range(2):
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(StoreError, match="cannot open the database"):
             engine.startup()
     with pytest.raises(EngineStateError, match="not started"):
         engine.snapshot("1-1-x")
@@ -333,6 +333,8 @@ async def test_a_sync_engine_and_an_async_engine_sharing_a_host_signal_each_othe
     fresh_dsn: str,
 ) -> None:
     host = counting_host()
+    async with Engine(host=host, dsn=fresh_dsn):
+        pass  # only an engine with workers creates the dwarf tables
     watcher = Engine(host=host, dsn=fresh_dsn, workers=0)
     await watcher.startup()
     received: list[str] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dwarf import EngineStateError, Flow, FlowOptions, Query, Status
+from dwarf import EngineStateError, Flow, FlowOptions, Query, Status, StoreError
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import WAIT, Gate, chain, for_each, noop, proxy_with
 
@@ -328,7 +328,14 @@ async def test_an_engine_with_zero_workers_starts_without_a_host_and_reads_flows
     assert outcome.status == Status.CANCELLED
 
 
+async def _create_schema(dsn: str) -> None:
+    """Start and stop an engine with workers: only such an engine creates the dwarf tables."""
+    async with Engine(host=_proxy(), dsn=dsn):
+        pass
+
+
 async def test_an_engine_with_zero_workers_runs_no_steps(fresh_dsn: str) -> None:
+    await _create_schema(fresh_dsn)
     async with Engine(host=_proxy(), workers=0, dsn=fresh_dsn) as engine:
         key = await engine.create("one")
         await asyncio.sleep(0.3)
@@ -337,9 +344,21 @@ async def test_an_engine_with_zero_workers_runs_no_steps(fresh_dsn: str) -> None
 
 
 async def test_a_hostless_engine_cannot_create_flows(fresh_dsn: str) -> None:
+    await _create_schema(fresh_dsn)
     async with Engine(workers=0, dsn=fresh_dsn) as engine:
         with pytest.raises(EngineStateError):
             await engine.create("one")
+
+
+async def test_an_engine_with_zero_workers_creates_no_schema_in_a_database_without_one(
+    fresh_dsn: str,
+) -> None:
+    """It only looks at dwarf databases: pointed at another application's database, it changes nothing."""
+    with pytest.raises(StoreError, match=r"schema|tables|no dwarf database"):
+        await Engine(workers=0, dsn=fresh_dsn).startup()
+    await _create_schema(fresh_dsn)  # the database was left as it was: an engine with workers migrates it
+    async with Engine(workers=0, dsn=fresh_dsn) as engine:
+        assert await engine.list() == ([], "")
 
 
 async def test_an_engine_with_workers_needs_a_host(fresh_dsn: str) -> None:

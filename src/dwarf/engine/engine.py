@@ -266,7 +266,11 @@ class Engine:
         try:
             self._telemetry = Telemetry.from_settings(self._meter_provider, self._tracer_provider)
             self._specs = resolve_specs(self._dsn, self._num_shards, self._test_name)
-            self._stores = await open_stores(self._specs, self.pool_size)
+            # An operations-only engine (the CLI, the dashboard) looks at an existing dwarf database: it
+            # must never create a file or a schema in whatever database it was pointed at.
+            self._stores = await open_stores(
+                self._specs, self.pool_size, migrate=self._workers > 0, log=self._log
+            )
         except BaseException:
             self._phase = _NEW
             raise
