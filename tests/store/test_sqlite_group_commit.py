@@ -136,3 +136,22 @@ async def test_an_unexpected_error_in_the_store_thread_fails_its_units_and_the_t
             await sqlite_store.run(_add("lost"))
         assert await sqlite_store.run(_add("served")) == 1
     assert await notes(sqlite_store) == ["served"]
+
+
+async def test_a_unit_that_swallows_a_full_disk_error_is_still_told_its_work_was_lost(
+    sqlite_store: SQLiteStore,
+) -> None:
+    async def add_then_try_big(tx: Tx) -> str:
+        await tx.execute("add_note", body="small")
+        try:
+            await tx.execute("add_note", body=BIG)
+        except StoreError:
+            return "carried on"
+        return "fitted"
+
+    await sqlite_store.write("freeze_size")
+    async with asyncio.timeout(NO_HANG):
+        with pytest.raises(StoreError, match="rolled back with its commit group") as raised:
+            await sqlite_store.run(add_then_try_big)
+    assert raised.value.transient is True
+    assert await notes(sqlite_store) == []

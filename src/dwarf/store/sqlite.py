@@ -310,6 +310,8 @@ class SQLiteStore(Store):
             if conn.in_transaction:  # else SQLite already rolled the whole transaction back
                 self._undo_unit(conn)
             return
+        if not conn.in_transaction:
+            return  # the unit swallowed an error that took the transaction with it: _lost tells it
         try:
             conn.execute("RELEASE unit")
         except sqlite3.Error as error:
@@ -334,10 +336,10 @@ class SQLiteStore(Store):
         for unit in units:
             if unit.error is not None:
                 continue
-            if cause is None:
+            if cause is None:  # the culprit swallowed the error that ended the transaction
                 failure = StoreError(
-                    f"shard {self.shard} ({self.description}): the transaction was rolled back by SQLite "
-                    "with its commit group"
+                    f"shard {self.shard} ({self.description}): rolled back with its commit group "
+                    "(SQLite ended the transaction itself)"
                 )
             else:
                 failure = self.store_error(cause, transient=True, what="rolled back with its commit group")
