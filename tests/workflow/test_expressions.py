@@ -18,6 +18,15 @@ from hypothesis import strategies as st
 
 from dwarf.errors import InvalidGraphError
 from dwarf.workflow.expressions import MAX_NESTING, Expression, compile_expression, parse_expression
+from dwarf.workflow.graph import END, Graph
+from dwarf.workflow.regexps import (
+    MAX_AMBIGUITY,
+    MAX_PATTERN_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    Refusal,
+    Regexp,
+    compile_regexp,
+)
 
 STATE: dict[str, Any] = {
     "foo": "bar",
@@ -375,7 +384,8 @@ SYNTAX_ERRORS = [
     ("a =~ '[invalid'", "at position 5: invalid regular expression (unterminated character set)"),
     ("a !~ '('", "invalid regular expression"),
     ("a =~ `a{99999999999}`", "invalid regular expression"),
-    ("a =~ '" + "(" * 1200 + ")" * 1200 + "'", "invalid regular expression"),
+    ("a =~ '" + "(" * 499 + ")" * 499 + "'", "invalid regular expression"),
+    ("a =~ '" + "(" * 1200 + ")" * 1200 + "'", "2400 characters long, more than the 1000 allowed"),
     ("1e999 == x", "number 1e999 is out of range"),
     ("x == -1e400", "out of range"),
     ("x == " + "9" * 5000, "number has too many digits"),
@@ -425,6 +435,199 @@ def test_regexp_read_from_state_is_checked_at_evaluation() -> None:
     # Short circuit: the pattern is not consulted when the other side of || already decided.
     assert parse_expression("true || foo =~ badPattern").evaluate(STATE) is True
     assert parse_expression("false && foo =~ badPattern").evaluate(STATE) is False
+
+
+# ------------------------------------------------------------------------- runaway backtracking (=~, !~)
+
+# Each pattern, handed to Python's re, backtracks for seconds to forever on a short string it fails to
+# match: (a+)+$ takes about a second on 25 a's and a b, doubling with every further a.
+EXPONENTIAL = [
+    r"(a+)+$",
+    r"(a*)*$",
+    r"(a|aa)+$",
+    r"^(\w+\s?)*$",
+    r"(x+x+)+y",
+    r"(a*b*)*c",
+    r"(.*a){20}",
+    r"(?=(a+)+)b",
+]
+POLYNOMIAL = [r".*a.*b", r"(.*a){3}", r"a*a*$", r"\s*\s*\s*x", r"(?i)k+\u212a+$"]
+AMBIGUOUS = [r"(?:a|a){10}b", r"(?:a?a?){8}b"]
+
+
+def test_catastrophic_pattern_from_state_is_refused_instead_of_run() -> None:
+    state = {"subject": "a" * 40 + "b", "pattern": "(a+)+$"}
+    expression = parse_expression("subject =~ pattern")
+    with pytest.raises(InvalidGraphError) as caught:
+        expression.evaluate(state)
+    message = str(caught.value)
+    assert "field 'pattern' holds a refused regular expression '(a+)+$'" in message
+    assert "backtrack exponentially" in message
+
+
+@pytest.mark.parametrize("pattern", EXPONENTIAL)
+def test_exponential_patterns_are_refused(pattern: str) -> None:
+    refusal = compile_regexp(pattern)
+    assert isinstance(refusal, Refusal) and not refusal.invalid
+    assert "backtrack exponentially" in refusal.reason
+
+
+@pytest.mark.parametrize("pattern", POLYNOMIAL)
+def test_patterns_slower_than_quadratic_are_refused(pattern: str) -> None:
+    refusal = compile_regexp(pattern)
+    assert isinstance(refusal, Refusal) and not refusal.invalid
+    assert "can grow as the power" in refusal.reason
+
+
+@pytest.mark.parametrize("pattern", AMBIGUOUS)
+def test_patterns_with_too_many_ways_to_read_a_text_are_refused(pattern: str) -> None:
+    refusal = compile_regexp(pattern)
+    assert isinstance(refusal, Refusal)
+    assert f"more than {MAX_AMBIGUITY} ways" in refusal.reason
+
+
+def test_literal_catastrophic_pattern_fails_graph_validation() -> None:
+    graph = Graph("Screen")
+    graph.add_task("Screen", "screen")
+    graph.add_transition_when("Screen", END, "name =~ '(a+)+$'")
+    with pytest.raises(
+        InvalidGraphError, match=r"regular expression '\(a\+\)\+\$' is refused: it can backtrack"
+    ):
+        graph.validate()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject"),
+    [
+        (r"^\d{3}-\d{4}$", "555-1234"),
+        (r"\d{3}-\d{4}", "call 555-12"),
+        (r"(ab)+", "xxababx"),
+        (r"[a-z]+@[a-z]+\.com", "mail bob@example.com now"),
+        (r"[a-z]+@[a-z]+\.com", "bob@example.org"),
+        (r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$", "first.last+tag@mail.example.co"),
+        (r"^(\d{1,3}\.){3}\d{1,3}$", "192.168.0.1"),
+        (r"^([a-z]+\.)+[a-z]+$", "www.example.org"),
+        (r"^\w+(\.\w+)*$", "a.b.c."),
+        (r"(foo|bar)+", "a foobar"),
+        (r"(?:foo|bar|baz|qux){5}", "foobarbazquxfoo"),
+        (r"(a|ab)+c", "ababac"),
+        (r"foo.*bar", "foo and bar"),
+        (r"^.*foo.*bar$", "a foo and a bar"),
+        (r"order #\d+", "re: order #1234"),
+        (r"\bcat\b", "concatenate"),
+        (r"(?i)^hello", "HELLO there"),
+        (r'^"(?:[^"\\]|\\.)*"$', '"say \\"hi\\""'),
+        (r"^(?:yes|no|maybe)$", "maybe"),
+        (r"(x)?(?(1)a|b)", "xa"),
+        (r"(?>a*)b|a*+c", "aac"),
+        (r"(a)\1", "baab"),
+        (r"(?<=\$)\d+", "cost $42"),
+        (r"^\s+$", "   "),
+        (r"\s+$", "trailing  "),
+        (r".{0,16}x", "0123456789x"),
+        (r"", "anything"),
+    ],
+)
+def test_ordinary_patterns_work_as_re_does(pattern: str, subject: str) -> None:
+    compiled = compile_regexp(pattern)
+    assert isinstance(compiled, Regexp), compiled
+    expected = re.search(pattern, subject) is not None
+    state = {"s": subject, "p": pattern}
+    assert parse_expression("s =~ p").evaluate(state) is expected
+    assert parse_expression("s !~ p").evaluate(state) is not expected
+    assert parse_expression(f"s =~ `{pattern}`").evaluate(state) is expected
+
+
+def test_pattern_longer_than_the_cap_is_refused() -> None:
+    assert isinstance(compile_regexp("a" * MAX_PATTERN_LENGTH), Regexp)
+    with pytest.raises(InvalidGraphError, match=f"1001 characters long, more than the {MAX_PATTERN_LENGTH}"):
+        parse_expression("s =~ '" + "a" * (MAX_PATTERN_LENGTH + 1) + "'")
+    with pytest.raises(InvalidGraphError, match="field 'p' holds a refused regular expression 'aaa"):
+        parse_expression("s =~ p").evaluate({"s": "a", "p": "a" * (MAX_PATTERN_LENGTH + 1)})
+
+
+def test_string_longer_than_the_cap_is_refused() -> None:
+    expression = parse_expression("s =~ 'needle'")
+    assert expression.evaluate({"s": "x" * (MAX_SUBJECT_LENGTH - 6) + "needle"}) is True
+    with pytest.raises(InvalidGraphError, match=f"has {MAX_SUBJECT_LENGTH + 1} characters, more than the"):
+        expression.evaluate({"s": "x" * (MAX_SUBJECT_LENGTH + 1)})
+
+
+def test_quadratic_pattern_searches_shorter_strings() -> None:
+    # \s+$ searched anywhere re-runs the repetition from every start: quadratic in the length.
+    compiled = compile_regexp(r"\s+$")
+    assert isinstance(compiled, Regexp)
+    assert 1_000 <= compiled.max_subject < MAX_SUBJECT_LENGTH
+    expression = parse_expression(r"s =~ '\s+$'")
+    assert expression.evaluate({"s": " " * (compiled.max_subject - 1) + "x"}) is False
+    with pytest.raises(
+        InvalidGraphError, match=f"more than the {compiled.max_subject} this pattern may search"
+    ):
+        expression.evaluate({"s": " " * compiled.max_subject + "x"})
+    # Anchored, the same repetition runs once: linear, and the full cap applies.
+    anchored = compile_regexp(r"^\s+$")
+    assert isinstance(anchored, Regexp) and anchored.max_subject == MAX_SUBJECT_LENGTH
+
+
+def test_typical_email_pattern_searches_any_email_address() -> None:
+    compiled = compile_regexp(r"[a-z]+@[a-z]+\.com")
+    assert isinstance(compiled, Regexp) and compiled.max_subject >= 320
+
+
+def test_pattern_too_complex_to_check_is_refused() -> None:
+    refusal = compile_regexp("(?:(?:a{16}){16}){16}")
+    assert isinstance(refusal, Refusal) and "too complex" in refusal.reason
+
+
+def test_pattern_whose_check_would_take_too_long_is_refused() -> None:
+    # The check runs on the event loop as well: it gives up rather than examine too much.
+    refusal = compile_regexp("(?:(?:(?:a?){16}){16}){2,}")
+    assert isinstance(refusal, Refusal) and "too complex" in refusal.reason
+
+
+@pytest.mark.parametrize(
+    ("pattern", "accepted"),
+    [
+        # A class with a huge range is not listed: it is assumed to share characters with \w, as it does.
+        (r"(?:[\u0100-\u0fff]a|\w)+$", False),
+        (r"(?:[^0-9]a|\db)+$", True),
+        (r"(?:[^\n]x|\ny)+$", True),
+        ("[^a]+b", True),
+        ("x{0}y", True),
+        (r"(?:\Sa|\sb)+$", True),
+        (r"(?:\Da|\d)+$", True),
+        (r"(?:\Wa|!\w)+$", False),
+    ],
+)
+def test_character_classes_overlap_as_re_reads_them(pattern: str, accepted: bool) -> None:
+    assert isinstance(compile_regexp(pattern), Regexp) is accepted
+
+
+def test_checked_patterns_are_cached() -> None:
+    assert compile_regexp(r"^[a-z]+\d*$") is compile_regexp(r"^[a-z]+\d*$")
+    assert compile_regexp("(a+)+") is compile_regexp("(a+)+")
+
+
+def test_case_insensitive_and_ascii_flags_are_taken_into_account() -> None:
+    # k and the Kelvin sign are one letter under (?i), so the two repetitions overlap...
+    assert isinstance(compile_regexp("(?i)(?:k|\u212a)+$"), Regexp)
+    assert isinstance(compile_regexp("(?i)(?:k+\u212a)+"), Refusal)
+    assert isinstance(compile_regexp("(?:k+\u212a)+"), Regexp)
+    # ...and under re.ASCII, \W includes letters such as é that \w no longer does.
+    assert isinstance(compile_regexp("(?a)(?:\\W+\u00e9)+"), Refusal)
+    assert isinstance(compile_regexp("(?:\\W+\u00e9)+"), Regexp)
+
+
+def test_character_stand_ins_cover_every_category_combination() -> None:
+    """The overlap test relies on one stand-in per combination of re's categories a character can have."""
+    from dwarf.workflow import regexps
+
+    def combination(char: str) -> tuple[bool, ...]:
+        return tuple(test(char) for pair in regexps._CATEGORIES.values() for test in pair)
+
+    covered = {combination(char) for group in regexps._WITNESS_GROUPS for char in group}
+    missing = {combination(chr(code)) for code in range(0x110000)} - covered
+    assert not missing
 
 
 def test_nesting_limit() -> None:

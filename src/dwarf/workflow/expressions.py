@@ -35,9 +35,12 @@ text splitting. The choices below are either the reference's behaviour or, where
   while ``false < true`` is false (the reference's definition).
 - ``=~`` and ``!~`` search the left string with the right one as a Python ``re`` pattern (unanchored,
   like Go's ``MatchString``). When either side is not a string both are false, so ``!~`` is not the
-  negation of ``=~`` (reference behaviour). A literal pattern is compiled at parse time; a pattern read
-  from the state is compiled at evaluation, and if it is invalid ``evaluate`` raises InvalidGraphError,
-  the one exception it raises, which the engine turns into a step failure.
+  negation of ``=~`` (reference behaviour). Patterns go through ``dwarf.workflow.regexps``, which refuses
+  those that could backtrack long enough to stall the event loop and caps the length of the string
+  searched. A literal pattern is compiled and checked at parse time; a pattern read from the state is
+  compiled at evaluation, and if it is invalid or refused, or the string is longer than the pattern's
+  cap, ``evaluate`` raises InvalidGraphError, the one exception it raises, which the engine turns into a
+  step failure.
 - A parenthesized expression used as a comparison operand is its bool value: ``(a || b) == false``.
 - ``!x == y`` is rejected rather than guessed at (C reads it as ``(!x) == y``, SQL as ``!(x == y)``),
   as is a chained ``a < b < c``; the reference rejects both too.
@@ -67,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from dwarf.errors import InvalidGraphError
+from dwarf.workflow.regexps import Refusal, Regexp, compile_regexp
 
 __all__ = ["MAX_NESTING", "Expression", "compile_expression", "parse_expression"]
 
@@ -211,8 +215,8 @@ class _Instr:
     value: Any = None
     path: tuple[str, ...] = ()
     operator: str = ""
-    # A literal regexp, compiled at parse time; None when the pattern comes from the state.
-    pattern: re.Pattern[str] | None = None
+    # A literal regexp, compiled and checked at parse time; None when the pattern comes from the state.
+    pattern: Regexp | None = None
     target: int = -1
 
 
@@ -358,9 +362,15 @@ class _Compiler:
         operator = comparison.token.value
         pattern = None
         if operator in _REGEXP_OPERATORS and token.kind is _Kind.LITERAL and isinstance(token.value, str):
-            compiled = _compile_pattern(token.value)
-            if isinstance(compiled, str):
-                raise _error(self._source, token.pos, f"invalid regular expression ({compiled})")
+            compiled = compile_regexp(token.value)
+            if isinstance(compiled, Refusal):
+                if compiled.invalid:
+                    raise _error(self._source, token.pos, f"invalid regular expression ({compiled.reason})")
+                raise _error(
+                    self._source,
+                    token.pos,
+                    f"regular expression {_shorten(token.value)!r} is refused: {compiled.reason}",
+                )
             pattern = compiled
         # For the message should a pattern read from the state turn out to be invalid.
         operand_text = token.text if token.kind is _Kind.PATH else ""
@@ -381,19 +391,9 @@ class _Compiler:
 # -------------------------------------------------------------------------------------------- evaluation
 
 
-def _compile_pattern(pattern: str) -> re.Pattern[str] | str:
-    """Compile a regexp, or say why it is invalid."""
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        return exc.msg
-    # re raises these for huge repeat counts and very deeply nested groups rather than re.error.
-    except (OverflowError, RecursionError) as exc:
-        return str(exc)
-
-
-# Patterns read from the state tend to repeat from flow to flow (failures are cached too: they stay failures).
-_state_pattern: Final = functools.lru_cache(maxsize=256)(_compile_pattern)
+def _shorten(text: str) -> str:
+    """``text`` cut to a length an error message can quote."""
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _resolve(state: Any, path: tuple[str, ...]) -> Any:
@@ -491,14 +491,20 @@ def _compare(instr: _Instr, left: Any, right: Any, source: str) -> bool:
         return _equal(left, right) or _less(right, left)
     if _type_of(left) is not _Type.STRING or _type_of(right) is not _Type.STRING:
         return False
-    pattern = instr.pattern if instr.pattern is not None else _state_pattern(right)
-    if isinstance(pattern, str):
-        shown = right if len(right) <= 60 else right[:57] + "..."
+    pattern = instr.pattern if instr.pattern is not None else compile_regexp(right)
+    if isinstance(pattern, Refusal):
+        what = "an invalid regular expression" if pattern.invalid else "a refused regular expression"
         raise InvalidGraphError(
-            f"expression {source!r}: field {instr.value!r} holds an invalid regular expression "
-            f"{shown!r} ({pattern})"
+            f"expression {source!r}: field {instr.value!r} holds {what} {_shorten(right)!r} "
+            f"({pattern.reason})"
         )
-    found = pattern.search(left) is not None
+    if len(left) > pattern.max_subject:
+        raise InvalidGraphError(
+            f"expression {source!r}: the string matched against {_shorten(pattern.pattern.pattern)!r} has "
+            f"{len(left)} characters, more than the {pattern.max_subject} this pattern may search "
+            "(the cap keeps its worst-case backtracking bounded)"
+        )
+    found = pattern.search(left)
     return found if operator == "=~" else not found
 
 
@@ -519,7 +525,7 @@ class Expression:
         """Decide the condition over ``state`` (a JSON object).
 
         Never raises for any state, except InvalidGraphError when a regexp operand read from the state is
-        not a valid pattern.
+        not a valid pattern or is refused, or when the string to search is longer than its pattern allows.
         """
         code = self._code
         stack: list[Any] = []
