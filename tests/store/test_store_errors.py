@@ -156,6 +156,35 @@ async def test_a_database_locked_by_another_process_is_a_transient_store_error(
     assert await notes(store) == ["after"]
 
 
+async def test_no_free_pooled_connection_in_time_is_a_transient_store_error(
+    fresh_dsn: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "postgres":
+        pytest.skip("only PostgreSQL has a pool")
+    import dwarf.store.postgres as postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT", 0.3)
+    store = postgres.PostgresStore(fresh_dsn, pool_size=1)
+    add_test_queries(store)
+    await store.open()
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(tx: Tx) -> None:  # keeps the only connection busy
+        await tx.fetch_all("ping")
+        held.set()
+        await release.wait()
+
+    holder = asyncio.ensure_future(store.run(hold))
+    try:
+        await held.wait()
+        error = await _refused(store, "ping")
+        assert error.transient is True
+    finally:
+        release.set()
+        await holder
+        await store.close()
+
+
 async def test_the_password_of_the_dsn_never_appears_in_a_store_error(fresh_dsn: str, backend: str) -> None:
     if backend != "postgres":
         pytest.skip("SQLite DSNs hold no password")
