@@ -10,22 +10,23 @@ on the event loop that runs every flow. ``compile_regexp`` therefore checks a pa
   character) and refused when the automaton shows that backtracking can blow up:
 
   * exponentially: some state can return to itself along two different paths reading the same text, so
-    each repetition multiplies the ways to match (``(a+)+``, ``(a|aa)*``, ``(\\w+\\s?)*``);
+    each repetition multiplies the ways to match (``(a+)+``, ``(a|aa)*``, ``(\\w+\\s?)*``, and
+    ``(a(|b?))+``, whose empty alternatives are two paths too: states count the ways to reach them);
   * polynomially beyond the square: three or more unbounded loops follow one another and can all consume
     the same text (``.*a.*b`` searched anywhere, ``(.*a){3}``), each adding a factor of the length;
-  * combinatorially: the choices between alternatives that can read the same character multiply to more
-    than ``MAX_AMBIGUITY`` ways to read one text (``(a?){20}a{20}``);
+  * combinatorially: alternatives and optional parts that read the same text give more than
+    ``MAX_AMBIGUITY`` paths through the pattern for one text (``(?:ab|ab){10}``, ``(?:a?a?){8}b``);
 
 - what remains has a worst case linear or quadratic in the string's length, times a factor known from
   the pattern, and ``Regexp.max_subject`` is the longest string that keeps that product under a fixed
-  budget of backtracking steps (``MAX_SUBJECT_LENGTH`` for ordinary linear patterns, a few thousand
-  characters for quadratic ones); the caller refuses longer strings.
+  budget of backtracking steps (``MAX_SUBJECT_LENGTH`` for ordinary linear patterns, some hundreds to a
+  couple of thousand characters for quadratic ones); the caller refuses longer strings.
 
-The analysis is conservative: a pattern it accepts cannot backtrack beyond those bounds, while a few
-harmless but unusual patterns are refused (alternatives that merely share a first character under a
-repetition, for one); the refusal says why, so the pattern can be rewritten (usually by anchoring it or
-by making a repetition's alternatives start differently). Where it must guess about character classes
-(huge ranges, say) it assumes they overlap.
+The analysis leans to caution: where it cannot tell (whether two huge character ranges share a character,
+say) it assumes the worst, so a few harmless but unusual patterns are refused too (the same alternative
+written twice and repeated, for one); the refusal says why, so the pattern can be rewritten (usually by
+anchoring it or by making a repetition's parts match different characters). The check itself is bounded
+(``_MAX_POSITIONS``, ``_MAX_WORK``), since it runs on the event loop as well, and cached per pattern.
 
 A linear-time engine (RE2) would need no such check, but it is deliberately not used: it gives ``\\d``,
 ``\\w``, ``\\s`` and ``$`` their ASCII and end-of-text meanings where Python's ``re`` has Unicode and
@@ -524,7 +525,7 @@ def _analyse(tree: Any) -> int | Refusal:
     if ambiguity > MAX_AMBIGUITY:
         return Refusal(
             f"its alternatives and optional parts offer more than {MAX_AMBIGUITY} ways to read the same "
-            "text, as (a?){20}a{20} does; make alternatives start with different characters"
+            "text, as (?:ab|ab){10} does; make alternatives start with different characters"
         )
     # Each start explores at most `ambiguity` paths through the pattern's positions (the search loop aside),
     # and a loop chained to the search's retries makes the number of starts a second factor of the length.
