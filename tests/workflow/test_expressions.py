@@ -597,6 +597,8 @@ def test_pattern_whose_check_would_take_too_long_is_refused() -> None:
         (r"(?:\Sa|\sb)+$", True),
         (r"(?:\Da|\d)+$", True),
         (r"(?:\Wa|!\w)+$", False),
+        # Alternatives that begin alike but part at their second character are read one way only.
+        (r"(?:[\u0100-\u0fffx]a|[\u0100-\u0fffy]b){9}", True),
     ],
 )
 def test_character_classes_overlap_as_re_reads_them(pattern: str, accepted: bool) -> None:
