@@ -885,14 +885,24 @@ def test_json_round_trip_is_lossless() -> None:
     assert restored.fan_in_for("Split") == "Join"
 
 
-def test_json_is_ascii_and_keeps_lone_surrogates() -> None:
-    g = tasks(Graph("Café \ud800"), "Größe")
+def test_json_is_ascii_and_keeps_non_ascii_names() -> None:
+    g = tasks(Graph("Café 😀"), "Größe")
     g.add_transition("Größe", END)
     text = g.to_json()
     assert text.isascii()
     restored = Graph.from_json(text.encode())
-    assert restored.name == "Café \ud800"
+    assert restored.name == "Café 😀"
     assert restored == g
+
+
+@pytest.mark.parametrize("name", ["Café \ud800", "nul\x00name"], ids=["lone-surrogate", "nul"])
+def test_names_no_store_can_hold_are_refused_by_builders_and_json(name: str) -> None:
+    with pytest.raises(InvalidGraphError, match="graph name contains"):
+        Graph(name)
+    document = json.loads(tasks(Graph("G"), "A").to_json())
+    document["name"] = name
+    with pytest.raises(InvalidGraphError, match="contains"):
+        Graph.from_json(json.dumps(document))
 
 
 def test_validate_result_is_kept_until_the_graph_changes() -> None:
@@ -1055,7 +1065,8 @@ def test_from_json_rejects_malformed_input(label: str, data: Any, fragment: str)
 
 # ------------------------------------------------------------------------------------ property tests
 
-_names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
+# Any text a store can hold: UTF-8 (no lone surrogates) and no NUL (see check_text).
+_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
 
 
 @st.composite

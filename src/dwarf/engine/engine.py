@@ -37,10 +37,10 @@ from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import (
     BadRequestError,
     ConflictError,
-    DwarfError,
     EngineStateError,
     InvalidGraphError,
     NotFoundError,
+    StoreError,
 )
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
@@ -524,12 +524,12 @@ class Engine:
                 thread_id=int(thread_row["thread_id"]) if thread_row else 0,
                 thread_token=thread_row["thread_token"] if thread_row else "",
             )
-        except DwarfError:
-            raise
-        except Exception:
+        except StoreError as error:
             # The shard did not take the flow: place the next ones elsewhere until it answers again. This
-            # one is not retried on another shard, because a lost answer may hide a committed insert.
-            store.healthy = False
+            # one is not retried on another shard, because a lost answer may hide a committed insert. A
+            # value the database refused says nothing about the shard's health.
+            if error.transient:
+                store.healthy = False
             raise
         self._ring(store.shard)
         return info.key

@@ -46,6 +46,8 @@ T = TypeVar("T")
 # julianday('now') has millisecond resolution; converting keeps every time in epoch seconds like PostgreSQL.
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _BUSY_TIMEOUT_MS = 30_000
+CLOSE_TIMEOUT = 2.0
+"""Seconds ``close`` waits for the store's thread to finish what is queued (see close)."""
 _SYNCHRONOUS_MODES = {"off", "normal", "full", "extra"}
 _MEMORY = ":memory:"
 
@@ -185,10 +187,17 @@ class SQLiteStore(Store):
         if thread is None:
             return
         self._queue.put(None)
-        await asyncio.to_thread(thread.join)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        # The thread closes the connection itself once it has drained the queue. It may be stuck in a
+        # statement waiting for another process's lock (SQLite's busy wait cannot be interrupted, and
+        # lasts up to the busy timeout): closing must not wait for that.
+        await asyncio.to_thread(thread.join, CLOSE_TIMEOUT)
+        if thread.is_alive():
+            self.log.warning(
+                "shard %d (%s): its thread is still waiting on the database; the store closes without it",
+                self.shard,
+                self.description,
+                extra={"flow": ""},
+            )
 
     async def run(self, work: TxFunction[T], *, write: bool = True) -> T:
         if self._thread is None or self._conn is None:
@@ -220,6 +229,9 @@ class SQLiteStore(Store):
         while True:
             unit = self._queue.get()
             if unit is None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
                 return
             group = [unit]
             while len(group) < self.max_group:
