@@ -55,6 +55,8 @@ async def test_mixed_flows_end_exactly_right_while_replicas_die_and_the_server_r
     dsn = throwaway_postgres.create_database("chaos")
     markers = replica_set.directory
     plans = plan_flows(FLOWS, SEED)
+    async with Engine(host=mixed_host(markers), dsn=dsn):
+        pass  # the schema first: the inspecting engine below has no workers, so it never creates one
     options = ReplicaOptions(
         dsn, "tests.process.mixed:mixed_host", workers=WORKERS, lease_period=LEASE_PERIOD, idle_poll=0.2
     )

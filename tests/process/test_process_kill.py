@@ -72,6 +72,8 @@ async def test_sqlite_file_survives_repeated_sigkill_of_its_only_replica(
 ) -> None:
     markers = replica_set.directory
     plans = plan_flows(SQLITE_FLOWS, seed=7)
+    async with Engine(host=mixed_host(markers), dsn=fresh_dsn):
+        pass  # the schema first: the inspecting engine below has no workers, so it never creates one
     options = ReplicaOptions(fresh_dsn, "tests.process.mixed:mixed_host", workers=8, lease_period=1.3)
     replica_set.launch("only", options)
     # This engine only creates and inspects flows; the replica process runs them all.
