@@ -106,6 +106,14 @@ class ThrowawayPostgres:
         """Restart the server: ``fast`` disconnects every client; ``immediate`` is a crash and recovery."""
         self._pg_ctl("restart", "-m", mode)
 
+    def halt(self) -> None:
+        """Stop the server as a crash would (``immediate``), keeping its files: ``start_again`` revives it."""
+        self._pg_ctl("stop", "-m", "immediate")
+
+    def start_again(self) -> None:
+        """Start a server stopped by ``halt`` (crash recovery runs first)."""
+        self._pg_ctl("start")
+
     def server_log(self) -> str:
         path = self._base / "server.log"
         return path.read_text()[-3000:] if path.exists() else ""
