@@ -596,8 +596,9 @@ class Engine:
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
         """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome.
 
-        ``timeout`` bounds the whole call, database reads included: a slow, locked or unreachable
-        database makes it raise TimeoutError on time, not when the database answers.
+        ``timeout`` bounds the whole call, database reads included: a slow or locked database makes it
+        raise TimeoutError on time, not when the database answers; one that refuses connections makes it
+        raise StoreError at once.
         """
         self._require_started()
         limit = None if timeout is None else to_seconds(timeout, what="timeout")
