@@ -85,8 +85,8 @@ async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> N
         flow.set("runner", run)
         if run == 1:
             try:
-                # Outlives the lease (0.2 s) but not the budget.
-                await asyncio.sleep(0.6)
+                # Outlives the lease (0.2 s) and a poll interval by far, but not the budget.
+                await asyncio.sleep(1.5)
             finally:
                 first_run_over.set()
 
@@ -96,7 +96,7 @@ async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> N
     engine._scheduler.lease_period = 0.2
     engine._scheduler.heartbeat_interval = 3600.0
     engine._scheduler.idle_poll = 0.1  # look for expired leases often, so the re-claim beats the first run
-    key = await engine.create("slow", options=FlowOptions(time_budget=1.0))
+    key = await engine.create("slow", options=FlowOptions(time_budget=5.0))
     outcome = await engine.wait(key, timeout=WAIT)
     async with asyncio.timeout(WAIT):
         await first_run_over.wait()
