@@ -33,14 +33,14 @@ async def test_a_task_that_swallows_its_cancellation_fails_at_its_deadline_and_i
             await asyncio.sleep(WAIT)
         except asyncio.CancelledError:
             pass  # swallowed: the task carries on
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(3.0)
         flow.set("late", 1)
         returned.set()
 
     engine = await make_engine(proxy_with("stubborn", chain("Stubborn", "A"), A=stubborn))
     started = time.monotonic()
     key, outcome = await engine.run("stubborn", options=FlowOptions(time_budget=BUDGET), timeout=WAIT)
-    assert time.monotonic() - started < BUDGET + 0.4  # not held by the task's extra half second
+    assert time.monotonic() - started < BUDGET + 2.0  # not held by the task's extra three seconds
     assert outcome.status == Status.FAILED
     assert "exceeded its time budget" in outcome.error
     async with asyncio.timeout(WAIT):
@@ -89,7 +89,7 @@ async def test_a_blocking_sync_task_fails_at_its_deadline_without_holding_the_wo
     try:
         started = time.monotonic()
         _, outcome = await engine.run("blocking", options=FlowOptions(time_budget=BUDGET), timeout=WAIT)
-        assert time.monotonic() - started < BUDGET + 0.4
+        assert time.monotonic() - started < BUDGET + 2.0  # not held by the thread, blocked for 10 s
         assert outcome.status == Status.FAILED
         assert "exceeded its time budget" in outcome.error
     finally:
