@@ -42,7 +42,7 @@ from dwarf.errors import (
     NotFoundError,
     StoreError,
 )
-from dwarf.store.base import Row, SingleStatementTx, Store, Tx
+from dwarf.store.base import Row, SingleStatementTx, Store, Tx, silent_logger
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.durations import Duration, to_seconds
@@ -83,15 +83,6 @@ SHARD_PROBE_TIMEOUT = 5.0
 """Seconds shard_info waits for one shard before reporting it unreachable."""
 
 
-def _silent_logger() -> logging.Logger:
-    """The default logger: discards everything and never reaches the application's root handlers."""
-    logger = logging.getLogger("dwarf.engine.silent")
-    logger.propagate = False
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    return logger
-
-
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequestError(f"{what} must be a positive integer")
@@ -115,7 +106,7 @@ class Engine:
         self._host: Any = None
         self._workers = DEFAULT_WORKERS
         self._num_shards = 1
-        self._log = _silent_logger()
+        self._log = silent_logger()
         self._debug = False
         self._meter_provider: Any = None
         self._tracer_provider: Any = None
@@ -187,7 +178,7 @@ class Engine:
     def set_logger(self, logger: logging.Logger | None) -> None:
         """Where the engine logs; None silences it (the default)."""
         self._require_new("the logger")
-        self._log = logger if logger is not None else _silent_logger()
+        self._log = logger if logger is not None else silent_logger()
 
     def set_debug_logger(self) -> None:
         """Log everything at DEBUG level to stderr (for development)."""

@@ -106,6 +106,9 @@ class Attempt:
     sleep_seconds: float = 0.0
     interrupt_payload: dict[str, Any] | None = None
     subgraph_request: tuple[str, dict[str, Any]] | None = None
+    # The loaded graph of the requested child flow and its trace parent (set before the commit).
+    child_graph: Graph | None = None
+    child_trace_parent: str = ""
 
     @classmethod
     def of(cls, carrier: Flow, park: Park | None, error: BaseException | None) -> Attempt:
@@ -318,34 +321,23 @@ async def _commit_outcome(
     inline_lease_margin: float | None,
     run: TaskRun | None,
 ) -> Row | None:
-    child_graph: Graph | None = None
-    child_span, child_trace_parent = None, ""
+    child_span = None
     if attempt.park is not None and attempt.park.kind == "subgraph":
         url, _ = attempt.subgraph_request or ("", {})
         try:
-            child_graph = await engine._load_graph(url, info.baggage)
+            attempt.child_graph = await engine._load_graph(url, info.baggage)
         except Exception as error:
             # Whatever stops the child's graph from loading (unknown, invalid, its host failing) is this
             # task's error: routed by onError or failing the flow, never an engine failure that would
             # re-run the step for ever.
             attempt.park, attempt.error = None, error
-        if child_graph is not None and run is not None:
+        if attempt.child_graph is not None and run is not None:
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
-            child_span, child_trace_parent = engine._telemetry.open_flow_span(url, run.span)
-    state = json.loads(step["state"])
+            child_span, attempt.child_trace_parent = engine._telemetry.open_flow_span(url, run.span)
+    target = _CommitTarget(store, info, step, lease_token, json.loads(step["state"]), inline_lease_margin)
     try:
-        effects, attempt = await _record_attempt(
-            store,
-            info,
-            step,
-            lease_token,
-            attempt,
-            state,
-            child_graph,
-            child_trace_parent,
-            inline_lease_margin,
-        )
+        effects, attempt = await _record_attempt(target, attempt)
     except LeaseLostError:
         _log_lost_lease(engine, info, step)
         if run is not None:
@@ -381,31 +373,23 @@ async def _commit_outcome(
     return effects.inline_step
 
 
-async def _record_attempt(
-    store: Store,
-    info: FlowInfo,
-    step: Row,
-    lease_token: str,
-    attempt: Attempt,
-    state: dict[str, Any],
-    child_graph: Graph | None,
-    child_trace_parent: str,
-    inline_lease_margin: float | None,
-) -> tuple[Effects, Attempt]:
+@dataclass(frozen=True)
+class _CommitTarget:
+    """What an attempt is committed against: the leased step, its flow, and its input state."""
+
+    store: Store
+    info: FlowInfo
+    step: Row
+    lease_token: str
+    state: dict[str, Any]
+    inline_lease_margin: float | None
+
+
+async def _record_attempt(target: _CommitTarget, attempt: Attempt) -> tuple[Effects, Attempt]:
     """Commit the attempt; if the database refuses its values, commit instead a failure of the step
     that keeps nothing the task wrote. Returns the effects and the attempt that was committed."""
     try:
-        return await _commit_attempt(
-            store,
-            info,
-            step,
-            lease_token,
-            attempt,
-            state,
-            child_graph,
-            child_trace_parent,
-            inline_lease_margin,
-        ), attempt
+        return await _commit_attempt(target, attempt), attempt
     except Exception as error:
         if not _is_unstorable(error):
             raise
@@ -415,25 +399,16 @@ async def _record_attempt(
         failed = Attempt(
             changes={},
             error=UnstorableOutcomeError(
-                f"the outcome of task {step['task_name']!r} could not be stored: {reason}"
+                f"the outcome of task {target.step['task_name']!r} could not be stored: {reason}"
             ),
         )
-        return await _commit_attempt(
-            store, info, step, lease_token, failed, state, None, "", inline_lease_margin
-        ), failed
+        return await _commit_attempt(target, failed), failed
 
 
-async def _commit_attempt(
-    store: Store,
-    info: FlowInfo,
-    step: Row,
-    lease_token: str,
-    attempt: Attempt,
-    state: dict[str, Any],
-    child_graph: Graph | None,
-    child_trace_parent: str,
-    inline_lease_margin: float | None,
-) -> Effects:
+async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
+    store, info, step, lease_token = target.store, target.info, target.step, target.lease_token
+    inline_lease_margin = target.inline_lease_margin
+    state = target.state
     changes = attempt.changes
     merged = apply_changes(state, changes)
     graph = info.graph
@@ -451,9 +426,11 @@ async def _commit_attempt(
         commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
         if park is not None and park.kind == "interrupt":
             await commit.commit_interrupt(changes, attempt.interrupt_payload or {})
-        elif park is not None and child_graph is not None and attempt.subgraph_request is not None:
+        elif park is not None and attempt.child_graph is not None and attempt.subgraph_request is not None:
             url, child_input = attempt.subgraph_request
-            await commit.commit_subgraph(changes, url, child_input, child_graph, child_trace_parent)
+            await commit.commit_subgraph(
+                changes, url, child_input, attempt.child_graph, attempt.child_trace_parent
+            )
         elif attempt.retry_delay is not None:
             await commit.commit_retry(
                 changes, merged, attempt.retry_delay, error_text(task_error) if task_error else ""

@@ -114,6 +114,10 @@ class Scheduler:
         self._heartbeat_interval = seconds
         self._retuned.set()
 
+    def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
+        """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
+        self._engine._log.log(_failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
+
     def start(self) -> None:
         if self._workers == 0:
             return  # an operations-only engine claims nothing
@@ -207,13 +211,7 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.log(
-                _failure_level(error),
-                "checking cohorts on shard %d failed: %s",
-                store.shard,
-                error,
-                extra={"flow": ""},
-            )
+            self._report(error, "checking cohorts on shard %d failed", store.shard)
             for spawn_id, info in pending.items():  # look again next round
                 self._arrivals[store.shard].setdefault(spawn_id, info)
             return
@@ -240,12 +238,11 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.log(
-                _failure_level(error),
-                "joining cohort %s failed (the wedge sweep will retry): %s",
-                correlation_id(store.shard, spawn_id),
+            self._report(
                 error,
-                extra={"flow": info.correlation_id},
+                "joining cohort %s failed (the wedge sweep will retry)",
+                correlation_id(store.shard, spawn_id),
+                flow=info.correlation_id,
             )
 
     async def _claim_loop(self, store: Store) -> None:
@@ -270,13 +267,7 @@ class Scheduler:
             except Exception as error:
                 _reraise_swallowed_cancel()
                 store.healthy = False
-                self._engine._log.log(
-                    _failure_level(error),
-                    "claiming on shard %d failed: %s",
-                    store.shard,
-                    error,
-                    extra={"flow": ""},
-                )
+                self._report(error, "claiming on shard %d failed", store.shard)
                 await asyncio.sleep(self.error_backoff)
                 continue
             if len(claimed) == free:
@@ -299,13 +290,7 @@ class Scheduler:
                 raise
             except Exception as error:
                 _reraise_swallowed_cancel()
-                self._engine._log.log(
-                    _failure_level(error),
-                    "polling shard %d failed: %s",
-                    store.shard,
-                    error,
-                    extra={"flow": ""},
-                )
+                self._report(error, "polling shard %d failed", store.shard)
                 delay = self.error_backoff
             if delay > 0:
                 await self._wait_for(doorbell, delay)
@@ -325,13 +310,7 @@ class Scheduler:
                     raise
                 except Exception as error:
                     _reraise_swallowed_cancel()
-                    self._engine._log.log(
-                        _failure_level(error),
-                        "the wedge sweep of shard %d failed: %s",
-                        store.shard,
-                        error,
-                        extra={"flow": ""},
-                    )
+                    self._report(error, "the wedge sweep of shard %d failed", store.shard)
 
     async def _heartbeat_loop(self) -> None:
         """Renew the leases of the steps this engine runs, and stop the runs whose lease is gone.
@@ -359,13 +338,7 @@ class Scheduler:
                     raise
                 except Exception as error:
                     _reraise_swallowed_cancel()
-                    self._engine._log.log(
-                        _failure_level(error),
-                        "renewing leases on shard %d failed: %s",
-                        flights[0].store.shard,
-                        error,
-                        extra={"flow": ""},
-                    )
+                    self._report(error, "renewing leases on shard %d failed", flights[0].store.shard)
 
     async def _renew(self, flights: list[_InFlight]) -> None:
         store = flights[0].store
@@ -413,13 +386,7 @@ class Scheduler:
             raise
         except Exception as error:
             _reraise_swallowed_cancel()
-            self._engine._log.log(
-                _failure_level(error),
-                "counting pending steps on shard %d failed: %s",
-                store.shard,
-                error,
-                extra={"flow": ""},
-            )
+            self._report(error, "counting pending steps on shard %d failed", store.shard)
             rows = []
         self._engine._telemetry.set_pending(store.shard, rows)
 

@@ -88,8 +88,9 @@ def missing_migrations(dialect: str, applied: set[int]) -> list[str]:
 
 
 def silent_logger() -> logging.Logger:
-    """The default ``Store.log``: discards everything and never reaches the application's root handlers."""
-    logger = logging.getLogger("dwarf.store.silent")
+    """The default logger of engines and stores: discards everything and never reaches the application's
+    root handlers."""
+    logger = logging.getLogger("dwarf.silent")
     logger.propagate = False
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
