@@ -387,7 +387,6 @@ class StepCommit:
     ) -> None:
         """The task succeeded: start the successors the route names, arrive at a join, or complete."""
         step = self.step
-        step_id = int(step["step_id"])
         lineage_id = int(step["lineage_id"])
         carry = self._carry(changes)
         depth = int(step["step_depth"]) + 1
@@ -401,17 +400,7 @@ class StepCommit:
         if fan_in is not None:
             # An empty forEach: no cohort forms, and its fan-in runs at once on this step's merged state
             # (the reference's fireFanInDirect). The fan-in step continues this step's own chain.
-            successor_id = await self._insert_step(
-                fan_in,
-                merged,
-                depth=depth,
-                predecessor_id=step_id,
-                lineage_id=lineage_id,
-                ordinal=int(step["fan_out_ordinal"]),
-                delay=sleep,
-                carry=carry if lineage_id else None,
-            )
-            await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
+            await self._finish_then(fan_in, changes, merged, carry, sleep)
             return
 
         if route.branches:
@@ -431,18 +420,7 @@ class StepCommit:
                     next_carry=carry if lineage_id else {},
                 )
                 return
-            else:
-                successor_id = await self._insert_step(
-                    node,
-                    merged,
-                    depth=depth,
-                    predecessor_id=step_id,
-                    lineage_id=lineage_id,
-                    ordinal=int(step["fan_out_ordinal"]),
-                    delay=sleep,
-                    carry=carry if lineage_id else None,
-                )
-            await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
+            await self._finish_then(node, changes, merged, carry, sleep)
             return
 
         # END, or no transition matched.
@@ -454,6 +432,29 @@ class StepCommit:
             return
         await self._finish(Status.COMPLETED, changes)
         await self._stop_flow(Status.COMPLETED, final_state=merged)
+
+    async def _finish_then(
+        self,
+        node: str,
+        changes: Mapping[str, Any],
+        merged: Mapping[str, Any],
+        carry: Mapping[str, Any],
+        sleep: float,
+    ) -> None:
+        """Complete this step with one successor, ``node``, that continues its chain (and its cohort)."""
+        step = self.step
+        lineage_id = int(step["lineage_id"])
+        successor_id = await self._insert_step(
+            node,
+            merged,
+            depth=int(step["step_depth"]) + 1,
+            predecessor_id=int(step["step_id"]),
+            lineage_id=lineage_id,
+            ordinal=int(step["fan_out_ordinal"]),
+            delay=sleep,
+            carry=carry if lineage_id else None,
+        )
+        await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
 
     async def _finish_last_step(self, changes: Mapping[str, Any], merged: Mapping[str, Any]) -> None:
         """Complete a root flow's last step and the flow, in one query (see is_single_statement)."""
