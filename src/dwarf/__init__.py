@@ -34,7 +34,7 @@ from dwarf.workflow import (
 )
 
 if TYPE_CHECKING:
-    from dwarf.engine import Engine, Host, TestProxy
+    from dwarf.engine import Engine, Host, SchedulerTuning, TestProxy
     from dwarf.sync import SyncEngine
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "Query",
     "Reducer",
+    "SchedulerTuning",
     "ShardSummary",
     "Status",
     "StoreError",
@@ -64,7 +65,7 @@ __all__ = [
     "current_baggage",
 ]
 
-_ENGINE_NAMES = frozenset({"Engine", "Host", "TestProxy"})
+_ENGINE_NAMES = frozenset({"Engine", "Host", "SchedulerTuning", "TestProxy"})
 
 
 def __getattr__(name: str) -> Any:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from dwarf import END, Flow, FlowStep, Graph, Reducer, Status
-from dwarf.engine import Engine, TestProxy
+from dwarf.engine import Engine, SchedulerTuning, TestProxy
 
 WAIT = 10.0
 """Upper bound (seconds) on any wait for a flow that is expected to stop soon."""
@@ -200,12 +201,12 @@ class Replicas:
     async def start(self, *, lease_period: float | None = None, **settings: Any) -> Engine:
         """A started engine on the shared database; ``lease_period`` shortens how long a claim holds a step
         without renewal (so that a crashed replica's steps come back quickly)."""
+        if lease_period is not None:
+            tuning = settings.pop("scheduler_tuning", SchedulerTuning())
+            settings["scheduler_tuning"] = replace(tuning, lease_period=lease_period)
         engine = Engine(host=self._host, dsn=self._dsn, **settings)
         self._engines.append(engine)
         await engine.startup()
-        if lease_period is not None:
-            assert engine._scheduler is not None
-            engine._scheduler.lease_period = lease_period
         return engine
 
     async def __aenter__(self) -> Replicas:

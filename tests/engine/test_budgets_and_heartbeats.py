@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from dwarf import Flow, FlowOptions, Status
-from dwarf.engine.scheduler import LEASE_PERIOD
+from dwarf.engine import SchedulerTuning
 from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, until
 
 BUDGET = 0.3
@@ -63,10 +63,10 @@ async def test_a_task_that_never_ends_fails_at_its_deadline_and_never_runs_twice
             except asyncio.CancelledError:
                 continue  # refuses to stop
 
-    engine = await make_engine(proxy_with("endless", chain("Endless", "A"), A=endless))
-    assert engine._scheduler is not None
-    engine._scheduler.lease_period = 0.4
-    engine._scheduler.idle_poll = 0.05
+    engine = await make_engine(
+        proxy_with("endless", chain("Endless", "A"), A=endless),
+        scheduler_tuning=SchedulerTuning(lease_period=0.4, idle_poll=0.05),
+    )
     try:
         _, outcome = await engine.run("endless", options=FlowOptions(time_budget=BUDGET), timeout=WAIT)
         assert outcome.status == Status.FAILED
@@ -105,12 +105,9 @@ async def test_a_live_replicas_task_outlasting_many_lease_periods_runs_once(make
         flow.set("done", True)
 
     proxy = proxy_with("long", chain("Long", "A"), A=long_task)
-    first = await make_engine(proxy)
-    second = await make_engine(proxy)
-    for engine in (first, second):
-        assert engine._scheduler is not None
-        engine._scheduler.lease_period = 0.3  # five lease periods in one run of the task
-        engine._scheduler.idle_poll = 0.05
+    short = SchedulerTuning(lease_period=0.3, idle_poll=0.05)  # five lease periods in one run of the task
+    first = await make_engine(proxy, scheduler_tuning=short)
+    await make_engine(proxy, scheduler_tuning=short)
     _, outcome = await first.run("long", timeout=WAIT)
     assert outcome.status == Status.COMPLETED, outcome.error
     assert outcome.state == {"done": True}
@@ -129,9 +126,10 @@ async def test_cancelling_a_flow_stops_its_running_task_within_a_heartbeat(make_
             stopped.set()
             raise
 
-    engine = await make_engine(proxy_with("long", chain("Long", "A"), A=long_task))
-    assert engine._scheduler is not None
-    engine._scheduler.lease_period = 0.4
+    engine = await make_engine(
+        proxy_with("long", chain("Long", "A"), A=long_task),
+        scheduler_tuning=SchedulerTuning(lease_period=0.4),
+    )
     key = await engine.create("long")
     async with asyncio.timeout(WAIT):
         await entered.wait()
@@ -144,7 +142,7 @@ async def test_cancelling_a_flow_stops_its_running_task_within_a_heartbeat(make_
 async def test_a_crashed_replicas_step_is_recovered_within_fifteen_seconds_by_default(fresh_dsn: str) -> None:
     """Default settings: the two-minute time budget no longer decides how long a dead worker's step waits."""
     runs: Counter[str] = Counter()
-    assert LEASE_PERIOD + 2 < 15
+    assert SchedulerTuning().lease_period + 2 < 15
 
     async def hang_once(flow: Flow) -> None:
         runs["A"] += 1
@@ -182,21 +180,16 @@ async def test_a_step_that_keeps_losing_its_worker_fails_after_the_limit_instead
         await asyncio.Event().wait()  # the replica is "killed" while this runs
 
     proxy = proxy_with("crashy", chain("Crashy", "A"), A=crash_the_worker)
+    crashy = SchedulerTuning(lease_period=0.3, max_recoveries=2, idle_poll=0.05)
     async with Replicas(proxy, fresh_dsn) as replicas:
         key = ""
         for crash in range(2):
-            replica = await replicas.start(lease_period=0.3)
-            assert replica._scheduler is not None
-            replica._scheduler.max_recoveries = 2
-            replica._scheduler.idle_poll = 0.05
+            replica = await replicas.start(scheduler_tuning=crashy)
             if not key:
                 key = await replica.create("crashy")
             await until(lambda crash=crash: runs["A"] == crash + 1)
             await replica._crash_for_test()
-        survivor = await replicas.start(lease_period=0.3)
-        assert survivor._scheduler is not None
-        survivor._scheduler.max_recoveries = 2
-        survivor._scheduler.idle_poll = 0.05
+        survivor = await replicas.start(scheduler_tuning=crashy)
         outcome = await survivor.wait(key, timeout=WAIT)
         history = await survivor.history(key)
     assert runs["A"] == 2  # the first run and one recovery; the second recovery is not run

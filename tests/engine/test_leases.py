@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from dwarf import Flow, FlowOptions, Status
+from dwarf import Flow, FlowOptions, SchedulerTuning, Status
 from tests.engine.graphs import WAIT, Replicas, chain, proxy_with, until
 
 BUDGET = 0.5
@@ -90,12 +90,10 @@ async def test_worker_that_lost_its_lease_commits_nothing(make_engine: Any) -> N
             finally:
                 first_run_over.set()
 
-    engine = await make_engine(proxy_with("slow", chain("Slow", "A"), A=slow_once))
-    assert engine._scheduler is not None
-    # A worker whose renewals stalled: its 0.2 s lease lapses while the task still runs.
-    engine._scheduler.lease_period = 0.2
-    engine._scheduler.heartbeat_interval = 3600.0
-    engine._scheduler.idle_poll = 0.1  # look for expired leases often, so the re-claim beats the first run
+    # A worker whose renewals stalled: its 0.2 s lease lapses while the task still runs. It looks for
+    # expired leases often, so the re-claim beats the first run.
+    stalled = SchedulerTuning(lease_period=0.2, heartbeat_interval=3600.0, idle_poll=0.1)
+    engine = await make_engine(proxy_with("slow", chain("Slow", "A"), A=slow_once), scheduler_tuning=stalled)
     key = await engine.create("slow", options=FlowOptions(time_budget=5.0))
     outcome = await engine.wait(key, timeout=WAIT)
     async with asyncio.timeout(WAIT):

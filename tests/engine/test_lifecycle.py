@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from dwarf import EngineStateError, Flow, FlowOptions, Query, Status, StoreError
+from dwarf import (
+    BadRequestError,
+    EngineStateError,
+    Flow,
+    FlowOptions,
+    Query,
+    SchedulerTuning,
+    Status,
+    StoreError,
+)
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import WAIT, Gate, chain, for_each, noop, proxy_with
 
@@ -400,3 +409,28 @@ async def test_a_host_whose_start_hook_raises_aborts_the_startup(fresh_dsn: str)
         await engine.startup()
     with pytest.raises(EngineStateError):
         await engine.list()
+
+
+# --- scheduler tuning ---
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"idle_poll": 0}, {"lease_period": -1}, {"max_recoveries": 1.5}, {"error_backoff": float("nan")}],
+    ids=["zero-poll", "negative-lease", "fractional-recoveries", "nan-backoff"],
+)
+def test_unusable_scheduler_tuning_is_a_bad_request(fields: dict[str, Any]) -> None:
+    with pytest.raises(BadRequestError, match="scheduler tuning"):
+        SchedulerTuning(**fields)
+
+
+async def test_scheduler_tuning_applies_to_a_running_engine(make_engine: Any) -> None:
+    engine = await make_engine(_proxy(), scheduler_tuning=SchedulerTuning(lease_period=5.0))
+    assert engine.scheduler_tuning.lease_period == 5.0
+    faster = SchedulerTuning(lease_period=1.0, idle_poll=0.1)
+    engine.set_scheduler_tuning(faster)
+    assert engine.scheduler_tuning is faster
+    _, outcome = await engine.run("one", timeout=10)
+    assert outcome.status == Status.COMPLETED
+    with pytest.raises(BadRequestError):
+        engine.set_scheduler_tuning({"lease_period": 1.0})  # type: ignore[arg-type]

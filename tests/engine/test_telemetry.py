@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 from dwarf import Flow, FlowOptions, FlowStep, Query, Status
-from dwarf.engine import TestProxy
+from dwarf.engine import SchedulerTuning, TestProxy
 from dwarf.engine.keys import TOKEN_LENGTH
 from dwarf.engine.telemetry import format_traceparent, parse_traceparent
 from tests.engine.graphs import (
@@ -301,8 +301,9 @@ async def test_the_pending_gauge_counts_due_steps_per_shard_and_priority(make_en
         await gate.pass_through()
 
     proxy = proxy_with("wait", chain("Wait", "W"), W=blocked)
-    engine = await make_engine(proxy, workers=1, **sdk.settings())
-    engine._scheduler.idle_poll = 0.05
+    engine = await make_engine(
+        proxy, workers=1, scheduler_tuning=SchedulerTuning(idle_poll=0.05), **sdk.settings()
+    )
     await engine.create("wait")
     await gate.wait_entered()
     for _ in range(3):
@@ -325,8 +326,11 @@ async def test_the_pending_gauge_counts_due_steps_per_shard_and_priority(make_en
 async def test_the_pending_gauge_queries_only_when_collected_and_once_per_collection(
     make_engine: Any, sdk: Sdk
 ) -> None:
-    engine = await make_engine(proxy_with("line", chain("Line", "A"), A=noop), **sdk.settings())
-    engine._scheduler.idle_poll = 0.02
+    engine = await make_engine(
+        proxy_with("line", chain("Line", "A"), A=noop),
+        scheduler_tuning=SchedulerTuning(idle_poll=0.02),
+        **sdk.settings(),
+    )
     store = engine._stores[0]
     queries: list[str] = []
     original = store.read

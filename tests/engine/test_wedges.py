@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from dwarf import Flow, Status
-from dwarf.engine import Engine, TestProxy
+from dwarf.engine import Engine, SchedulerTuning, TestProxy
 from dwarf.engine.wedge import WEDGED_FLOW_ERROR, sweep_wedges
 from tests.engine.graphs import WAIT, Gate, chain
 
@@ -160,12 +160,9 @@ async def test_rows_younger_than_the_minimum_age_are_left_alone(fresh_dsn: str) 
         assert (await engine.snapshot(key)).status == Status.RUNNING
 
 
-async def test_the_engine_sweeps_on_its_own(fresh_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dwarf.engine import scheduler
-
-    monkeypatch.setattr(scheduler, "WEDGE_SWEEP_INTERVAL", 0.05)
-    monkeypatch.setattr(scheduler, "WEDGE_MIN_AGE", 0.0)
-    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+async def test_the_engine_sweeps_on_its_own(fresh_dsn: str) -> None:
+    sweeping = SchedulerTuning(wedge_sweep_interval=0.05, wedge_min_age=0.0)
+    async with Engine(host=_proxy(), dsn=fresh_dsn, scheduler_tuning=sweeping) as engine:
         key = await engine.create("child")
         await engine.wait(key, timeout=WAIT)
         await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
@@ -173,14 +170,11 @@ async def test_the_engine_sweeps_on_its_own(fresh_dsn: str, monkeypatch: pytest.
     assert outcome.status == Status.INTERRUPTED
 
 
-async def test_a_running_engine_deletes_flows_another_engine_purged(
-    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_running_engine_deletes_flows_another_engine_purged(fresh_dsn: str) -> None:
     from dwarf import Query
-    from dwarf.engine import scheduler
 
-    monkeypatch.setattr(scheduler, "WEDGE_SWEEP_INTERVAL", 0.05)
-    async with Engine(host=_proxy(), dsn=fresh_dsn) as worker:
+    sweeping = SchedulerTuning(wedge_sweep_interval=0.05)
+    async with Engine(host=_proxy(), dsn=fresh_dsn, scheduler_tuning=sweeping) as worker:
         keys = [await worker.create("child") for _ in range(3)]
         for key in keys:
             await worker.wait(key, timeout=WAIT)

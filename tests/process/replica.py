@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dwarf import Engine, FlowOptions
+from dwarf import Engine, FlowOptions, SchedulerTuning
 
 
 def load_workload(spec: str) -> Callable[[Path], Any]:
@@ -47,11 +47,11 @@ def _file_logger(path: str) -> logging.Logger | None:
 async def run(args: argparse.Namespace) -> None:
     markers = Path(args.markers)
     host = load_workload(args.workload)(markers)
-    engine = Engine(host=host, dsn=args.dsn, workers=args.workers, logger=_file_logger(args.log))
+    tuning = SchedulerTuning(lease_period=args.lease_period, idle_poll=args.idle_poll)
+    engine = Engine(
+        host=host, dsn=args.dsn, workers=args.workers, logger=_file_logger(args.log), scheduler_tuning=tuning
+    )
     await engine.startup()
-    assert engine._scheduler is not None
-    engine._scheduler.lease_period = args.lease_period
-    engine._scheduler.idle_poll = args.idle_poll
     if args.create:
         options = FlowOptions(time_budget=args.time_budget)
         key = await engine.create(args.create, json.loads(args.state), options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dwarf import Engine
+from dwarf import Engine, SchedulerTuning
 from tests.engine.graphs import wait_until
 from tests.process.harness import ReplicaOptions, ReplicaSet, wait_for_file
 from tests.process.mixed import (
@@ -44,11 +44,13 @@ async def test_sigkill_mid_step_recovers_with_one_execution(fresh_dsn: str, repl
     await replica_set.kill("doomed")
 
     (markers / "b-fast").write_text("")
-    engine = Engine(host=killable_host(markers), dsn=fresh_dsn)
+    engine = Engine(
+        host=killable_host(markers),
+        dsn=fresh_dsn,
+        scheduler_tuning=SchedulerTuning(lease_period=LEASE_PERIOD),
+    )
     await engine.startup()
     try:
-        assert engine._scheduler is not None
-        engine._scheduler.lease_period = LEASE_PERIOD
         outcome = await engine.wait(key, timeout=30)
         assert outcome.status == "completed"
         assert outcome.state == {"aRuns": 1, "bRuns": 1, "cRuns": 1}

@@ -14,6 +14,7 @@ import secrets
 import socket
 import statistics
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import psycopg
@@ -165,10 +166,8 @@ class PingService:
 
 def slow_down_polling(engine: Engine) -> None:
     """Make ``engine`` poll for due steps only every SLOW_POLL seconds."""
-    assert engine._scheduler is not None
-    engine._scheduler.idle_poll = SLOW_POLL
-    # Wake the claimer so that it goes back to sleep with the new interval at once.
-    engine._scheduler.ring_all()
+    # Applies at once: a sleeping claimer wakes and goes back to sleep with the new interval.
+    engine.set_scheduler_tuning(replace(engine.scheduler_tuning, idle_poll=SLOW_POLL))
 
 
 async def start_latencies(creator: Engine, runner: Engine, service: PingService, flows: int) -> list[float]:

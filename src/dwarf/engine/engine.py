@@ -34,6 +34,7 @@ from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, de
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.engine.testproxy import sending_engine
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
+from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import (
     BadRequestError,
     ConflictError,
@@ -120,6 +121,7 @@ class Engine:
         self._specs: list[StoreSpec] = []
         self._stores: list[Store] = []
         self._scheduler: Scheduler | None = None
+        self._tuning = SchedulerTuning()
         self._waiters = FlowWaiters()
         self._flow_cache = FlowInfoCache()
         self._background: set[asyncio.Task[Any]] = set()
@@ -232,6 +234,19 @@ class Engine:
             raise BadRequestError(f"the time budget must be positive and at most {MAX_TIME_BUDGET:g} seconds")
         self._time_budget = seconds
 
+    def set_scheduler_tuning(self, tuning: SchedulerTuning) -> None:
+        """The timing knobs of claims, leases and housekeeping (see SchedulerTuning); applies at once."""
+        if not isinstance(tuning, SchedulerTuning):
+            raise BadRequestError("the scheduler tuning must be a SchedulerTuning")
+        self._tuning = tuning
+        if self._scheduler is not None:
+            self._scheduler.retune(tuning)
+
+    @property
+    def scheduler_tuning(self) -> SchedulerTuning:
+        """The timing knobs in force."""
+        return self._tuning
+
     def set_default_priority(self, priority: int) -> None:
         """The priority of flows created with priority 0 (default 100; lower runs first)."""
         if _positive_int(priority, "the default priority") > MAX_PRIORITY:
@@ -265,7 +280,7 @@ class Engine:
         except BaseException:
             self._phase = _NEW
             raise
-        scheduler = self._scheduler = Scheduler(self, self._stores, self._workers)
+        scheduler = self._scheduler = Scheduler(self, self._stores, self._workers, self._tuning)
         self._telemetry.attach(self._stores, lambda: scheduler.busy_workers)
         self._scheduler.start()
         self._phase = _STARTED

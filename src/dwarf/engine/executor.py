@@ -19,6 +19,7 @@ from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key, redact_keys
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
+from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import BadRequestError, DwarfError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.workflow.baggage import baggage_scope
@@ -125,10 +126,6 @@ class Attempt:
         )
 
 
-MAX_RECOVERIES = 20
-"""How many times in a row a step may lose its worker (lease lapsed while it ran) before it is failed
-instead of claimed again: a task that crashes or hangs its whole process must not do so for ever."""
-
 ABANDON_GRACE = 1.0
 """Seconds a task that was cancelled at its deadline gets to end before the engine stops waiting for it."""
 
@@ -139,7 +136,7 @@ async def run_claimed_step(
     step: Row,
     lease: Lease | str,
     inline_lease_margin: float | None = None,
-    max_recoveries: int = MAX_RECOVERIES,
+    max_recoveries: int = SchedulerTuning.max_recoveries,
 ) -> Row | None:
     """Execute a leased step and commit its outcome; a lost lease means nothing is committed.
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dwarf.engine.completion import join_ready_cohorts
-from dwarf.engine.executor import MAX_RECOVERIES, Lease, run_claimed_step
+from dwarf.engine.executor import Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
+from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
 from dwarf.errors import StoreError
 from dwarf.store.base import Row, Store
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler"]
 
-WEDGE_SWEEP_INTERVAL = 60.0
-"""Seconds between wedge sweeps of every shard."""
-WEDGE_MIN_AGE = 60.0
-"""Seconds a row must have been still before a sweep may call it wedged (far above any transition)."""
-LEASE_PERIOD = 10.0
-"""Seconds a claim (or its latest renewal) holds a step. A live worker renews its leases every quarter of
-this, so only a dead or cut-off one lets them lapse: another replica then takes its steps after at most
-this long plus a poll interval, whatever the time budget of the steps."""
 RELEASE_TIMEOUT = 2.0
 """Seconds shutdown spends handing unfinished steps back (at once, in parallel) before it gives up and
 lets their leases lapse instead: a database that does not answer must not hold the shutdown."""
@@ -71,7 +64,10 @@ def _failure_level(error: BaseException) -> int:
 class Scheduler:
     """Claimers and workers of one engine."""
 
-    def __init__(self, engine: Engine, stores: list[Store], workers: int) -> None:
+    def __init__(
+        self, engine: Engine, stores: list[Store], workers: int, tuning: SchedulerTuning | None = None
+    ) -> None:
+        tuning = tuning if tuning is not None else SchedulerTuning()
         self._engine = engine
         self._stores = stores
         self._workers = workers
@@ -82,37 +78,15 @@ class Scheduler:
         # Cohorts that members arrived at since the claimer of their shard last looked (see note_arrival).
         self._arrivals: dict[int, dict[int, FlowInfo]] = {store.shard: {} for store in stores}
         self._stopping = False
-        self.idle_poll = 1.0
-        self._lease_period = LEASE_PERIOD
-        self._heartbeat_interval: float | None = None
+        self.tuning = tuning
+        # Set when the tuning changes, so the heartbeat measures its wait again.
         self._retuned = asyncio.Event()
-        self.error_backoff = 0.5
-        # Lost workers in a row after which a step fails instead of running again (see MAX_RECOVERIES).
-        self.max_recoveries = MAX_RECOVERIES
-        # Wedge sweeps: how often, and how long a row must have been still before it counts as wedged.
-        self.wedge_sweep_interval = WEDGE_SWEEP_INTERVAL
-        self.wedge_min_age = WEDGE_MIN_AGE
 
-    @property
-    def lease_period(self) -> float:
-        """Seconds a claim or a renewal holds a step (see LEASE_PERIOD)."""
-        return self._lease_period
-
-    @lease_period.setter
-    def lease_period(self, seconds: float) -> None:
-        self._lease_period = seconds
+    def retune(self, tuning: SchedulerTuning) -> None:
+        """Apply new timing knobs at once: sleeping claimers and the heartbeat measure their waits again."""
+        self.tuning = tuning
         self._retuned.set()
-
-    @property
-    def heartbeat_interval(self) -> float:
-        """Seconds between lease renewals: a quarter of the lease period unless set (tests set it high to
-        play a worker whose renewals stalled)."""
-        return self._heartbeat_interval or self._lease_period / 4
-
-    @heartbeat_interval.setter
-    def heartbeat_interval(self, seconds: float | None) -> None:
-        self._heartbeat_interval = seconds
-        self._retuned.set()
+        self.ring_all()
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
         """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
@@ -257,7 +231,7 @@ class Scheduler:
             if free <= 0:
                 self._slot_free.clear()
                 # Bounded, so that a claimer whose workers are all busy still serves the pending gauge.
-                await self._wait_for(self._slot_free, self.idle_poll)
+                await self._wait_for(self._slot_free, self.tuning.idle_poll)
                 continue
             doorbell.clear()
             try:
@@ -268,13 +242,13 @@ class Scheduler:
                 _reraise_swallowed_cancel()
                 store.healthy = False
                 self._report(error, "claiming on shard %d failed", store.shard)
-                await asyncio.sleep(self.error_backoff)
+                await asyncio.sleep(self.tuning.error_backoff)
                 continue
             if len(claimed) == free:
                 # A busy claimer never reaches the idle poll below, where expired leases are found: check
                 # them on the same cadence here, or a dead replica's steps would wait for the backlog.
                 now = time.monotonic()
-                if now - last_lease_check >= self.idle_poll:
+                if now - last_lease_check >= self.tuning.idle_poll:
                     last_lease_check = now
                     with contextlib.suppress(Exception):
                         await self._recover_expired(store)
@@ -282,7 +256,7 @@ class Scheduler:
                 continue
             # Nothing more is due. Local work rings the doorbell (and delayed local work sets a timer);
             # after a quiet poll interval, ask the database what is coming (peers' sleeps, expired leases).
-            if await self._wait_for(doorbell, self.idle_poll):
+            if await self._wait_for(doorbell, self.tuning.idle_poll):
                 continue
             try:
                 delay = await self._idle_delay(store)
@@ -291,17 +265,17 @@ class Scheduler:
             except Exception as error:
                 _reraise_swallowed_cancel()
                 self._report(error, "polling shard %d failed", store.shard)
-                delay = self.error_backoff
+                delay = self.tuning.error_backoff
             if delay > 0:
                 await self._wait_for(doorbell, delay)
 
     async def _sweep_loop(self) -> None:
         """Housekeeping on a slow fixed cadence: the wedge sweep (see wedge.py) and leftover purges."""
         while not self._stopping:
-            await asyncio.sleep(self.wedge_sweep_interval)
+            await asyncio.sleep(self.tuning.wedge_sweep_interval)
             for store in self._stores:
                 try:
-                    await sweep_wedges(self._engine, store, self.wedge_min_age)
+                    await sweep_wedges(self._engine, store, self.tuning.wedge_min_age)
                     # Flows purged by another process (the CLI, another replica that stopped before its
                     # reaper finished) are deleted here too.
                     if int((await store.read("any_marked"))[0]["marked"]):
@@ -325,7 +299,7 @@ class Scheduler:
         while not self._stopping:
             self._retuned.clear()
             # A changed lease period or interval wakes the loop to measure its wait again.
-            if await self._wait_for(self._retuned, self.heartbeat_interval - (time.monotonic() - last)):
+            if await self._wait_for(self._retuned, self.tuning.heartbeat_every - (time.monotonic() - last)):
                 continue
             last = time.monotonic()
             by_store: dict[int, list[_InFlight]] = {}
@@ -346,7 +320,7 @@ class Scheduler:
             "renew_leases",
             step_ids=json.dumps([int(flight.step["step_id"]) for flight in flights]),
             lease_tokens=json.dumps(sorted({flight.lease.token for flight in flights})),
-            lease_seconds=self.lease_period,
+            lease_seconds=self.tuning.lease_period,
         )
         renewed = {int(row["step_id"]) for row in rows}
         for flight in flights:
@@ -394,7 +368,7 @@ class Scheduler:
         lease_token = new_token()
         started = time.perf_counter()
         rows = await store.write(
-            "claim_due_steps", lease_token=lease_token, lease_seconds=self.lease_period, limit=limit
+            "claim_due_steps", lease_token=lease_token, lease_seconds=self.tuning.lease_period, limit=limit
         )
         self._engine._telemetry.claimed(store.shard, started)
         store.healthy = True
@@ -410,7 +384,7 @@ class Scheduler:
         if int(row["stranded"]):
             await self._join_stranded(store)
         now = float(row["now"])
-        delay = self.idle_poll
+        delay = self.tuning.idle_poll
         if row["next_due"] is not None:
             delay = min(delay, float(row["next_due"]) - now)
         if row["next_expiry"] is not None:
@@ -449,12 +423,14 @@ class Scheduler:
                 # Run a lone successor inline only while this engine has idle workers: then no queued step
                 # is waiting for this worker, so skipping the queue cannot starve anything here.
                 inline = (
-                    self.lease_period if not self._stopping and len(self._in_flight) < self._workers else None
+                    self.tuning.lease_period
+                    if not self._stopping and len(self._in_flight) < self._workers
+                    else None
                 )
                 current, next_step = next_step, None
                 try:
                     next_step = await run_claimed_step(
-                        self._engine, store, current, lease, inline, self.max_recoveries
+                        self._engine, store, current, lease, inline, self.tuning.max_recoveries
                     )
                 except asyncio.CancelledError:
                     raise
