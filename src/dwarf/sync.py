@@ -24,9 +24,10 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from dwarf.engine.engine import Engine
+from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
 from dwarf.workflow.durations import Duration
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
@@ -47,7 +48,7 @@ class SyncEngine:
     suit, but call its coroutines only from a task running on its loop.
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, **settings: Unpack[EngineSettings]) -> None:
         self._engine = Engine(**settings)
         # Guards the phase and the submission of calls, so that no call reaches a loop that is closing.
         self._lock = threading.Lock()

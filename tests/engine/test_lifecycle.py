@@ -434,3 +434,13 @@ async def test_scheduler_tuning_applies_to_a_running_engine(make_engine: Any) ->
     assert outcome.status == Status.COMPLETED
     with pytest.raises(BadRequestError):
         engine.set_scheduler_tuning({"lease_period": 1.0})  # type: ignore[arg-type]
+
+
+def test_engine_settings_name_exactly_the_setters() -> None:
+    """Each keyword of Engine(**settings) is a set_* method, and each setter is a typed keyword."""
+    from typing import get_type_hints
+
+    from dwarf.engine.settings import EngineSettings
+
+    setters = {name.removeprefix("set_") for name in dir(Engine) if name.startswith("set_")}
+    assert set(get_type_hints(EngineSettings)) == setters

@@ -77,7 +77,11 @@ def create_app(
         gatekeepers.append(Middleware(TokenAuth, token))
     gatekeepers.append(Middleware(SameOriginPosts))
     owned = engine is None
-    active = engine if engine is not None else Engine(workers=0, dsn=dsn, num_shards=num_shards)
+    if engine is not None:
+        active = engine
+    else:
+        assert dsn is not None  # checked above: exactly one of the two
+        active = Engine(workers=0, dsn=dsn, num_shards=num_shards)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

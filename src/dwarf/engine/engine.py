@@ -19,7 +19,7 @@ import random
 import sys
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.completion import Effects, surface_interrupt
@@ -30,6 +30,7 @@ from dwarf.engine.history import build_history, load_step
 from dwarf.engine.host import Host
 from dwarf.engine.keys import MAX_ID, ParsedKey, correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.scheduler import Scheduler
+from dwarf.engine.settings import EngineSettings
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.engine.testproxy import sending_engine
@@ -101,7 +102,7 @@ class Engine:
             key, outcome = await engine.run("greet", {"name": "Ada"})
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, **settings: Unpack[EngineSettings]) -> None:
         self._phase = _NEW
         self._dsn = ""
         self._host: Any = None
