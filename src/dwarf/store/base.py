@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from dwarf.errors import StoreError
+from dwarf.store.statements import StatementName
 
 __all__ = ["Row", "Store", "Tx", "TxFunction", "load_queries", "silent_logger"]
 
@@ -115,19 +116,19 @@ class Tx(abc.ABC):
     """One open transaction. Statements are referred to by name; parameters by keyword."""
 
     @abc.abstractmethod
-    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+    async def fetch_all(self, query: StatementName, **params: Any) -> list[Row]:
         """Run a statement and return every row."""
 
     @abc.abstractmethod
-    async def execute(self, query: str, **params: Any) -> int:
+    async def execute(self, query: StatementName, **params: Any) -> int:
         """Run a statement and return the number of rows it changed."""
 
-    async def fetch_one(self, query: str, **params: Any) -> Row | None:
+    async def fetch_one(self, query: StatementName, **params: Any) -> Row | None:
         """Run a statement and return its first row, or None."""
         rows = await self.fetch_all(query, **params)
         return rows[0] if rows else None
 
-    async def fetch_value(self, query: str, **params: Any) -> Any:
+    async def fetch_value(self, query: StatementName, **params: Any) -> Any:
         """Run a statement and return the first column of its first row, or None."""
         row = await self.fetch_one(query, **params)
         return next(iter(row.values())) if row else None
@@ -177,11 +178,11 @@ class Store(abc.ABC):
         ``write=False`` is a hint that the work only reads (SQLite then skips the write lock).
         """
 
-    async def read(self, query: str, **params: Any) -> list[Row]:
+    async def read(self, query: StatementName, **params: Any) -> list[Row]:
         """Run one read-only statement in its own transaction."""
         return await self.run(lambda tx: tx.fetch_all(query, **params), write=False)
 
-    async def write(self, query: str, **params: Any) -> list[Row]:
+    async def write(self, query: StatementName, **params: Any) -> list[Row]:
         """Run one writing statement in its own transaction and return the rows it returned."""
         return await self.run(lambda tx: tx.fetch_all(query, **params))
 
@@ -241,8 +242,8 @@ class SingleStatementTx(Tx):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+    async def fetch_all(self, query: StatementName, **params: Any) -> list[Row]:
         return await self._store.write(query, **params)
 
-    async def execute(self, query: str, **params: Any) -> int:
+    async def execute(self, query: StatementName, **params: Any) -> int:
         raise NotImplementedError("single-statement units only fetch rows")

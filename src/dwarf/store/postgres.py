@@ -35,6 +35,7 @@ from dwarf.store.base import (
     missing_migrations,
     split_statements,
 )
+from dwarf.store.statements import StatementName
 
 __all__ = ["PostgresStore", "redact_dsn", "to_psycopg_params"]
 
@@ -249,13 +250,13 @@ class PostgresStore(Store):
             self.note_success()
         return result
 
-    async def read(self, query: str, **params: Any) -> list[Row]:
+    async def read(self, query: StatementName, **params: Any) -> list[Row]:
         return await self._single(query, params)
 
-    async def write(self, query: str, **params: Any) -> list[Row]:
+    async def write(self, query: StatementName, **params: Any) -> list[Row]:
         return await self._single(query, params)
 
-    async def _single(self, query: str, params: dict[str, Any]) -> list[Row]:
+    async def _single(self, query: StatementName, params: dict[str, Any]) -> list[Row]:
         # One statement needs no BEGIN/COMMIT: on an autocommit connection it is its own transaction,
         # which saves two round trips.
         pool = self._pool
@@ -301,7 +302,7 @@ class _PostgresTx(Tx):
         self._conn = conn
         self._queries = store._queries
 
-    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+    async def fetch_all(self, query: StatementName, **params: Any) -> list[Row]:
         sql = self._queries[query]
         try:
             cursor = await self._conn.execute(sql, params)
@@ -314,7 +315,7 @@ class _PostgresTx(Tx):
         except Exception as error:  # only the driver runs in here
             raise self._store.wrap(error) from error
 
-    async def execute(self, query: str, **params: Any) -> int:
+    async def execute(self, query: StatementName, **params: Any) -> int:
         sql = self._queries[query]
         try:
             cursor = await self._conn.execute(sql, params)

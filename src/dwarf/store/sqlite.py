@@ -38,6 +38,7 @@ from dwarf.store.base import (
     missing_migrations,
     split_statements,
 )
+from dwarf.store.statements import StatementName
 
 __all__ = ["SQLiteStore", "parse_sqlite_dsn"]
 
@@ -467,7 +468,7 @@ class _SQLiteTx(Tx):
         self._conn = conn
         self._queries = store._queries
 
-    async def fetch_all(self, query: str, **params: Any) -> list[Row]:
+    async def fetch_all(self, query: StatementName, **params: Any) -> list[Row]:
         result: list[Row] | None = None
         for statement in self._queries[query]:
             try:
@@ -478,7 +479,7 @@ class _SQLiteTx(Tx):
                 result = rows
         return result or []
 
-    async def execute(self, query: str, **params: Any) -> int:
+    async def execute(self, query: StatementName, **params: Any) -> int:
         counts = []
         for statement in self._queries[query]:
             try:
