@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from dwarf._extras import require_postgres
 from dwarf.errors import DwarfError
 
 if TYPE_CHECKING:
@@ -105,6 +106,10 @@ async def _probe_postgres(target: Target) -> None:
     """
     if urlsplit(target.dsn).scheme not in {"postgres", "postgresql"}:
         return
+    try:
+        require_postgres()
+    except ImportError as error:
+        raise CommandError(str(error)) from error
     import psycopg
 
     from dwarf.store.shards import shard_dsn

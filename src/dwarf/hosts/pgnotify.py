@@ -23,9 +23,14 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from dwarf._extras import missing_extra
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as error:  # the core install has no PostgreSQL driver
+    raise missing_extra("PgNotifyRelay", "postgres", error) from error
 
 from dwarf.errors import BadRequestError
 from dwarf.hosts.relay import Backoff, DeliverSignal, RelayError, check_positive_seconds, relay_logger

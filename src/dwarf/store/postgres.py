@@ -17,11 +17,16 @@ import shlex
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import psycopg
-import psycopg.errors
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from dwarf._extras import POSTGRES, missing_extra
+
+try:
+    import psycopg
+    import psycopg.errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as error:  # the core install has no PostgreSQL driver
+    raise missing_extra(POSTGRES, "postgres", error) from error
 
 from dwarf.errors import StoreError
 from dwarf.store.base import (

@@ -15,6 +15,7 @@ import weakref
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from dwarf._extras import require_postgres
 from dwarf.errors import BadRequestError, StoreError
 from dwarf.store.base import Store, first_line
 from dwarf.store.sqlite import SQLiteStore, parse_sqlite_dsn
@@ -122,6 +123,7 @@ def build_store(spec: StoreSpec, shard: int, pool_size: int) -> Store:
 
 
 async def _create_test_database(admin_dsn: str, database: str) -> None:
+    require_postgres()
     import psycopg
 
     from dwarf.store.postgres import redact_dsn

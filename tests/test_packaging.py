@@ -1,0 +1,286 @@
+"""What `pip install dwarf-workflow` delivers: a small wheel, a lean core install, and hints for the extras.
+
+The wheel is built from a clean copy of the sources (a ``build/`` directory left in the checkout would
+carry deleted files into it) and installed with ``--no-deps`` into a fresh virtual environment next to the
+core dependencies alone, as pip would install them. Optional parts used without their extra must fail with
+one line that names the extra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MERMAID = ROOT / "src" / "dwarf" / "dashboard" / "static" / "mermaid"
+ENTRY = "mermaid.esm.min.mjs"
+MAX_WHEEL_BYTES = 600 * 1000
+
+OPTIONAL_MODULES = (
+    "psycopg",
+    "psycopg_pool",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "typer",
+    "rich",
+    "httpx",
+    "nats",
+)
+"""Top-level modules that only extras bring: the core install must not have any of them."""
+
+POSTGRES_HINT = "PostgreSQL support needs the postgres extra: pip install 'dwarf-workflow[postgres]'"
+
+
+def _pyproject() -> dict[str, Any]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        project: dict[str, Any] = tomllib.load(file)["project"]
+    return project
+
+
+# ------------------------------------------------------------------------------------- vendored Mermaid
+
+# `import x from "./a.mjs"`, `import "./a.mjs"`, `export {x} from "./a.mjs"` (minified: no spaces needed).
+_STATIC_IMPORT = re.compile(r'(?:^|[;}\s])(?:import|export)\s*(?:[\w*{}\s,$]*?from\s*)?"(\.[^"]+)"')
+_DYNAMIC_IMPORT = re.compile(r'import\(\s*"(\.[^"]+)"\s*\)')
+FLOWCHART_DYNAMIC = ("flowDiagram-", "dagre-", "katex-")
+"""The lazily loaded chunks a flowchart takes: its diagram, its default layout, and KaTeX for ``$$`` labels.
+Every other dynamic import loads another diagram type, another layout or a debugging hook."""
+
+
+def flowchart_closure(root: Path) -> set[Path]:
+    """The files under ``root`` that drawing a flowchart loads, following the ES-module imports from the
+    entry module: every static import, and the dynamic imports in ``FLOWCHART_DYNAMIC``."""
+    reached: set[Path] = set()
+    pending = [root / ENTRY]
+    while pending:
+        module = pending.pop().resolve()
+        if module in reached:
+            continue
+        reached.add(module)
+        if not module.exists():
+            continue  # reported by the caller as missing
+        source = module.read_text(encoding="utf-8")
+        pending += [module.parent / spec for spec in _STATIC_IMPORT.findall(source)]
+        pending += [
+            module.parent / spec
+            for spec in _DYNAMIC_IMPORT.findall(source)
+            if Path(spec).name.startswith(FLOWCHART_DYNAMIC)
+        ]
+    return reached
+
+
+def test_shipped_mermaid_is_exactly_what_a_flowchart_loads() -> None:
+    needed = flowchart_closure(MERMAID)
+    shipped = {path.resolve() for path in MERMAID.rglob("*.mjs")}
+    assert sorted(p.name for p in needed - shipped) == [], "chunks a flowchart loads are missing"
+    assert sorted(p.name for p in shipped - needed) == [], "chunks no flowchart loads (delete them)"
+
+
+def test_flowchart_closure_reaches_the_diagram_its_layout_and_katex() -> None:
+    names = {path.name for path in flowchart_closure(MERMAID)}
+    for prefix in (ENTRY, *FLOWCHART_DYNAMIC):
+        assert any(name.startswith(prefix) for name in names), prefix
+    assert not any(name.startswith(("sequenceDiagram-", "cose-bilkent-", "swimlanes-")) for name in names)
+
+
+# ----------------------------------------------------------------------------------------------- wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built from a copy of pyproject.toml, README.md and src/."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    out = work / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("dwarf_workflow-*.whl")
+    return built
+
+
+def test_wheel_is_under_600_kb(wheel: Path) -> None:
+    assert wheel.stat().st_size < MAX_WHEEL_BYTES
+
+
+def test_wheel_ships_every_mermaid_file_a_flowchart_loads(wheel: Path) -> None:
+    prefix = "dwarf/dashboard/static/mermaid/"
+    needed = {prefix + path.relative_to(MERMAID.resolve()).as_posix() for path in flowchart_closure(MERMAID)}
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert prefix + ENTRY in names
+    assert needed - names == set()
+    assert {name for name in names if name.startswith(prefix) and name.endswith(".mjs")} == needed
+
+
+def test_wheel_ships_every_data_file_of_the_package(wheel: Path) -> None:
+    # The SQL statements, migrations, templates and static files are read at run time; one left out of the
+    # package-data globs breaks an installed dwarf while the tests (run from the checkout) still pass.
+    package = ROOT / "src"
+    data = {
+        path.relative_to(package).as_posix()
+        for path in (package / "dwarf").rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    }
+    assert data - set(zipfile.ZipFile(wheel).namelist()) == set()
+
+
+def test_core_dependencies_name_no_driver_framework_or_cli_library() -> None:
+    core = " ".join(str(requirement) for requirement in _pyproject()["dependencies"])
+    for package in ("psycopg", "typer", "rich", "starlette", "uvicorn", "jinja2", "httpx", "nats"):
+        assert package not in core, package
+
+
+def test_all_extra_brings_every_optional_part_and_dev_brings_all() -> None:
+    extras: dict[str, list[str]] = _pyproject()["optional-dependencies"]
+    assert extras["all"] == ["dwarf-workflow[postgres,cli,web,http,nats]"]
+    assert "dwarf-workflow[all]" in extras["dev"]
+
+
+# ------------------------------------------------------------------------------------ core install
+
+
+class CoreInstall:
+    """A fresh virtual environment holding the wheel and the core dependencies only."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.python = root / "venv" / "bin" / "python"
+        self.scripts = root / "venv" / "bin"
+
+    def run(self, *args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``python -c code`` (or ``args``) in the environment, from a directory outside the checkout."""
+        command = [str(self.python), "-c", textwrap.dedent(code)] if code is not None else list(args)
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "DWARF_"))}
+        return subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def core_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreInstall]:
+    root = tmp_path_factory.mktemp("core")
+    install = CoreInstall(root)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(install.python), "install", "-q"]
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, capture_output=True)
+    subprocess.run([*pip, *_pyproject()["dependencies"]], check=True, capture_output=True)
+    yield install
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_core_install_runs_a_flow_on_sqlite(core_install: CoreInstall) -> None:
+    result = core_install.run(
+        code="""
+        import asyncio
+        from dwarf import END, Engine, Graph, TestProxy
+
+        graph = Graph("greeting")
+        graph.add_task("Greet", "tasks/greet")
+        graph.add_transition("Greet", END)
+        host = TestProxy()
+        host.handle_graph("greeting", graph)
+        host.handle_task("tasks/greet", lambda flow: flow.set("text", "hello " + flow.get_str("name")))
+
+        async def main():
+            async with Engine(host=host, dsn="sqlite:///flows.db") as engine:
+                _, outcome = await engine.run("greeting", {"name": "Ada"})
+                print(outcome.status, outcome.state["text"])
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "completed hello Ada"
+
+
+def test_core_install_has_no_postgres_driver_web_framework_or_cli_library(core_install: CoreInstall) -> None:
+    result = core_install.run(
+        code=f"""
+        import importlib.util
+        print(sorted(name for name in {OPTIONAL_MODULES!r} if importlib.util.find_spec(name) is not None))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_postgres_store_without_the_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf.store.postgres import PostgresStore")
+    assert result.returncode == 1
+    assert _last_line(result.stderr) == f"ImportError: {POSTGRES_HINT}"
+
+
+def test_engine_on_a_postgresql_dsn_without_the_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(
+        code="""
+        import asyncio
+        from dwarf import Engine
+
+        async def main():
+            engine = Engine(workers=0, dsn="postgresql://nobody@127.0.0.1:1/none")
+            try:
+                await engine.startup()
+            except ImportError as error:
+                print(error)
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == POSTGRES_HINT
+
+
+def test_pgnotify_relay_without_the_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf.hosts.pgnotify import PgNotifyRelay")
+    assert _last_line(result.stderr) == (
+        "ImportError: PgNotifyRelay needs the postgres extra: pip install 'dwarf-workflow[postgres]'"
+    )
+
+
+def test_dwarf_command_without_the_cli_extra_prints_the_hint_and_exits_1(core_install: CoreInstall) -> None:
+    result = core_install.run(str(core_install.scripts / "dwarf"), "list")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "the dwarf command needs the cli extra: pip install 'dwarf-workflow[cli]'"
+    )
+
+
+def test_cli_app_without_the_cli_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf.cli import app")
+    assert _last_line(result.stderr) == (
+        "ImportError: the dwarf command needs the cli extra: pip install 'dwarf-workflow[cli]'"
+    )
+
+
+def test_dashboard_without_the_web_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="import dwarf.dashboard")
+    assert "pip install 'dwarf-workflow[web]'" in _last_line(result.stderr)
+
+
+def test_http_host_without_the_http_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf.hosts.http import HTTPHost; HTTPHost()")
+    assert "pip install 'dwarf-workflow[http]'" in _last_line(result.stderr)
+
+
+def test_nats_relay_without_the_nats_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf.hosts.nats import NatsRelay; NatsRelay('nats://127.0.0.1:1')")
+    assert "pip install 'dwarf-workflow[nats]'" in _last_line(result.stderr)
