@@ -4,6 +4,7 @@ callbacks, and peer signals between the engines it serves and through a relay to
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -234,6 +235,49 @@ async def test_an_async_callable_object_runs_on_the_event_loop(sqlite_engine: An
     engine = await sqlite_engine(host)
     _, outcome = await engine.run("flow", timeout=WAIT)
     assert outcome.state == {"same_loop": True}
+
+
+class _Release:
+    """An async callable object that sets an event."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    async def __call__(self, flow: Flow) -> None:
+        self.event.set()
+
+
+@pytest.mark.parametrize(
+    "wrapping", ["callable object", "partial of a callable object", "partial of a function"]
+)
+async def test_an_async_handler_however_wrapped_does_not_wait_for_a_pool_thread(
+    sqlite_engine: Any, wrapping: str
+) -> None:
+    """It runs on the loop: with the only pool thread held by a sync task, it can still run."""
+    host = LocalHost(max_threads=1)
+    host.add_workflow("block", chain("Block", "Block"))
+    host.add_workflow("free", chain("Free", "Free"))
+    holding, release = threading.Event(), threading.Event()
+
+    def block(flow: Flow) -> None:
+        holding.set()
+        flow.set("released", release.wait(WAIT))
+
+    async def set_event(flow: Flow, event: threading.Event) -> None:
+        event.set()
+
+    handlers: dict[str, Callable[[], Any]] = {
+        "callable object": lambda: _Release(release),
+        "partial of a callable object": lambda: functools.partial(_Release(release)),
+        "partial of a function": lambda: functools.partial(set_event, event=release),
+    }
+    host.add_task("Block", block)
+    host.add_task("Free", handlers[wrapping]())
+    engine = await sqlite_engine(host)
+    blocked = await engine.create("block")
+    await until(holding.is_set)
+    await engine.run("free", timeout=WAIT)
+    assert (await engine.wait(blocked, timeout=WAIT)).state == {"released": True}
 
 
 async def test_a_raising_handler_fails_the_flow_with_its_message(sqlite_engine: Any) -> None:

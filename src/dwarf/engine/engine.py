@@ -27,13 +27,20 @@ from dwarf.engine.creation import FlowPolicy, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, dumps, policy_of_row
 from dwarf.engine.fork import fork_chain
 from dwarf.engine.history import build_history, load_step
-from dwarf.engine.host import Host
+from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import MAX_ID, ParsedKey, correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.settings import EngineSettings
-from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, FlowWaiters, Signal, decode_signal, encode_signal
+from dwarf.engine.signals import (
+    DOORBELL,
+    FLOW_STOPPED,
+    FlowWaiters,
+    Signal,
+    decode_signal,
+    encode_signal,
+    sending_engine,
+)
 from dwarf.engine.telemetry import TaskRun, Telemetry
-from dwarf.engine.testproxy import sending_engine
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import (
@@ -106,6 +113,7 @@ class Engine:
         self._phase = _NEW
         self._dsn = ""
         self._host: Any = None
+        self._hooks = HostHooks()  # the host's optional methods, resolved by set_host
         self._workers = DEFAULT_WORKERS
         self._num_shards = 1
         self._log = silent_logger()
@@ -158,6 +166,7 @@ class Engine:
         for method in ("load_graph", "execute_task"):
             if not callable(getattr(host, method, None)):
                 raise BadRequestError(f"the host has no {method} method")
+        self._hooks = HostHooks.of(host)
         self._host = host
 
     def set_workers(self, n: int) -> None:
@@ -289,7 +298,7 @@ class Engine:
             # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
             if int((await store.read("any_marked"))[0]["marked"]):
                 self._start_reaper(store)
-        started = getattr(self._host, "engine_started", None)
+        started = self._hooks.engine_started
         if started is not None:
             try:
                 await started(self)
@@ -308,7 +317,7 @@ class Engine:
         timeout = self.drain_timeout if drain_timeout is None else max(0.0, drain_timeout)
         if self._scheduler is not None:
             await self._scheduler.stop(timeout)
-        stopped = getattr(self._host, "engine_stopped", None)
+        stopped = self._hooks.engine_stopped
         if stopped is not None:
             with contextlib.suppress(Exception):
                 await stopped(self)
@@ -397,7 +406,7 @@ class Engine:
         self._signal(Signal(DOORBELL, shard))
 
     def _signal(self, signal: Signal) -> None:
-        send = getattr(self._host, "signal_peers", None)
+        send = self._hooks.signal_peers
         if send is None:
             return
         self._telemetry.signal_sent(signal.op)
@@ -421,7 +430,7 @@ class Engine:
     async def _flow_stopped(self, info: FlowInfo, status: Status) -> None:
         self._telemetry.flow_stopped(info, status)
         self._log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
-        notify = getattr(self._host, "flow_stopped", None)
+        notify = self._hooks.flow_stopped
         outcome: FlowOutcome | None = None
         if info.notify_on_stop and notify is not None:
             # Read the outcome before delete_on_completion can remove the flow.

@@ -6,8 +6,11 @@ asked for it stop, and relays the engine's coordination signals to peer replicas
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from dwarf.errors import BadRequestError
 from dwarf.workflow.flow import Flow
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.records import FlowOutcome
@@ -15,7 +18,14 @@ from dwarf.workflow.records import FlowOutcome
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["Host"]
+__all__ = [
+    "EngineStartedHook",
+    "EngineStoppedHook",
+    "FlowStoppedHook",
+    "Host",
+    "HostHooks",
+    "SignalPeersHook",
+]
 
 
 @runtime_checkable
@@ -24,8 +34,9 @@ class Host(Protocol):
 
     ``load_graph`` and ``execute_task`` are required. ``flow_stopped`` (called only for flows created with
     ``notify_on_stop``), ``signal_peers`` (needed only with several replicas) and the lifecycle hooks
-    ``engine_started``/``engine_stopped`` (a signal relay starts and stops listening there) are optional:
-    the engine looks them up with ``getattr`` and treats a missing method as a no-op.
+    ``engine_started``/``engine_stopped`` (a signal relay starts and stops listening there) are optional,
+    each described by its own small protocol below: ``set_host`` looks them up once (``HostHooks.of``)
+    and the engine treats a missing one as a no-op.
 
     ``signal_peers`` contract: the engine has already applied the signal locally; the host ships
     ``(op, payload)`` to every *other* replica, which calls ``Engine.deliver_signal(op, payload)``. The
@@ -41,16 +52,55 @@ class Host(Protocol):
         ...
 
 
-class OptionalHostMethods(Protocol):  # pragma: no cover - documentation of the optional methods
-    """The optional half of the host contract (looked up with getattr)."""
-
-    async def flow_stopped(self, flow_key: str, outcome: FlowOutcome) -> None: ...
+@runtime_checkable
+class SignalPeersHook(Protocol):
+    """A host that relays the engine's coordination signals to the other replicas (see ``Host``)."""
 
     async def signal_peers(self, op: str, payload: bytes) -> None: ...
 
-    async def engine_started(self, engine: Engine) -> None:
-        """Called once the engine is started (e.g. to start listening for peer signals); raising aborts
-        the startup."""
 
-    async def engine_stopped(self, engine: Engine) -> None:
-        """Called during shutdown, after the workers stopped and before the shards close."""
+@runtime_checkable
+class FlowStoppedHook(Protocol):
+    """A host that wants to hear when a flow created with ``notify_on_stop`` stops."""
+
+    async def flow_stopped(self, flow_key: str, outcome: FlowOutcome) -> None: ...
+
+
+@runtime_checkable
+class EngineStartedHook(Protocol):
+    """A host told when an engine using it has started (e.g. to start listening for peer signals);
+    raising aborts the startup."""
+
+    async def engine_started(self, engine: Engine) -> None: ...
+
+
+@runtime_checkable
+class EngineStoppedHook(Protocol):
+    """A host told during an engine's shutdown, after its workers stopped and before its shards close."""
+
+    async def engine_stopped(self, engine: Engine) -> None: ...
+
+
+@dataclass(frozen=True)
+class HostHooks:
+    """The optional methods of a host, looked up once (``Engine.set_host``); None where the host has none."""
+
+    signal_peers: Callable[[str, bytes], Awaitable[None]] | None = None
+    flow_stopped: Callable[[str, FlowOutcome], Awaitable[None]] | None = None
+    engine_started: Callable[[Engine], Awaitable[None]] | None = None
+    engine_stopped: Callable[[Engine], Awaitable[None]] | None = None
+
+    @classmethod
+    def of(cls, host: object) -> HostHooks:
+        """The hooks ``host`` has; BadRequestError if one of those names holds something not callable
+        (a method set to None counts as absent, the usual way to switch a protocol method off)."""
+        for name in ("signal_peers", "flow_stopped", "engine_started", "engine_stopped"):
+            member = getattr(host, name, None)
+            if member is not None and not callable(member):
+                raise BadRequestError(f"the host's {name} is not callable")
+        return cls(
+            signal_peers=host.signal_peers if isinstance(host, SignalPeersHook) else None,
+            flow_stopped=host.flow_stopped if isinstance(host, FlowStoppedHook) else None,
+            engine_started=host.engine_started if isinstance(host, EngineStartedHook) else None,
+            engine_stopped=host.engine_stopped if isinstance(host, EngineStoppedHook) else None,
+        )

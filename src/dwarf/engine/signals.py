@@ -4,15 +4,32 @@ Two kinds of signal cross replicas. ``doorbell`` says a shard has new due work; 
 flow stopped (completed, failed, cancelled or interrupted) so that waiters elsewhere return at once.
 Payloads carry only shard numbers and token-free ids. Signals are hints: the claimer and ``wait`` both
 fall back to polling with a bounded interval, so a lost signal costs latency, never correctness.
+
+An engine hands its signals to ``host.signal_peers`` with itself set in ``sending_engine()``, so that a
+host serving several engines of one process (``LocalHost``, ``TestProxy``) can pass them to every engine
+but the sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["DOORBELL", "FLOW_STOPPED", "FlowWaiters", "Signal", "decode_signal", "encode_signal"]
+if TYPE_CHECKING:
+    from dwarf.engine.engine import Engine
+
+__all__ = [
+    "DOORBELL",
+    "FLOW_STOPPED",
+    "FlowWaiters",
+    "Signal",
+    "decode_signal",
+    "encode_signal",
+    "sending_engine",
+]
 
 DOORBELL = "doorbell"
 FLOW_STOPPED = "flow-stopped"
@@ -25,6 +42,19 @@ class Signal:
     op: str
     shard: int
     flow_id: int = 0
+
+
+# Set by the engine only around its own ``signal_peers`` call (a contextvar, so concurrent sends of
+# several engines on one loop, each in its own task, cannot see each other's value).
+_sending_engine: contextvars.ContextVar[Engine | None] = contextvars.ContextVar(
+    "dwarf_signal_sender", default=None
+)
+
+
+def sending_engine() -> contextvars.ContextVar[Engine | None]:
+    """The contextvar through which an engine names itself as the sender of the signal its host is
+    handing on (the relay contract: a signal goes to every *other* replica)."""
+    return _sending_engine
 
 
 def encode_signal(signal: Signal) -> bytes:

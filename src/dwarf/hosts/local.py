@@ -57,7 +57,13 @@ _Factory = TypeVar("_Factory", bound=GraphFactory)
 
 
 def _is_async_callable(function: Callable[..., Any]) -> bool:
-    # A callable object whose __call__ is async counts too (iscoroutinefunction misses it).
+    """Whether calling ``function`` starts a coroutine, so that it belongs on the event loop.
+
+    ``iscoroutinefunction`` sees through a ``functools.partial`` of an async function but not of a
+    callable object, and misses a callable object whose ``__call__`` is async: both would otherwise take
+    a pool thread just to create their coroutine (and wait for one when the pool is busy)."""
+    while isinstance(function, functools.partial):
+        function = function.func
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__)
 
 
@@ -95,7 +101,9 @@ class SyncRunner:
 @dataclass(frozen=True)
 class _Attached:
     engine: Engine
-    loop: asyncio.AbstractEventLoop
+    # None for an engine linked outside any event loop (``TestProxy.add_peer`` before startup): it gets
+    # its signals on the sender's loop until its own startup tells which loop it runs on.
+    loop: asyncio.AbstractEventLoop | None
 
 
 class EngineLinks:
@@ -124,11 +132,26 @@ class EngineLinks:
         """Whether any attached engine runs on ``loop``."""
         return any(entry.loop is loop for entry in self._attached)
 
-    async def attach(self, engine: Engine) -> None:
-        """Link a started engine; the first one starts the relay (raising aborts that engine's startup)."""
+    def link(self, engine: Engine) -> None:
+        """Link an engine whose startup this host may not hear of (``TestProxy.add_peer``), on the loop
+        running now if any; it starts no relay. Linking an engine twice changes nothing."""
         if any(entry.engine is engine for entry in self._attached):
             return
-        self._attached.append(_Attached(engine, asyncio.get_running_loop()))
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._attached.append(_Attached(engine, loop))
+
+    async def attach(self, engine: Engine) -> None:
+        """Link a started engine; the first one starts the relay (raising aborts that engine's startup)."""
+        loop = asyncio.get_running_loop()
+        for index, entry in enumerate(self._attached):
+            if entry.engine is engine:
+                if entry.loop is None:  # linked before it started: now its loop is known
+                    self._attached[index] = _Attached(engine, loop)
+                return
+        self._attached.append(_Attached(engine, loop))
         if self._relay is not None and not self._relay_started:
             self._relay_started = True
             try:
@@ -154,8 +177,10 @@ class EngineLinks:
     async def publish(self, op: str, payload: bytes) -> None:
         """Hand a signal to the other local engines and to the relay."""
         # The engine names itself as the sender through this contextvar (the relay contract: "every
-        # *other* replica"); imported here so that the module does not load the engine at import time.
-        from dwarf.engine.testproxy import sending_engine
+        # *other* replica"). Imported here, not at the top: loading dwarf.engine loads TestProxy, a
+        # LocalHost subclass, so a top-level import would be circular (and would load the engine with
+        # this module).
+        from dwarf.engine.signals import sending_engine
 
         sender = sending_engine().get()
         for entry in list(self._attached):
@@ -175,7 +200,7 @@ class EngineLinks:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if entry.loop is running:
+        if entry.loop is None or entry.loop is running:
             with contextlib.suppress(Exception):
                 await entry.engine.deliver_signal(op, payload)
             return
@@ -209,22 +234,29 @@ class LocalHost:
     def add_task(self, url: str, handler: TaskHandler) -> None:
         """Serve the task URL ``url`` (the one given in ``Graph.add_task``) with ``handler``, a sync or
         async function of the ``Flow``. BadRequestError if the URL is taken."""
-        _check_url(url, "task")
-        if not callable(handler):
-            raise BadRequestError(f"the handler of task {url!r} is not callable")
-        if url in self._tasks:
-            raise BadRequestError(f"task {url!r} is already registered")
-        self._tasks[url] = handler
+        self._register_task(url, handler, replace=False)
 
     def add_workflow(self, url: str, graph: Graph | GraphFactory) -> None:
         """Publish a workflow under ``url``: a Graph, or a zero-argument function returning one, called
         on the first load (then validated and cached). BadRequestError if the URL is taken."""
+        self._register_workflow(url, graph, replace=False)
+
+    def _register_task(self, url: str, handler: TaskHandler, *, replace: bool) -> None:
+        _check_url(url, "task")
+        if not callable(handler):
+            raise BadRequestError(f"the handler of task {url!r} is not callable")
+        if url in self._tasks and not replace:
+            raise BadRequestError(f"task {url!r} is already registered")
+        self._tasks[url] = handler
+
+    def _register_workflow(self, url: str, graph: Graph | GraphFactory, *, replace: bool) -> None:
         _check_url(url, "workflow")
         if not isinstance(graph, Graph) and not callable(graph):
             raise BadRequestError(f"workflow {url!r} needs a Graph or a function returning one")
-        if url in self._workflows:
+        if url in self._workflows and not replace:
             raise BadRequestError(f"workflow {url!r} is already registered")
         self._workflows[url] = graph
+        self._graphs.pop(url, None)  # a replaced workflow's cached graph must not outlive it
 
     def task(self, url: str) -> Callable[[_Handler], _Handler]:
         """Decorator form of ``add_task``; the function stays usable as it was."""
