@@ -49,6 +49,12 @@ def _pyproject() -> dict[str, Any]:
     return project
 
 
+def _setup(command: list[str]) -> None:
+    """Run a set-up step (build, venv, pip), failing with its output rather than a bare exit code."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
+
+
 # ------------------------------------------------------------------------------------- vendored Mermaid
 
 # `import x from "./a.mjs"`, `import "./a.mjs"`, `export {x} from "./a.mjs"` (minified: no spaces needed).
@@ -108,11 +114,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "README.md", source)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = work / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(out)],
-        check=True,
-        capture_output=True,
-    )
+    _setup([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(out)])
     (built,) = out.glob("dwarf_workflow-*.whl")
     return built
 
@@ -176,10 +178,10 @@ class CoreInstall:
 def core_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreInstall]:
     root = tmp_path_factory.mktemp("core")
     install = CoreInstall(root)
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    _setup([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")])
     pip = [sys.executable, "-m", "pip", "--python", str(install.python), "install", "-q"]
-    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, capture_output=True)
-    subprocess.run([*pip, *_pyproject()["dependencies"]], check=True, capture_output=True)
+    _setup([*pip, "--no-deps", str(wheel)])
+    _setup([*pip, *_pyproject()["dependencies"]])
     yield install
 
 
