@@ -1,5 +1,5 @@
-"""Bad input is refused with nothing written (SPEC §4, §7), and every bad key is the same NotFoundError
-(SPEC §7 last line, §10)."""
+"""Bad input is refused with nothing written (docs/design.md#storable-values, docs/operations.md#errors),
+and every bad key is the same NotFoundError (docs/design.md#keys)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cancel racing child-flow creation (SPEC §7 cancel, delete; §5 subgraph).
+"""Cancel racing child-flow creation (docs/fan-out-and-subgraphs.md#trees-of-flows-nesting-cancel-and-delete).
 
 Each root flow's first task starts a child flow at once; the roots are cancelled, from two replicas,
 while those children are being created. Cancel must be atomic over the whole tree: once it returns, no

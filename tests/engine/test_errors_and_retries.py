@@ -1,4 +1,5 @@
-"""Task errors, onError routing, retries with backoff and the time budget (SPEC §3 onError, §5, §9)."""
+"""Task errors, onError routing, retries with backoff and the time budget
+(docs/graphs.md#onerror-routing-a-failure, docs/tasks.md#retry-with-backoff, docs/design.md#leases)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Fan-out and fan-in (SPEC §3 forEach, §4 reducers, §6): cohorts, reducers, bookkeeping keys, nesting and
-the exactly-once join under concurrency."""
+"""Fan-out and fan-in (docs/design.md#cohorts-and-fan-in, docs/graphs.md#fan-in-and-reducers): cohorts,
+reducers, bookkeeping keys, nesting and the exactly-once join under concurrency."""
 
 from __future__ import annotations
 
@@ -361,7 +361,7 @@ async def test_simultaneous_last_arrivals_on_two_replicas_start_exactly_one_fan_
 async def test_a_field_written_only_by_an_early_retry_attempt_of_a_branch_reaches_the_fan_in(
     make_engine: Any,
 ) -> None:
-    """SPEC §5: the next attempt sees what the last one wrote, so the branch contributes it at the join."""
+    """A retry's next attempt sees what the last one wrote, so the branch contributes it at the join."""
 
     async def work(flow: Flow) -> None:
         item = flow.get_int("item")

@@ -1,5 +1,6 @@
-"""Failures inside fan-outs (SPEC §3 onError, §6): a failing branch cancels its siblings and fails the flow,
-onError inside a branch routes the error, and a branch that dead-ends fails the flow naming the fan-in.
+"""Failures inside fan-outs (docs/fan-out-and-subgraphs.md#when-a-branch-fails-or-stops-short): a failing
+branch cancels its siblings and fails the flow, onError inside a branch routes the error, and a branch
+that dead-ends fails the flow naming the fan-in.
 
 The happy paths of fan-out and fan-in (reducers, forEach bookkeeping, multi-match when, nesting, the
 exactly-once join) are in ``test_fan_in.py``.
@@ -289,5 +290,5 @@ async def test_fan_in_reached_through_on_error_in_a_for_each_branch_merges_and_s
     assert outcome.status == Status.COMPLETED, outcome.error
     assert len(join_inputs) == 1
     expected = {"items": [2, 1, 3], "seen": [2], "onErr": {"error": "two is bad"}, "fixed": True}
-    assert join_inputs[0] == expected  # SPEC §3 forEach, §6: array restored, bookkeeping stripped, reducers
+    assert join_inputs[0] == expected  # array restored, bookkeeping stripped, reducers
     assert outcome.state == expected

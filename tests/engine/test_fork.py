@@ -1,4 +1,5 @@
-"""Fork (SPEC §7 fork): replaying a stopped flow up to a step and re-running that step with overrides."""
+"""Fork (docs/flows.md#fork): replaying a stopped flow up to a step and re-running that step with
+overrides."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Human in the loop (SPEC §5 interrupt, §6 interrupted members, §7 resume and cancel)."""
+"""Human in the loop: interrupts, interrupted cohort members, resume and cancel
+(docs/flows.md#interrupts-and-resume, docs/fan-out-and-subgraphs.md#interrupts-inside-branches)."""
 
 from __future__ import annotations
 

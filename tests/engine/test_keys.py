@@ -1,4 +1,4 @@
-"""``dwarf.engine.keys`` (SPEC §10, DESIGN "Keys"): format, parse and tokens, and every operation taking a key
+"""``dwarf.engine.keys`` (docs/design.md#keys): format, parse and tokens, and every operation taking a key
 refusing out-of-bounds keys with the same NotFoundError on both backends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Leases (SPEC §9, DESIGN "Durable first"): a dead worker's step is re-claimed after its lease expires,
+"""Leases (docs/design.md#leases): a dead worker's step is re-claimed after its lease expires,
 and a worker that lost its lease commits nothing, so persisted state reflects exactly one execution.
 
 Leases are shrunk to keep the tests quick: a claim holds a step for 0.7 s without renewal (set right

@@ -1,4 +1,5 @@
-"""Engine configuration and lifecycle (SPEC §8, API.md Engine): setters, defaults, startup and shutdown."""
+"""Engine configuration and lifecycle (docs/operations.md#settings, docs/operations.md#lifecycle): setters,
+defaults, startup and shutdown."""
 
 from __future__ import annotations
 

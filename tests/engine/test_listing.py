@@ -1,6 +1,6 @@
-"""Listing and purging by Query (SPEC §7 list/purge): one total order with a keyset cursor, so paging lists
-every flow exactly once on both backends and across shards; tampered cursors and text filters that no
-database can take (NUL) are bad requests that change nothing; search is literal."""
+"""Listing and purging by Query (docs/operations.md#listing-flows): one total order with a keyset cursor,
+so paging lists every flow exactly once on both backends and across shards; tampered cursors and text
+filters that no database can take (NUL) are bad requests that change nothing; search is literal."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Engine operations (SPEC §7): wait, run, snapshot, history, step, mermaid, list, cancel, fingerprint and
-shard_info.
+"""Engine operations (docs/operations.md): wait, run, snapshot, history, step, mermaid, list, cancel,
+fingerprint and shard_info.
 
 Resume (trunk and branch interrupts) is covered in ``test_interrupts.py``, continue_thread and the
 thread_key filter in ``test_threads.py``, include_subgraphs in ``test_subgraphs.py``.

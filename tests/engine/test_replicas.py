@@ -1,5 +1,5 @@
-"""Replicas (SPEC §9): engines sharing a database (``make_engine`` twice with one proxy) share the work,
-and a flow created on one can be waited on from the other."""
+"""Replicas (docs/deployment.md#replicas): engines sharing a database (``make_engine`` twice with one proxy)
+share the work, and a flow created on one can be waited on from the other."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Retention (SPEC §7 delete, purge, delete_on_completion): removing stopped flows and their trees."""
+"""Retention (docs/flows.md#retention-delete-purge-and-delete_on_completion): removing stopped flows and
+their trees."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Routing on the engine (SPEC §3): plain, chain, when, switch, goto, END and dead ends, end to end."""
+"""Routing on the engine (docs/graphs.md#transitions):
+plain, chain, when, switch, goto, END and dead ends, end to end."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Scale: wide fan-outs, many interrupts in one cohort, deep child-flow chains, mass purges and concurrent
-thread continuations (SPEC §5, §6, §7), on both backends.
+thread continuations (docs/fan-out-and-subgraphs.md, docs/flows.md), on both backends.
 
 Every wait is bounded; the bounds are generous multiples of what these runs take on a loaded CI machine.
 """

@@ -1,5 +1,5 @@
-"""Which due step a worker takes next (SPEC §9): strict priority bands, weighted fairness inside a band,
-FIFO inside a fairness key.
+"""Which due step a worker takes next (docs/deployment.md#scheduling-priority-and-fairness): strict priority
+bands, weighted fairness inside a band, FIFO inside a fairness key.
 
 Every test runs one worker (``workers=1``) so that claims happen one step at a time, and first holds that
 worker on a gated flow while the competing flows are created: when the gate opens, all of them are due

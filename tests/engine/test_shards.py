@@ -1,5 +1,5 @@
-"""Flows spread over several databases (SPEC §9 placement, §8 shards): every operation finds a flow by its
-key's shard, listing and purging span the shards, related flows stay together, and a dead shard is
+"""Flows spread over several databases (docs/design.md#shards-and-placement): every operation finds a
+flow by its key's shard, listing and purging span the shards, related flows stay together, and a dead shard is
 reported and skipped without breaking the others."""
 
 from __future__ import annotations

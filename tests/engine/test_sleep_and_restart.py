@@ -1,4 +1,5 @@
-"""Durable sleep and process restarts (SPEC §5 sleep, §8 shutdown, §9): a flow survives its engine.
+"""Durable sleep and process restarts (docs/tasks.md#sleep, docs/operations.md#lifecycle): a flow survives its
+engine.
 
 Restart tests run engines on ``fresh_dsn`` (a database that outlives them) through ``Replicas``: engine
 A stops mid-flow, engine B on the same database finishes the flow.

@@ -1,4 +1,5 @@
-"""Child flows (SPEC §5 subgraph, §7 history/list/cancel/delete/resume on child keys)."""
+"""Child flows (docs/fan-out-and-subgraphs.md#subgraphs-calling-a-workflow): history, list, cancel, delete
+and resume on child keys."""
 
 from __future__ import annotations
 

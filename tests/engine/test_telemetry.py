@@ -1,5 +1,5 @@
-"""Telemetry (SPEC §10-§11): metrics, spans and logs, read back through the OpenTelemetry SDK's in-memory
-reader and exporter and a logger of the test's own.
+"""Telemetry (docs/observability.md): metrics, spans and logs, read back through the OpenTelemetry SDK's
+in-memory reader and exporter and a logger of the test's own.
 
 Every test builds its own MeterProvider and TracerProvider and hands them to the engine with the
 ``meter_provider=``/``tracer_provider=`` settings; nothing here touches the OpenTelemetry globals (the

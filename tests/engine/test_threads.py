@@ -1,4 +1,5 @@
-"""Threads (SPEC §1 Thread, §7 create with thread_key, continue_thread, list by thread_key)."""
+"""Threads (docs/flows.md#threads-and-continue_thread): create with thread_key, continue_thread, list by
+thread_key."""
 
 from __future__ import annotations
 

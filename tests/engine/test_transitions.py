@@ -1,4 +1,5 @@
-"""Unit tests of ``route_after_success`` (SPEC §3): which successors a completed step starts."""
+"""Unit tests of ``route_after_success`` (docs/graphs.md#transitions): which successors a completed step
+starts."""
 
 from __future__ import annotations
 

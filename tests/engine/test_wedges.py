@@ -1,4 +1,5 @@
-"""Wedge sweeps (SPEC §9): parks and flows that nothing can move any more are found and repaired.
+"""Wedge sweeps (docs/deployment.md#wedge-sweeps-and-stranded-joins):
+parks and flows that nothing can move any more are found and repaired.
 
 The engine never produces these states itself, so each test first damages the database by hand the
 way a lost update would (raw SQL on a real SQLite file or PostgreSQL database), then runs a sweep.

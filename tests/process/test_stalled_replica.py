@@ -1,4 +1,4 @@
-"""A stalled replica that outlives its lease commits nothing once it wakes up (SPEC §9, leases).
+"""A stalled replica that outlives its lease commits nothing once it wakes up (docs/design.md#leases).
 
 Two ways to stall: the replica's process is paused with SIGSTOP between finishing a task and
 committing it, or the server process behind its database connection is paused while the commit is on

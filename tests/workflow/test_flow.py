@@ -1,4 +1,4 @@
-"""The Flow carrier (SPEC §4, §5): reading merged state, recording changes, control signals, parking."""
+"""The Flow carrier (docs/tasks.md): reading merged state, recording changes, control signals, parking."""
 
 from __future__ import annotations
 

@@ -407,7 +407,7 @@ def test_switch_arms_need_no_fan_in_and_may_meet_again() -> None:
     g.add_transition_switch("Router", "A", "i == 1")
     g.add_transition_switch("Router", "B", "i == 2")
     g.add_transition_switch("Router", "C", "true")
-    g.add_transition_on_error("Router", "H")  # onError is allowed beside switch (SPEC §3)
+    g.add_transition_on_error("Router", "H")  # a switch excludes other success transitions, not onError
     for arm in "ABC":
         g.add_transition(arm, "After")
     g.add_transition("After", END)

@@ -1,4 +1,5 @@
-"""Reducers and state merging (SPEC §4): plain merges between steps, reducer folds at a fan-in."""
+"""Reducers and state merging (docs/graphs.md#fan-in-and-reducers): plain merges between steps, reducer
+folds at a fan-in."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ step's outcome (guarded by the worker's lease: a worker that lost it commits not
 steps, count fan-in arrivals, and stop the flow when it is done. What the caller must do once the
 transaction committed (ring doorbells, wake waiters) is collected in ``Effects``.
 
-Cohort bookkeeping (SPEC §6). A step whose route fans out becomes a *spawn*: its row holds the cohort's
+Cohort bookkeeping. A step whose route fans out becomes a *spawn*: its row holds the cohort's
 size and arrival count, and each branch step carries ``lineage_id`` = the spawn's id and its fan-out
 position in ``fan_out_ordinal``. A branch's chain of steps keeps both. Each member step carries the
 *carry*: the composition of the changes its chain made since the fan-out, which is exactly what the
@@ -13,7 +13,8 @@ member contributes at the join. Trunk steps (lineage 0) carry nothing. When a me
 fan-in node (or END, or nowhere), it *arrives*: an UPDATE on the spawn row bumps the arrival count, and
 the row lock that update holds makes exactly one arrival the last. The last one merges the members'
 carries in fan-out order with the graph's reducers and starts the fan-in step, or, when the cohort ended
-at END, stops the flow (or arrives, in turn, at the enclosing cohort).
+at END, stops the flow (or arrives, in turn, at the enclosing cohort). See
+docs/design.md#cohorts-and-fan-in.
 """
 
 from __future__ import annotations

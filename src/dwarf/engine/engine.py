@@ -213,7 +213,7 @@ class Engine:
         self._tracer_provider = provider
 
     def set_in_test(self, name: str) -> None:
-        """Use isolated databases for the test ``name`` (see API.md, Testing helpers)."""
+        """Use isolated databases for the test ``name`` (see docs/testing.md#without-pytest-set_in_test)."""
         self._require_new("test mode")
         if not isinstance(name, str) or not name:
             raise BadRequestError("the test name must be a non-empty string")
@@ -491,7 +491,8 @@ class Engine:
         return self._stores[parsed.shard - 1]
 
     def _pick_shard(self) -> Store:
-        """A uniformly random shard among those that answered their last health check (SPEC §9)."""
+        """A uniformly random shard among those that answered their last health check
+        (docs/design.md#shards-and-placement)."""
         healthy = [store for store in self._stores if store.healthy]
         return random.choice(healthy or self._stores)
 

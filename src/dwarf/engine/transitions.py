@@ -1,6 +1,7 @@
 """Routing after a step: which nodes run next, given the graph, the merged state and the task's signals.
 
-Pure functions over a Graph: no database, no I/O, so every rule of SPEC §3 can be tested in isolation.
+Pure functions over a Graph: no database, no I/O, so every routing rule (docs/graphs.md#transitions) can be
+tested in isolation.
 """
 
 from __future__ import annotations

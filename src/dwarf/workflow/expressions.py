@@ -1,4 +1,5 @@
-"""The boolean expression language of ``when`` and ``switch`` transitions (SPEC §3).
+"""The boolean expression language of ``when`` and ``switch`` transitions
+(docs/graphs.md#the-when-expression-language).
 
 ``parse_expression`` turns the text of a transition condition into an immutable ``Expression`` (raising
 InvalidGraphError with a position on any syntax error), and ``Expression.evaluate`` decides it over a

@@ -4,7 +4,7 @@ A task reads the step's input state merged with its own changes so far, writes c
 ``delete``, ``clear``) and may signal the engine (``goto``, ``sleep``, ``retry``, ``interrupt``,
 ``subgraph``). After the task returns (or raises ``Park``) the engine reads the outcome through the
 engine-facing properties (``changes``, ``goto_target``, ``sleep_seconds``, ``retry_delay``,
-``interrupt_payload``, ``subgraph_request``). SPEC §4 and §5 are the contract.
+``interrupt_payload``, ``subgraph_request``). docs/tasks.md is the contract.
 
 Decisions where the spec is silent (following the reference unless marked):
 
@@ -20,8 +20,9 @@ Decisions where the spec is silent (following the reference unless marked):
 - **Python:** ``sleep`` and ``retry`` delays are clamped to a century so that now + delay stays a valid
   datetime.
 - ``retry`` treats a multiplier <= 0 as 1 and a ``max_delay`` <= 0 as no cap; a call that gives up also
-  cancels a retry requested earlier in the same run. The horizon test is "later than", as SPEC §5 says
-  (the reference gives up already when the next attempt would land exactly on the horizon).
+  cancels a retry requested earlier in the same run. The horizon test is "later than"
+  (docs/tasks.md#retry-with-backoff); the reference gives up already when the next attempt would
+  land exactly on the horizon.
 - A step parks at most once: ``interrupt`` after a ``subgraph`` in the same step (requested now or
   resolved earlier) and vice versa, or a second request of the same kind, raise BadRequestError.
 """

@@ -97,7 +97,8 @@ class Transition:
 
     @property
     def fans_out(self) -> bool:
-        """True for the kinds that take part in fan-out: plain, when and forEach (SPEC §3)."""
+        """True for the kinds that take part in fan-out: plain, when and forEach
+        (docs/graphs.md#transitions)."""
         return not (self.on_error or self.with_goto or self.switch)
 
 

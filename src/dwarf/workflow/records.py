@@ -96,7 +96,7 @@ class FlowStep:
     subgraph: bool = False
     sub_workflow_url: str = ""
     sub_workflow_name: str = ""
-    # The child flow's key (an addition to API.md): whoever holds the parent's key may open its children.
+    # The child flow's key: whoever holds the parent's key may open its children (docs/design.md#keys).
     sub_flow_key: str = ""
     sub_history: list[FlowStep] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)

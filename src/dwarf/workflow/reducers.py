@@ -3,9 +3,10 @@
 Outside a fan-in a step's changes simply replace state fields, and a change of ``None`` deletes the field
 (``apply_changes``). At a fan-in every branch's changes are folded onto the pre-fan-out state in fan-out
 position order, each field with its reducer (``merge_fan_in``); ``continue_thread`` folds its
-``additional_state`` the same way (``apply_with_reducers``). SPEC §4 is the contract.
+``additional_state`` the same way (``apply_with_reducers``). docs/graphs.md#fan-in-and-reducers is the
+contract.
 
-Rules where SPEC §4 is silent (the reference implementation's answer unless marked otherwise):
+Rules the user docs leave open (the reference implementation's answer unless marked otherwise):
 
 - A ``None`` delta deletes a ``replace`` field; for every other reducer it is "no contribution" and
   leaves the accumulated value as it is.
@@ -17,7 +18,7 @@ Rules where SPEC §4 is silent (the reference implementation's answer unless mar
   accumulated value on a tie.
 - ``union`` keeps the accumulated array as it is and adds each delta element not already present by
   JSON equality (``1`` equals ``1.0``, ``True`` does not equal ``1``); like the reference, it requires
-  an array delta (only ``append`` wraps a scalar, as SPEC §4 says).
+  an array delta (only ``append`` wraps a scalar: a non-array delta is one element).
 - ``merge`` is shallow: a ``None`` inside the delta object sets that key to null rather than removing it.
 - A result that is no longer JSON (a float sum overflowing to infinity) is a ReducerError too.
 
@@ -47,7 +48,8 @@ __all__ = [
 
 
 class Reducer(enum.StrEnum):
-    """How the fan-in combines the values that parallel branches wrote to one state field (SPEC §4)."""
+    """How the fan-in combines the values that parallel branches wrote to one state field
+    (docs/graphs.md#fan-in-and-reducers)."""
 
     REPLACE = "replace"
     """The last branch in fan-out position order wins (the default)."""

@@ -8,7 +8,7 @@ __all__ = ["TERMINAL_STATUSES", "Status"]
 
 
 class Status(enum.StrEnum):
-    """The status of a flow or a step (SPEC §2)."""
+    """The status of a flow or a step (docs/design.md#statuses)."""
 
     CREATED = "created"
     PENDING = "pending"
