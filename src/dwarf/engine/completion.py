@@ -10,11 +10,12 @@ size and arrival count, and each branch step carries ``lineage_id`` = the spawn'
 position in ``fan_out_ordinal``. A branch's chain of steps keeps both. Each member step carries the
 *carry*: the composition of the changes its chain made since the fan-out, which is exactly what the
 member contributes at the join. Trunk steps (lineage 0) carry nothing. When a member routes into a
-fan-in node (or END, or nowhere), it *arrives*: an UPDATE on the spawn row bumps the arrival count, and
-the row lock that update holds makes exactly one arrival the last. The last one merges the members'
-carries in fan-out order with the graph's reducers and starts the fan-in step, or, when the cohort ended
-at END, stops the flow (or arrives, in turn, at the enclosing cohort). See
-docs/design.md#cohorts-and-fan-in.
+fan-in node (or END, or nowhere), it *arrives* on its own row only (``finish_and_arrive``), so wide
+fan-outs commit side by side without contending for the spawn row. After the commit, whoever sees the
+cohort complete claims its join (``claim_cohort_join``: exactly one transaction flips the flag), folds
+the arrivals into the spawn's counts, merges the members' carries in fan-out order with the graph's
+reducers and starts the fan-in step, or, when the cohort ended at END, stops the flow (or arrives, in
+turn, at the enclosing cohort). See docs/design.md#cohorts-and-fan-in.
 """
 
 from __future__ import annotations
