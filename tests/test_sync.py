@@ -26,7 +26,7 @@ from dwarf.engine import Engine
 from dwarf.hosts.local import LocalHost
 from dwarf.sync import SyncEngine
 from dwarf.testing import test_name_for as isolated_name
-from tests.engine.graphs import WAIT, chain, until
+from tests.engine.graphs import WAIT, chain, record_signals, until
 
 SyncMaker = Callable[..., SyncEngine]
 
@@ -337,14 +337,7 @@ async def test_a_sync_engine_and_an_async_engine_sharing_a_host_signal_each_othe
         pass  # only an engine with workers creates the dwarf tables
     watcher = Engine(host=host, dsn=fresh_dsn, workers=0)
     await watcher.startup()
-    received: list[str] = []
-    deliver = watcher.deliver_signal
-
-    async def recording(op: str, payload: bytes) -> None:
-        received.append(op)
-        await deliver(op, payload)
-
-    watcher.deliver_signal = recording  # type: ignore[method-assign]
+    received = record_signals(watcher)
     runner = SyncEngine(host=host, dsn=fresh_dsn)
     try:
         await asyncio.to_thread(runner.startup)

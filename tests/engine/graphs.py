@@ -217,3 +217,16 @@ class Replicas:
     ) -> None:
         for engine in reversed(self._engines):
             await engine.shutdown(drain_timeout=0)
+
+
+def record_signals(engine: Engine) -> list[str]:
+    """Spy on the signals handed to ``engine`` (the ops, in order), still delivering each one."""
+    received: list[str] = []
+    deliver = engine.deliver_signal
+
+    async def recording(op: str, payload: bytes) -> None:
+        received.append(op)
+        await deliver(op, payload)
+
+    engine.deliver_signal = recording  # type: ignore[method-assign]
+    return received

@@ -20,7 +20,7 @@ from dwarf.engine import TestProxy
 from dwarf.hosts.local import LocalHost
 from dwarf.testing import engine_factory
 from dwarf.testing import test_name_for as isolated_name
-from tests.engine.graphs import WAIT, chain, until
+from tests.engine.graphs import WAIT, chain, record_signals, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -263,19 +263,6 @@ async def test_a_sync_flow_stopped_callback_runs_in_a_worker_thread(sqlite_engin
 # --- peer links ---
 
 
-def _record_signals(engine: Engine) -> list[str]:
-    """Spy on the signals handed to ``engine`` (the ops, in order)."""
-    received: list[str] = []
-    deliver = engine.deliver_signal
-
-    async def recording(op: str, payload: bytes) -> None:
-        received.append(op)
-        await deliver(op, payload)
-
-    engine.deliver_signal = recording  # type: ignore[method-assign]
-    return received
-
-
 async def test_engines_sharing_a_proxy_hear_each_other_without_add_peer(
     request: pytest.FixtureRequest,
 ) -> None:
@@ -285,7 +272,7 @@ async def test_engines_sharing_a_proxy_hear_each_other_without_add_peer(
     runner = Engine(host=proxy, dsn="sqlite://:memory:", in_test=name)
     watcher = Engine(host=proxy, dsn="sqlite://:memory:", in_test=name, workers=0)
     async with runner, watcher:
-        to_runner, to_watcher = _record_signals(runner), _record_signals(watcher)
+        to_runner, to_watcher = record_signals(runner), record_signals(watcher)
         await runner.run("flow", timeout=WAIT)
         await until(lambda: "flow-stopped" in to_watcher)
         assert to_runner == []
@@ -296,7 +283,7 @@ async def test_add_peer_links_an_engine_whose_host_is_another(sqlite_engine: Any
     proxy.handle_task("A", lambda flow: None)
     runner = await sqlite_engine(proxy)
     watcher = await sqlite_engine(LocalHost(), workers=0)
-    to_watcher = _record_signals(watcher)
+    to_watcher = record_signals(watcher)
     proxy.add_peer(watcher)
     await runner.run("flow", timeout=WAIT)
     await until(lambda: "flow-stopped" in to_watcher)
@@ -308,7 +295,7 @@ async def test_add_peer_outside_an_event_loop_links_the_engine_once_it_started(s
     watcher = await sqlite_engine(LocalHost(), workers=0, start=False)
     await asyncio.to_thread(proxy.add_peer, watcher)  # a thread without a running loop
     await watcher.startup()
-    to_watcher = _record_signals(watcher)
+    to_watcher = record_signals(watcher)
     runner = await sqlite_engine(proxy)
     await runner.run("flow", timeout=WAIT)
     await until(lambda: "flow-stopped" in to_watcher)

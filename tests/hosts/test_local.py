@@ -28,7 +28,7 @@ from dwarf.engine import Engine
 from dwarf.hosts.local import LocalHost
 from dwarf.testing import engine_factory
 from dwarf.testing import test_name_for as isolated_name
-from tests.engine.graphs import WAIT, chain, fan_out, until
+from tests.engine.graphs import WAIT, chain, fan_out, record_signals, until
 
 
 @pytest_asyncio.fixture
@@ -42,19 +42,6 @@ def _host_with_chain(*nodes: str, url: str = "flow") -> LocalHost:
     host = LocalHost()
     host.add_workflow(url, chain("Flow", *nodes))
     return host
-
-
-def _record_signals(engine: Engine) -> list[str]:
-    """Spy on the signals the host hands to ``engine`` (the ops, in order)."""
-    received: list[str] = []
-    deliver = engine.deliver_signal
-
-    async def recording(op: str, payload: bytes) -> None:
-        received.append(op)
-        await deliver(op, payload)
-
-    engine.deliver_signal = recording  # type: ignore[method-assign]
-    return received
 
 
 class FakeRelay:
@@ -384,7 +371,7 @@ async def test_engines_sharing_a_host_receive_each_others_signals_but_not_their_
     host.add_task("A", lambda flow: None)
     runner = await make_engine(host)
     watcher = await make_engine(host, workers=0)
-    to_runner, to_watcher = _record_signals(runner), _record_signals(watcher)
+    to_runner, to_watcher = record_signals(runner), record_signals(watcher)
     await runner.run("flow", timeout=WAIT)
     await until(lambda: "flow-stopped" in to_watcher)
     assert to_runner == []
@@ -400,7 +387,7 @@ async def test_signals_reach_another_process_through_the_relay(make_engine: Any)
         hosts.append(host)
     runner = await make_engine(hosts[0])
     watcher = await make_engine(hosts[1], workers=0)
-    to_watcher = _record_signals(watcher)
+    to_watcher = record_signals(watcher)
     key = await runner.create("flow")
     assert (await watcher.wait(key, timeout=WAIT)).status == Status.COMPLETED
     await until(lambda: "flow-stopped" in to_watcher)

@@ -134,7 +134,7 @@ async def run_claimed_step(
     engine: Engine,
     store: Store,
     step: Row,
-    lease: Lease | str,
+    lease: Lease,
     inline_lease_margin: float | None = None,
     max_recoveries: int = SchedulerTuning.max_recoveries,
 ) -> Row | None:
@@ -146,8 +146,6 @@ async def run_claimed_step(
     successor is inserted already leased to this worker and returned, for the caller to run next without
     a claim round trip.
     """
-    if isinstance(lease, str):
-        lease = Lease(lease)
     info = await engine._flow_info(store, int(step["flow_id"]))
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
@@ -216,15 +214,12 @@ async def _run_within_budget(
     try:
         done, _ = await asyncio.wait((task,), timeout=budget if budget > 0 else None)
     except asyncio.CancelledError:
-        task.cancel()
         _abandon(engine, info, step, task)
         raise
     finally:
         lease.task = None
     if lease.lost:
-        if not task.done():
-            task.cancel()
-            _abandon(engine, info, step, task)
+        _abandon(engine, info, step, task)
         return None
     if task in done:
         try:
@@ -238,17 +233,17 @@ async def _run_within_budget(
     # The deadline passed. What the task wrote until now is kept (as with any failing task); anything it
     # writes while it winds down is not.
     changes = carrier.changes
-    task.cancel()
     _abandon(engine, info, step, task)
     timeout = TimeoutError(f"task {step['task_name']!r} exceeded its time budget of {budget:g}s")
     return Attempt(changes=changes, error=timeout)
 
 
 def _abandon(engine: Engine, info: FlowInfo, step: Row, task: asyncio.Future[Any]) -> None:
-    """Stop waiting for a cancelled task; say so if it has not ended after a grace period."""
+    """Cancel the task and stop waiting for it; say so if it has not ended after a grace period."""
     task.add_done_callback(_consume_outcome)
     if task.done():
         return
+    task.cancel()
 
     def check() -> None:
         if not task.done():

@@ -374,8 +374,9 @@ class Scheduler:
         store.healthy = True
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
-            task = asyncio.create_task(self._run(store, row, lease_token))
-            self._in_flight[task] = _InFlight(store, row, Lease(lease_token))
+            flight = _InFlight(store, row, Lease(lease_token))
+            task = asyncio.create_task(self._run(flight))
+            self._in_flight[task] = flight
         return rows
 
     async def _idle_delay(self, store: Store) -> float:
@@ -412,14 +413,18 @@ class Scheduler:
             self.ring(store.shard)
         return len(recovered)
 
-    async def _run(self, store: Store, step: Row, lease_token: str) -> None:
+    async def _run(self, claimed: _InFlight) -> None:
+        """Run a claimed step, then each lone successor inserted leased to this worker (a new Lease each,
+        under the claim's token), until there is none."""
         task = asyncio.current_task()
-        next_step: Row | None = step
+        store, lease = claimed.store, claimed.lease
+        next_step: Row | None = claimed.step
         try:
             while next_step is not None:
-                lease = Lease(lease_token)
-                if task is not None:
-                    self._in_flight[task] = _InFlight(store, next_step, lease)
+                if next_step is not claimed.step:
+                    lease = Lease(lease.token)
+                    if task is not None:
+                        self._in_flight[task] = _InFlight(store, next_step, lease)
                 # Run a lone successor inline only while this engine has idle workers: then no queued step
                 # is waiting for this worker, so skipping the queue cannot starve anything here.
                 inline = (
