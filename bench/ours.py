@@ -101,7 +101,11 @@ class _Telemetry:
 def _settings(engine: Engine) -> dict[str, Any]:
     import sys
 
-    return {"workers": engine._workers, "pool_size": engine.pool_size, "python": sys.version.split()[0]}
+    return {
+        "workers": engine.settings["workers"],
+        "pool_size": engine.pool_size,
+        "python": sys.version.split()[0],
+    }
 
 
 async def run_workload(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,7 +247,7 @@ class StatementCounter:
 
     def trace_sqlite(self, engine: Engine) -> None:
         """Count every SQL statement each SQLite shard's connection executes (BEGIN/COMMIT included)."""
-        for store in engine._stores:
+        for store in engine.runtime.stores:
             conn = getattr(store, "_conn", None)
             if conn is None:
                 continue

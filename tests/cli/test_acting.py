@@ -103,7 +103,7 @@ async def test_purge_calls_the_engine_again_until_nothing_matches(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The engine marks at most PURGE_LIMIT (4096) flows per call; two per call makes the loop observable.
-    monkeypatch.setattr("dwarf.engine.engine.PURGE_LIMIT", 2)
+    monkeypatch.setattr("dwarf.engine.listing.PURGE_LIMIT", 2)
     result = await shop.cli("purge", "--yes")
     assert result.exit_code == 0, result.output
     assert result.stdout == "purged 5 flows\n"

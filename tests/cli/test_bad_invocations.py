@@ -42,7 +42,8 @@ class Demo:
 
     @property
     def tokens(self) -> list[str]:
-        return [key.rsplit("-", 1)[1] for key in (self.interrupted, self.step)]
+        # A key is shard-id-token, and a token may itself hold "-" (URL-safe base64).
+        return [key.split("-", 2)[2] for key in (self.interrupted, self.step)]
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

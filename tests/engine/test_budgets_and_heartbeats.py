@@ -156,11 +156,11 @@ async def test_a_crashed_replicas_step_is_recovered_within_fifteen_seconds_by_de
         survivor = await replicas.start()
         key = await doomed.create("hang")
         await until(lambda: runs["A"] >= 1)
-        if runs["A"] == 1 and survivor._scheduler is not None and survivor._scheduler.busy_workers:
+        if runs["A"] == 1 and survivor.busy_workers:
             # The survivor took the first run: crash it instead, the roles are symmetric.
             doomed, survivor = survivor, doomed
         crashed_at = time.monotonic()
-        await doomed._crash_for_test()
+        await doomed.abandon()
         outcome = await survivor.wait(key, timeout=20)
         recovered_after = time.monotonic() - crashed_at
     assert outcome.status == Status.COMPLETED
@@ -188,7 +188,7 @@ async def test_a_step_that_keeps_losing_its_worker_fails_after_the_limit_instead
             if not key:
                 key = await replica.create("crashy")
             await until(lambda crash=crash: runs["A"] == crash + 1)
-            await replica._crash_for_test()
+            await replica.abandon()
         survivor = await replicas.start(scheduler_tuning=crashy)
         outcome = await survivor.wait(key, timeout=WAIT)
         history = await survivor.history(key)

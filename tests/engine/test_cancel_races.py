@@ -129,7 +129,7 @@ async def _other_transaction(engine: Engine, backend: str) -> AsyncIterator[Any]
         pytest.skip("row-lock conflicts exist only on PostgreSQL")
     import psycopg
 
-    dsn = engine._stores[0].dsn  # type: ignore[attr-defined]
+    dsn = engine.runtime.stores[0].dsn  # type: ignore[attr-defined]
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         yield conn
         await conn.rollback()

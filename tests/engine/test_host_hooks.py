@@ -63,4 +63,4 @@ def test_set_host_refuses_a_hook_that_is_not_callable_and_keeps_the_host_it_had(
     setattr(odd, name, "not callable")
     with pytest.raises(BadRequestError, match=name):
         engine.set_host(odd)
-    assert engine._host is first
+    assert engine.settings["host"] is first

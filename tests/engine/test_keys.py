@@ -267,7 +267,7 @@ async def test_a_list_or_purge_by_an_out_of_bounds_thread_key_matches_nothing(ma
 
 def _recording_reads(engine: Engine) -> list[tuple[str, int]]:
     """Record (statement, rows returned) of every read of the engine's shard from now on."""
-    store = engine._stores[0]
+    store = engine.runtime.stores[0]
     reads: list[tuple[str, int]] = []
     original = store.read
 

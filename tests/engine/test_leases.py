@@ -41,7 +41,7 @@ async def test_step_of_a_crashed_worker_is_recovered_after_lease_expiry_with_one
         first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["B"] == 1)
-        await first._crash_for_test()
+        await first.abandon()
         second = await replicas.start(lease_period=LEASE)
         outcome = await second.wait(key, timeout=WAIT)
     assert outcome.status == Status.COMPLETED
@@ -65,7 +65,7 @@ async def test_recovered_step_appears_once_in_history(fresh_dsn: str) -> None:
         first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["A"] == 1)
-        await first._crash_for_test()
+        await first.abandon()
         second = await replicas.start(lease_period=LEASE)
         outcome = await second.wait(key, timeout=WAIT)
         history = await second.history(key)
@@ -126,7 +126,7 @@ async def test_a_busy_replica_still_recovers_a_dead_replicas_steps(fresh_dsn: st
         first = await replicas.start(lease_period=LEASE)
         key = await first.create("hang", options=FlowOptions(time_budget=BUDGET))
         await until(lambda: calls["Hang"] == 1)
-        await first._crash_for_test()
+        await first.abandon()
         crashed_at = time.monotonic()
         # One worker and a backlog that keeps every claim full: the claimer never goes idle.
         second = await replicas.start(lease_period=LEASE, workers=1)

@@ -32,19 +32,19 @@ def _proxy() -> TestProxy:
 
 
 def test_default_workers_is_64() -> None:
-    assert Engine()._workers == 64
+    assert Engine().settings["workers"] == 64
 
 
 def test_default_workers_per_conn_is_8() -> None:
-    assert Engine()._workers_per_conn == 8
+    assert Engine().settings["workers_per_conn"] == 8
 
 
 def test_default_max_open_conns_is_8() -> None:
-    assert Engine()._max_open_conns == 8
+    assert Engine().settings["max_open_conns"] == 8
 
 
 def test_default_time_budget_is_two_minutes() -> None:
-    assert Engine()._time_budget == 120.0
+    assert Engine().settings["time_budget"] == 120.0
 
 
 def test_default_pool_size_is_eight_connections() -> None:
@@ -162,13 +162,14 @@ def test_engine_keywords_call_the_setters() -> None:
         default_priority=7,
         logger=logger,
     )
-    assert engine._host is proxy
-    assert engine._dsn == "sqlite:///x.db"
-    assert engine._workers == 10
+    settings = engine.settings
+    assert settings["host"] is proxy
+    assert settings["dsn"] == "sqlite:///x.db"
+    assert settings["workers"] == 10
     assert engine.pool_size == 4
-    assert engine._time_budget == 30.0
-    assert engine._default_priority == 7
-    assert engine._log is logger
+    assert settings["time_budget"] == 30.0
+    assert settings["default_priority"] == 7
+    assert settings["logger"] is logger
 
 
 async def test_engine_keywords_configure_a_working_engine(make_engine: Any) -> None:

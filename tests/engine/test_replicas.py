@@ -12,39 +12,31 @@ from dwarf.engine import Engine
 from tests.engine.graphs import WAIT, chain, incrementer, proxy_with
 
 
-def _running_engine(engines: list[Engine]) -> int:
-    """The index of the engine whose worker runs the calling task."""
-    task = asyncio.current_task()
-    owners = [
-        i
-        for i, engine in enumerate(engines)
-        if engine._scheduler
-        and any(flight.lease.task is task for flight in engine._scheduler._in_flight.values())
-    ]
-    assert len(owners) == 1
-    return owners[0]
-
-
 async def test_both_replicas_execute_steps(make_engine: Any) -> None:
-    engines: list[Engine] = []
+    # Each replica has a host of its own, as replicas in separate processes would, so a task knows which
+    # replica runs it; the hosts are linked so that the replicas still hear each other's signals.
     ran_on: dict[str, int] = {}
     second_ran = asyncio.Event()
     first_started = asyncio.Event()
 
-    async def meet(flow: Flow) -> None:
-        name = flow.get_str("name")
-        ran_on[name] = _running_engine(engines)
-        if name == "first":
-            first_started.set()
-            # Keep this replica's only worker busy until the other replica ran the second flow.
-            async with asyncio.timeout(WAIT):
-                await second_ran.wait()
-        else:
-            second_ran.set()
+    def meet_on(replica: int) -> Any:
+        async def meet(flow: Flow) -> None:
+            name = flow.get_str("name")
+            ran_on[name] = replica
+            if name == "first":
+                first_started.set()
+                # Keep this replica's only worker busy until the other replica ran the second flow.
+                async with asyncio.timeout(WAIT):
+                    await second_ran.wait()
+            else:
+                second_ran.set()
 
-    proxy = proxy_with("meet", chain("Meet", "Meet"), Meet=meet)
-    engines.append(await make_engine(proxy, workers=1))
-    engines.append(await make_engine(proxy, workers=1))
+        return meet
+
+    proxies = [proxy_with("meet", chain("Meet", "Meet"), Meet=meet_on(i)) for i in range(2)]
+    engines: list[Engine] = [await make_engine(proxy, workers=1) for proxy in proxies]
+    proxies[0].add_peer(engines[1])
+    proxies[1].add_peer(engines[0])
     first = await engines[0].create("meet", {"name": "first"})
     async with asyncio.timeout(WAIT):
         await first_started.wait()

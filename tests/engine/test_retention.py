@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-import dwarf.engine.engine
+import dwarf.engine.listing
+import dwarf.engine.reaper
 from dwarf import BadRequestError, ConflictError, Flow, FlowOptions, NotFoundError, Query, Status
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import WAIT, Gate, chain, failing, noop, proxy_with, wait_until
@@ -219,7 +220,7 @@ async def test_reaper_removes_the_rows_of_purged_flows(make_engine: Any) -> None
 async def test_purge_marks_at_most_the_limit_per_call(
     make_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dwarf.engine.engine, "PURGE_LIMIT", 3)
+    monkeypatch.setattr(dwarf.engine.listing, "PURGE_LIMIT", 3)
     engine = await make_engine(_proxy())
     for _ in range(5):
         await engine.run("one", timeout=WAIT)
@@ -231,7 +232,7 @@ async def test_purge_marks_at_most_the_limit_per_call(
 
 
 def test_purge_limit_is_4096() -> None:
-    assert dwarf.engine.engine.PURGE_LIMIT == 4096
+    assert dwarf.engine.listing.PURGE_LIMIT == 4096
 
 
 async def test_delete_on_completion_deletes_a_completed_flow(make_engine: Any) -> None:
@@ -281,7 +282,7 @@ async def test_purge_marks_only_flows_matching_the_status_filter(make_engine: An
 async def test_reaper_deletes_in_batches_until_nothing_is_left(
     make_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dwarf.engine.engine, "REAP_BATCH", 2)
+    monkeypatch.setattr(dwarf.engine.reaper, "REAP_BATCH", 2)
     engine = await make_engine(_proxy())
     await engine.run("parent", timeout=WAIT)
     for _ in range(4):
@@ -338,7 +339,7 @@ async def test_flows_purged_while_the_reaper_is_finishing_are_still_reaped(
     engine = await make_engine(_proxy())
     await engine.run("one", timeout=WAIT)
     await engine.run("other", timeout=WAIT)
-    [store] = engine._stores
+    [store] = engine.runtime.stores
     pause = _ReaperPause(store)
     monkeypatch.setattr(store, "run", pause.run)
     assert await engine.purge(Query(workflow_url="one")) == 1

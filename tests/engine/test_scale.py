@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import dwarf.engine.engine
+import dwarf.engine.listing
 from dwarf import Flow, Query, Reducer, Status
 from dwarf.engine import Engine, TestProxy
 from tests.engine.graphs import WAIT, Gate, fan_out, for_each, noop, proxy_with, wait_until
@@ -222,7 +222,7 @@ async def test_purging_ten_thousand_flows_in_a_loop_leaves_none(
     seconds on a freshly filled table (mark_for_purge probes every candidate root for a running flow of its
     tree through the status index, whose 'running' entries include one dead entry per flow that ever ran,
     until autovacuum catches up: quadratic in the number of flows)."""
-    monkeypatch.setattr(dwarf.engine.engine, "PURGE_LIMIT", 1000)
+    monkeypatch.setattr(dwarf.engine.listing, "PURGE_LIMIT", 1000)
     engine = await make_engine(proxy_with("one", single("One", "A"), A=noop))
     started = time.monotonic()
     await _create_completed_flows(engine, PURGED)

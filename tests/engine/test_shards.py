@@ -172,8 +172,9 @@ async def test_a_dead_shard_is_reported_and_skipped_while_the_others_work(
     if backend != "postgres":
         pytest.skip("killing one shard's database server-side needs PostgreSQL")
     engine = await _sharded(make_engine)
-    dead_database = urlsplit(engine._specs[1].dsn).path.lstrip("/")  # shard 2
-    admin = urlsplit(engine._specs[0].dsn)._replace(path="/postgres").geturl()
+    first, second = (urlsplit(store.dsn) for store in engine.runtime.stores[:2])  # type: ignore[attr-defined]
+    dead_database = second.path.lstrip("/")  # shard 2
+    admin = first._replace(path="/postgres").geturl()
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
         await conn.execute(f'DROP DATABASE "{dead_database}" WITH (FORCE)'.encode())
     info = await engine.shard_info()

@@ -41,7 +41,7 @@ async def test_a_full_disk_fails_create_with_a_transient_store_error_and_the_eng
     async with asyncio.timeout(NO_HANG):
         await engine.startup()
         try:
-            store = engine._stores[0]
+            store = engine.runtime.stores[0]
             add_test_queries(store)
             await store.write("freeze_size")
             with pytest.raises(StoreError, match="database or disk is full") as raised:

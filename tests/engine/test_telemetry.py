@@ -284,7 +284,7 @@ async def test_a_recovered_lease_is_counted_and_logged_at_info_with_its_flow(
         first = await replicas.start(lease_period=0.7)
         key = await first.create("hang", options=FlowOptions(time_budget=0.3))
         await asyncio.wait_for(hang.wait(), WAIT)
-        await first._crash_for_test()
+        await first.abandon()
         second = await replicas.start(lease_period=0.7, logger=_collecting_logger(records), **sdk.settings())
         assert (await second.wait(key, timeout=WAIT)).status == Status.COMPLETED
     assert sdk.value("dwarf_lease_recoveries", shard=1) == 1
@@ -331,7 +331,7 @@ async def test_the_pending_gauge_queries_only_when_collected_and_once_per_collec
         scheduler_tuning=SchedulerTuning(idle_poll=0.02),
         **sdk.settings(),
     )
-    store = engine._stores[0]
+    store = engine.runtime.stores[0]
     queries: list[str] = []
     original = store.read
 
@@ -416,7 +416,7 @@ async def test_the_flow_span_context_is_stored_on_the_flow_row(make_engine: Any,
     key, _ = await engine.run("line", timeout=WAIT)
     await until(lambda: len(sdk.spans_named("flow line")) == 1)
     [flow] = sdk.spans_named("flow line")
-    _, row = await engine._resolve_flow(key)
+    _, row = await engine.runtime.resolve(key)
     assert row["trace_parent"] == format_traceparent(flow.get_span_context())
     assert parse_traceparent(row["trace_parent"]).span_id == _span_id(flow)
 
@@ -621,9 +621,8 @@ async def test_no_key_or_token_appears_in_any_span_metric_or_log(make_engine: An
 
 async def test_per_step_records_are_debug_and_a_lost_lease_is_info(make_engine: Any) -> None:
     records: list[logging.LogRecord] = []
-    engine = await make_engine(
-        proxy_with("line", chain("Line", "A", "B"), A=noop, B=noop), logger=_collecting_logger(records)
-    )
+    proxy = proxy_with("line", chain("Line", "A", "B"), A=noop, B=noop)
+    engine = await make_engine(proxy, logger=_collecting_logger(records))
     key, _ = await engine.run("line", timeout=WAIT)
     flow = _correlation(key)
     await until(lambda: any(r.getMessage() == f"flow {flow} completed" for r in records))
@@ -637,8 +636,8 @@ async def test_per_step_records_are_debug_and_a_lost_lease_is_info(make_engine: 
     async def blocked(flow: Flow) -> None:
         await gate.pass_through()
 
-    engine._host.handle_graph("stuck", chain("Stuck", "S"))
-    engine._host.handle_task("S", blocked)
+    proxy.handle_graph("stuck", chain("Stuck", "S"))
+    proxy.handle_task("S", blocked)
     stuck = await engine.create("stuck")
     await gate.wait_entered()
     await engine.cancel(stuck)
@@ -662,10 +661,10 @@ async def test_without_a_provider_the_engine_records_nothing(
     engine = await make_engine(proxy_with("line", chain("Line", "A"), A=noop), **settings)
     key, outcome = await engine.run("line", timeout=WAIT)
     assert outcome.status == Status.COMPLETED
-    assert not engine._telemetry.metrics_enabled
-    assert not engine._telemetry.tracing_enabled
-    assert engine._telemetry.start_task(None, None) is None  # type: ignore[arg-type]
-    _, row = await engine._resolve_flow(key)
+    assert not engine.runtime.telemetry.metrics_enabled
+    assert not engine.runtime.telemetry.tracing_enabled
+    assert engine.runtime.telemetry.start_task(None, None) is None  # type: ignore[arg-type]
+    _, row = await engine.runtime.resolve(key)
     assert row["trace_parent"] == ""
 
 

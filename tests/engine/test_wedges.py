@@ -92,7 +92,7 @@ async def test_a_parent_parked_on_a_child_that_ended_unheard_gets_the_childs_res
             f"UPDATE dwarf_steps SET status = 'completed' WHERE flow_id = {child}",
             f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}",
         )
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 1
         outcome = await engine.wait(key, timeout=WAIT)
     assert (outcome.status, outcome.state) == (Status.COMPLETED, {"child": {"answer": "late"}})
 
@@ -108,7 +108,7 @@ async def test_a_parent_parked_on_a_vanished_child_fails_with_a_clear_error(fres
             f"DELETE FROM dwarf_flows WHERE flow_id = {child}",
             f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}",
         )
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 1
         outcome = await engine.wait(key, timeout=WAIT)
     assert outcome.status == Status.FAILED
     assert "no longer exists" in outcome.error
@@ -121,7 +121,7 @@ async def test_a_running_flow_with_no_step_left_fails_and_waiters_hear_it(fresh_
         await gate.wait_entered()
         await _raw(fresh_dsn, f"UPDATE dwarf_steps SET status = 'cancelled' WHERE flow_id = {_id(key)}")
         gate.open()  # the worker's commit is refused: its step is no longer running
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 1
         outcome = await engine.wait(key, timeout=WAIT)
     assert (outcome.status, outcome.error) == (Status.FAILED, WEDGED_FLOW_ERROR)
 
@@ -132,7 +132,7 @@ async def test_a_running_flow_whose_only_step_is_interrupted_surfaces_the_interr
         assert (await engine.wait(key, timeout=WAIT)).status == Status.INTERRUPTED
         await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
         assert (await engine.snapshot(key)).status == Status.RUNNING
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 1
         outcome = await engine.snapshot(key)
         assert (outcome.status, outcome.interrupt_payload) == (Status.INTERRUPTED, {"question": "ok?"})
         await engine.resume(key, {"answer": "yes"})
@@ -146,7 +146,7 @@ async def test_healthy_flows_are_never_touched(fresh_dsn: str) -> None:
         await engine.wait(parked, timeout=WAIT)
         running = await engine.create("held")
         await gate.wait_entered()
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 0
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 0
         gate.open()
         assert (await engine.wait(running, timeout=WAIT)).status == Status.COMPLETED
         assert (await engine.snapshot(parked)).status == Status.INTERRUPTED
@@ -157,7 +157,7 @@ async def test_rows_younger_than_the_minimum_age_are_left_alone(fresh_dsn: str) 
         key = await engine.create("child")
         await engine.wait(key, timeout=WAIT)
         await _raw(fresh_dsn, f"UPDATE dwarf_flows SET status = 'running' WHERE flow_id = {_id(key)}")
-        assert await sweep_wedges(engine, engine._stores[0], min_age=3600) == 0
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=3600) == 0
         assert (await engine.snapshot(key)).status == Status.RUNNING
 
 
@@ -183,7 +183,7 @@ async def test_a_running_engine_deletes_flows_another_engine_purged(fresh_dsn: s
         inspector = Engine(workers=0, dsn=fresh_dsn)
         await inspector.startup()
         assert await inspector.purge(Query(status="interrupted")) == 3
-        await inspector._crash_for_test()
+        await inspector.abandon()
         for _ in range(100):
             if not await _fetch(fresh_dsn, "SELECT flow_id FROM dwarf_flows"):
                 break
@@ -202,7 +202,7 @@ async def test_a_complete_cohort_whose_last_arrival_nobody_checked_is_joined_onc
     def lost(*args: Any) -> None:
         """The process died after the last arrival committed, before anything looked at the cohort."""
 
-    monkeypatch.setattr(Scheduler, "note_arrival", lost)
+    monkeypatch.setattr(CohortArrivals, "note", lost)
     proxy = TestProxy()
     proxy.handle_graph("each", for_each("each", reducers={"total": Reducer.ADD}))
     proxy.handle_task("Split", lambda flow: None)
@@ -219,5 +219,5 @@ async def test_a_complete_cohort_whose_last_arrival_nobody_checked_is_joined_onc
         assert (await engine.snapshot(key)).status == Status.RUNNING  # nobody looked at the cohort yet
         # The claimer's next quiet poll finds the stranded cohort and joins it, once.
         outcome = await engine.wait(key, timeout=WAIT)
-        assert await sweep_wedges(engine, engine._stores[0], min_age=0) == 0
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 0
     assert (outcome.status, outcome.state["total"], outcome.state["joined"]) == (Status.COMPLETED, 10, 1)

@@ -29,7 +29,7 @@ from dwarf.workflow.jsonvalue import check_json, storable_text
 from dwarf.workflow.reducers import apply_changes
 
 if TYPE_CHECKING:
-    from dwarf.engine.engine import Engine
+    from dwarf.engine.runtime import Runtime
 
 __all__ = ["Attempt", "Lease", "UnstorableOutcomeError", "WorkerLostError", "error_text", "run_claimed_step"]
 
@@ -131,7 +131,7 @@ ABANDON_GRACE = 1.0
 
 
 async def run_claimed_step(
-    engine: Engine,
+    rt: Runtime,
     store: Store,
     step: Row,
     lease: Lease,
@@ -146,13 +146,13 @@ async def run_claimed_step(
     successor is inserted already leased to this worker and returned, for the caller to run next without
     a claim round trip.
     """
-    info = await engine._flow_info(store, int(step["flow_id"]))
+    info = await rt.flow_info(store, int(step["flow_id"]))
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
         return None
     carrier = _build_carrier(info, step)
     budget = int(step["time_budget_ms"]) / 1000.0
-    run = engine._telemetry.start_task(info, step)  # None when telemetry is off
+    run = rt.telemetry.start_task(info, step)  # None when telemetry is off
     recoveries = int(step.get("recoveries") or 0)
     try:
         if recoveries >= max_recoveries:
@@ -164,37 +164,35 @@ async def run_claimed_step(
                 ),
             )
         else:
-            attempt = await _run_within_budget(engine, info, step, carrier, budget, run, lease)
+            attempt = await _run_within_budget(rt, info, step, carrier, budget, run, lease)
     except asyncio.CancelledError:
         if run is not None:
-            engine._telemetry.end_task(run, "the engine stopped while the task ran")
+            rt.telemetry.end_task(run, "the engine stopped while the task ran")
         raise
     if attempt is None:
-        _log_lost_lease(engine, info, step)
+        _log_lost_lease(rt, info, step)
         if run is not None:
-            engine._telemetry.step_committed(run, step, LOST_LEASE)
+            rt.telemetry.step_committed(run, step, LOST_LEASE)
         return None
     try:
-        return await _commit_outcome(
-            engine, store, info, step, lease.token, attempt, inline_lease_margin, run
-        )
+        return await _commit_outcome(rt, store, info, step, lease.token, attempt, inline_lease_margin, run)
     except BaseException:
         if run is not None:
-            engine._telemetry.end_task(run, "the step's outcome could not be committed")
+            rt.telemetry.end_task(run, "the step's outcome could not be committed")
         raise
 
 
-async def _call_task(engine: Engine, step: Row, carrier: Flow, run: TaskRun | None) -> Park | None:
+async def _call_task(rt: Runtime, step: Row, carrier: Flow, run: TaskRun | None) -> Park | None:
     # Park is a BaseException: returned, not raised, so that it never escapes the asyncio Task as one.
     try:
-        await engine._host_execute_task(step["task_url"], carrier, run)
+        await rt.execute_task(step["task_url"], carrier, run)
     except Park as parked:
         return parked
     return None
 
 
 async def _run_within_budget(
-    engine: Engine,
+    rt: Runtime,
     info: FlowInfo,
     step: Row,
     carrier: Flow,
@@ -209,23 +207,23 @@ async def _run_within_budget(
     the cancellation.
     """
     with baggage_scope(info.baggage):
-        task = asyncio.ensure_future(_call_task(engine, step, carrier, run))
+        task = asyncio.ensure_future(_call_task(rt, step, carrier, run))
     lease.task = task
     try:
         done, _ = await asyncio.wait((task,), timeout=budget if budget > 0 else None)
     except asyncio.CancelledError:
-        _abandon(engine, info, step, task)
+        _abandon(rt, info, step, task)
         raise
     finally:
         lease.task = None
     if lease.lost:
-        _abandon(engine, info, step, task)
+        _abandon(rt, info, step, task)
         return None
     if task in done:
         try:
             park = task.result()
         except asyncio.CancelledError:
-            # The task cancelled itself (not the engine): a task error like any other.
+            # The task cancelled itself (not the rt): a task error like any other.
             return Attempt.of(carrier, None, asyncio.CancelledError("the task was cancelled"))
         except Exception as error:
             return Attempt.of(carrier, None, error)
@@ -233,12 +231,12 @@ async def _run_within_budget(
     # The deadline passed. What the task wrote until now is kept (as with any failing task); anything it
     # writes while it winds down is not.
     changes = carrier.changes
-    _abandon(engine, info, step, task)
+    _abandon(rt, info, step, task)
     timeout = TimeoutError(f"task {step['task_name']!r} exceeded its time budget of {budget:g}s")
     return Attempt(changes=changes, error=timeout)
 
 
-def _abandon(engine: Engine, info: FlowInfo, step: Row, task: asyncio.Future[Any]) -> None:
+def _abandon(rt: Runtime, info: FlowInfo, step: Row, task: asyncio.Future[Any]) -> None:
     """Cancel the task and stop waiting for it; say so if it has not ended after a grace period."""
     task.add_done_callback(_consume_outcome)
     if task.done():
@@ -247,7 +245,7 @@ def _abandon(engine: Engine, info: FlowInfo, step: Row, task: asyncio.Future[Any
 
     def check() -> None:
         if not task.done():
-            engine._log.warning(
+            rt.log.warning(
                 "task %r of step %s of flow %s ignored its cancellation and is still running; its outcome "
                 "will be discarded",
                 step["task_name"],
@@ -266,8 +264,8 @@ def _consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _log_lost_lease(engine: Engine, info: FlowInfo, step: Row) -> None:
-    engine._log.info(
+def _log_lost_lease(rt: Runtime, info: FlowInfo, step: Row) -> None:
+    rt.log.info(
         "step %s of flow %s lost its lease; its outcome was discarded",
         correlation_id(info.shard, int(step["step_id"])),
         info.correlation_id,
@@ -304,7 +302,7 @@ def _is_unstorable(error: BaseException) -> bool:
 
 
 async def _commit_outcome(
-    engine: Engine,
+    rt: Runtime,
     store: Store,
     info: FlowInfo,
     step: Row,
@@ -317,7 +315,7 @@ async def _commit_outcome(
     if attempt.park is not None and attempt.park.kind == "subgraph":
         url, _ = attempt.subgraph_request or ("", {})
         try:
-            attempt.child_graph = await engine._load_graph(url, info.baggage)
+            attempt.child_graph = await rt.load_graph(url, info.baggage)
         except Exception as error:
             # Whatever stops the child's graph from loading (unknown, invalid, its host failing) is this
             # task's error: routed by onError or failing the flow, never an engine failure that would
@@ -326,19 +324,19 @@ async def _commit_outcome(
         if attempt.child_graph is not None and run is not None:
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
-            child_span, attempt.child_trace_parent = engine._telemetry.open_flow_span(url, run.span)
+            child_span, attempt.child_trace_parent = rt.telemetry.open_flow_span(url, run.span)
     target = _CommitTarget(store, info, step, lease_token, json.loads(step["state"]), inline_lease_margin)
     try:
         effects, attempt = await _record_attempt(target, attempt)
     except LeaseLostError:
-        _log_lost_lease(engine, info, step)
+        _log_lost_lease(rt, info, step)
         if run is not None:
-            engine._telemetry.step_committed(run, step, LOST_LEASE)
+            rt.telemetry.step_committed(run, step, LOST_LEASE)
         return None
     outcome = _outcome_name(attempt)
     node = step["task_name"]
-    if engine._log.isEnabledFor(logging.DEBUG):
-        engine._log.debug(
+    if rt.log.isEnabledFor(logging.DEBUG):
+        rt.log.debug(
             "step %s (%s) of flow %s: %s",
             correlation_id(info.shard, int(step["step_id"])),
             node,
@@ -347,7 +345,7 @@ async def _commit_outcome(
             extra={"flow": info.correlation_id},
         )
     if run is not None:
-        telemetry = engine._telemetry
+        telemetry = rt.telemetry
         for child in effects.created:
             telemetry.flow_created(child, child_span)
         telemetry.step_committed(
@@ -357,11 +355,11 @@ async def _commit_outcome(
             slept=attempt.sleep_seconds > 0 and outcome == COMPLETED,
             error=error_text(attempt.error) if attempt.error is not None else "",
         )
-    await engine._after_commit(info, effects)
+    await rt.after_commit(info, effects)
     if effects.pending_join:
         # Arrivals are checked for completing their cohort after they committed, in batches: see
-        # Scheduler.note_arrival.
-        engine._note_arrival(store, info, effects.pending_join)
+        # CohortArrivals.
+        rt.arrivals.note(store.shard, info, effects.pending_join)
     return effects.inline_step
 
 

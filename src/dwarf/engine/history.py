@@ -1,4 +1,4 @@
-"""History: the steps of a flow as FlowStep records, with navigation keys between them."""
+"""Reading what a flow recorded: its outcome, and its steps as FlowStep records with navigation keys."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.keys import ParsedKey, format_key, tokens_match
 from dwarf.errors import NotFoundError
 from dwarf.store.base import Row, Store
-from dwarf.workflow.records import FlowStep
+from dwarf.workflow.records import FlowOutcome, FlowStep
+from dwarf.workflow.reducers import apply_changes
 from dwarf.workflow.status import Status
 
-__all__ = ["build_history", "load_step", "step_record"]
+__all__ = ["build_history", "load_outcome", "load_step", "step_record"]
 
 
 def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
@@ -83,3 +84,31 @@ async def load_step(store: Store, key: ParsedKey) -> FlowStep:
             if found:
                 tokens[neighbour] = found[0]["step_token"]
     return step_record(store.shard, row, tokens)
+
+
+async def load_outcome(store: Store, flow_id: int, row: Row | None = None) -> FlowOutcome:
+    """The flow's outcome as of now: its final state once completed, else its latest step's merged state.
+
+    ``row`` is the flow's row when the caller has just read it; NotFoundError when the flow is gone.
+    """
+    if row is None:
+        rows = await store.read("get_flow", flow_id=flow_id)
+        if not rows:
+            raise NotFoundError("flow not found")
+        row = rows[0]
+    status = Status(row["status"])
+    if status == Status.COMPLETED:
+        state = json.loads(row["final_state"])
+    else:
+        latest = await store.read("latest_step", flow_id=flow_id)
+        state = {}
+        if latest:
+            state = apply_changes(json.loads(latest[0]["state"]), json.loads(latest[0]["changes"]))
+    payload = json.loads(row["interrupt_payload"]) if status == Status.INTERRUPTED else {}
+    return FlowOutcome(
+        status=status,
+        state=state,
+        error=row["error"],
+        interrupt_payload=payload,
+        cancel_reason=row["cancel_reason"],
+    )

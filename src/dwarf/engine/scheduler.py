@@ -14,19 +14,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dwarf.engine.completion import join_ready_cohorts
 from dwarf.engine.executor import Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
+from dwarf.engine.runtime import Runtime
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
 from dwarf.errors import StoreError
 from dwarf.store.base import Row, Store
-
-if TYPE_CHECKING:
-    from dwarf.engine.engine import Engine
 
 __all__ = ["Scheduler"]
 
@@ -64,19 +61,17 @@ def _failure_level(error: BaseException) -> int:
 class Scheduler:
     """Claimers and workers of one engine."""
 
-    def __init__(
-        self, engine: Engine, stores: list[Store], workers: int, tuning: SchedulerTuning | None = None
-    ) -> None:
+    def __init__(self, runtime: Runtime, workers: int, tuning: SchedulerTuning | None = None) -> None:
         tuning = tuning if tuning is not None else SchedulerTuning()
-        self._engine = engine
-        self._stores = stores
+        self._runtime = runtime
+        self._log = runtime.log
+        self._telemetry = runtime.telemetry
+        self._stores = runtime.stores
         self._workers = workers
-        self._doorbells = {store.shard: asyncio.Event() for store in stores}
+        self._doorbells = runtime.doorbells
         self._slot_free = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._claimers: list[asyncio.Task[None]] = []
-        # Cohorts that members arrived at since the claimer of their shard last looked (see note_arrival).
-        self._arrivals: dict[int, dict[int, FlowInfo]] = {store.shard: {} for store in stores}
         self._stopping = False
         self.tuning = tuning
         # Set when the tuning changes, so the heartbeat measures its wait again.
@@ -86,11 +81,11 @@ class Scheduler:
         """Apply new timing knobs at once: sleeping claimers and the heartbeat measure their waits again."""
         self.tuning = tuning
         self._retuned.set()
-        self.ring_all()
+        self._doorbells.ring_all()
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
         """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
-        self._engine._log.log(_failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
+        self._log.log(_failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
 
     def start(self) -> None:
         if self._workers == 0:
@@ -101,16 +96,6 @@ class Scheduler:
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
         self._claimers.append(asyncio.create_task(self._heartbeat_loop(), name="dwarf-lease-heartbeat"))
 
-    def ring(self, shard: int) -> None:
-        """New due work on ``shard``: wake its claimer."""
-        doorbell = self._doorbells.get(shard)
-        if doorbell is not None:
-            doorbell.set()
-
-    def ring_all(self) -> None:
-        for doorbell in self._doorbells.values():
-            doorbell.set()
-
     @property
     def busy_workers(self) -> int:
         return len(self._in_flight)
@@ -120,7 +105,7 @@ class Scheduler:
         self._stopping = True
         # Ring too: a driver may swallow the cancellation (see _reraise_swallowed_cancel), and a claimer
         # that carries on must not then sleep a whole poll interval before it sees it is stopping.
-        self.ring_all()
+        self._doorbells.ring_all()
         self._slot_free.set()
         for claimer in self._claimers:
             claimer.cancel()
@@ -162,23 +147,15 @@ class Scheduler:
                 await task
         self._claimers.clear()
 
-    def note_arrival(self, store: Store, info: FlowInfo, spawn_id: int) -> None:
-        """A committed arrival at cohort ``spawn_id``: the claimer checks whether it completed the cohort.
+    async def _join_arrivals(self, store: Store) -> None:
+        """Join the cohorts that arrivals completed since the last round (see ``CohortArrivals``).
 
         The check must run after the arrival committed (of members arriving at once, the last to commit
-        is the one that sees them all). Gathering the cohorts and checking them with one query per claim
-        round, instead of one per member, halves the statements of a wide fan-out. Should the process
-        die first, the wedge sweep joins the cohort.
+        is the one that sees them all). Should the process die first, ``_join_stranded`` joins the cohort.
         """
-        self._arrivals[store.shard][spawn_id] = info
-        self.ring(store.shard)
-
-    async def _join_arrivals(self, store: Store) -> None:
-        """Join the cohorts that the arrivals noted since the last round completed."""
-        pending = self._arrivals[store.shard]
+        pending = self._runtime.arrivals.take(store.shard)
         if not pending:
             return
-        self._arrivals[store.shard] = {}
         try:
             ready = await store.read("cohorts_ready", spawn_ids=json.dumps(list(pending)))
         except asyncio.CancelledError:
@@ -186,17 +163,16 @@ class Scheduler:
         except Exception as error:
             _reraise_swallowed_cancel()
             self._report(error, "checking cohorts on shard %d failed", store.shard)
-            for spawn_id, info in pending.items():  # look again next round
-                self._arrivals[store.shard].setdefault(spawn_id, info)
+            self._runtime.arrivals.put_back(store.shard, pending)  # look again next round
             return
         for row in ready:
             spawn_id = int(row["step_id"])
-            self._engine._spawn(self._join(store, pending[spawn_id], spawn_id))
+            self._runtime.spawn(self._join(store, pending[spawn_id], spawn_id))
 
     async def _join_stranded(self, store: Store) -> None:
         """Join the complete cohorts whose last arrival no claimer looked at (its replica died)."""
         for row in await store.read("stranded_cohorts"):
-            info = await self._engine._flow_info(store, int(row["flow_id"]))
+            info = await self._runtime.flow_info(store, int(row["flow_id"]))
             if info is not None:
                 await self._join(store, info, int(row["step_id"]))
 
@@ -207,7 +183,7 @@ class Scheduler:
                 return
             # The spawn stands in for the step of the commit: a join reads the cohort, not a leased step.
             effects = await join_ready_cohorts(store, info, spawn[0], "", spawn_id)
-            await self._engine._after_commit(info, effects)
+            await self._runtime.after_commit(info, effects)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -220,8 +196,8 @@ class Scheduler:
             )
 
     async def _claim_loop(self, store: Store) -> None:
-        doorbell = self._doorbells[store.shard]
-        telemetry = self._engine._telemetry
+        doorbell = self._doorbells.event(store.shard)
+        telemetry = self._telemetry
         last_lease_check = time.monotonic()
         while not self._stopping:
             await self._join_arrivals(store)
@@ -275,11 +251,10 @@ class Scheduler:
             await asyncio.sleep(self.tuning.wedge_sweep_interval)
             for store in self._stores:
                 try:
-                    await sweep_wedges(self._engine, store, self.tuning.wedge_min_age)
+                    await sweep_wedges(self._runtime, store, self.tuning.wedge_min_age)
                     # Flows purged by another process (the CLI, another replica that stopped before its
                     # reaper finished) are deleted here too.
-                    if int((await store.read("any_marked"))[0]["marked"]):
-                        self._engine._start_reaper(store)
+                    await self._runtime.reaper.start_if_marked(store)
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
@@ -327,7 +302,7 @@ class Scheduler:
             # A step that finished meanwhile is not renewed either; its run has no task left to stop.
             if int(flight.step["step_id"]) not in renewed and flight.lease.task is not None:
                 flow = correlation_id(store.shard, int(flight.step["flow_id"]))
-                self._engine._log.info(
+                self._log.info(
                     "step %s of flow %s is no longer leased to this worker (cancelled, or taken over); "
                     "its task is stopped",
                     correlation_id(store.shard, int(flight.step["step_id"])),
@@ -347,11 +322,6 @@ class Scheduler:
             return False
         return True
 
-    def ring_later(self, shard: int, delay: float) -> None:
-        """Ring ``shard``'s doorbell once ``delay`` seconds have passed (a local step comes due)."""
-        loop = asyncio.get_running_loop()
-        loop.call_later(max(0.0, delay) + 0.001, self.ring, shard)
-
     async def _count_pending(self, store: Store) -> None:
         """Count the shard's due steps for the pending-steps gauge (a metrics reader asked for it)."""
         try:
@@ -362,7 +332,7 @@ class Scheduler:
             _reraise_swallowed_cancel()
             self._report(error, "counting pending steps on shard %d failed", store.shard)
             rows = []
-        self._engine._telemetry.set_pending(store.shard, rows)
+        self._telemetry.set_pending(store.shard, rows)
 
     async def _claim(self, store: Store, limit: int) -> list[Row]:
         lease_token = new_token()
@@ -370,7 +340,7 @@ class Scheduler:
         rows = await store.write(
             "claim_due_steps", lease_token=lease_token, lease_seconds=self.tuning.lease_period, limit=limit
         )
-        self._engine._telemetry.claimed(store.shard, started)
+        self._telemetry.claimed(store.shard, started)
         store.healthy = True
         rows.sort(key=lambda row: (row["priority"], row["step_id"]))
         for row in rows:
@@ -401,16 +371,16 @@ class Scheduler:
         """Queue again the steps whose worker's lease expired (it died or stalled); return how many."""
         recovered = await store.write("recover_expired_leases")
         if recovered:
-            self._engine._telemetry.leases_recovered(store.shard, len(recovered))
+            self._telemetry.leases_recovered(store.shard, len(recovered))
             for lost in recovered:
                 flow = correlation_id(store.shard, int(lost["flow_id"]))
-                self._engine._log.info(
+                self._log.info(
                     "step %s of flow %s: its worker's lease expired; queued again",
                     correlation_id(store.shard, int(lost["step_id"])),
                     flow,
                     extra={"flow": flow},
                 )
-            self.ring(store.shard)
+            self._doorbells.ring(store.shard)
         return len(recovered)
 
     async def _run(self, claimed: _InFlight) -> None:
@@ -435,7 +405,7 @@ class Scheduler:
                 current, next_step = next_step, None
                 try:
                     next_step = await run_claimed_step(
-                        self._engine, store, current, lease, inline, self.tuning.max_recoveries
+                        self._runtime, store, current, lease, inline, self.tuning.max_recoveries
                     )
                 except asyncio.CancelledError:
                     raise
@@ -444,7 +414,7 @@ class Scheduler:
                     # runs again elsewhere. An outage was reported by the store already: no traceback.
                     flow = correlation_id(store.shard, int(current["flow_id"]))
                     level = _failure_level(error)
-                    self._engine._log.log(
+                    self._log.log(
                         level,
                         "running step %s of flow %s failed: %s",
                         correlation_id(store.shard, int(current["step_id"])),

@@ -1,4 +1,4 @@
-"""EngineSettings: the keywords ``Engine(...)`` takes, typed for checkers and editors.
+"""EngineSettings, the keywords of ``Engine(...)`` typed for checkers, and EngineConfig, which holds them.
 
 Each keyword is a ``set_<name>`` method of ``Engine`` without its prefix (the reference's setters stay the
 API; the keywords are a shorthand for calling them before startup).
@@ -7,13 +7,15 @@ API; the keywords are a shorthand for calling them before startup).
 from __future__ import annotations
 
 import logging
-from typing import Any, TypedDict
+from dataclasses import dataclass, field, fields
+from typing import Any, TypedDict, cast
 
 from dwarf.engine.host import Host
 from dwarf.engine.tuning import SchedulerTuning
+from dwarf.store.base import silent_logger
 from dwarf.workflow.durations import Duration
 
-__all__ = ["EngineSettings"]
+__all__ = ["EngineConfig", "EngineSettings"]
 
 
 class EngineSettings(TypedDict, total=False):
@@ -33,3 +35,43 @@ class EngineSettings(TypedDict, total=False):
     time_budget: Duration
     default_priority: int
     scheduler_tuning: SchedulerTuning
+
+
+DEFAULT_WORKERS = 64
+DEFAULT_WORKERS_PER_CONN = 8
+DEFAULT_MAX_OPEN_CONNS = 8
+DEFAULT_TIME_BUDGET = 120.0
+DEFAULT_PRIORITY = 100
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+
+@dataclass
+class EngineConfig:
+    """The settings an engine holds, each with its default (what the ``set_*`` methods write)."""
+
+    dsn: str = ""
+    host: Host | None = None
+    workers: int = DEFAULT_WORKERS
+    num_shards: int = 1
+    logger: logging.Logger = field(default_factory=silent_logger)
+    debug_logger: bool = False
+    meter_provider: Any = None
+    tracer_provider: Any = None
+    in_test: str = ""
+    max_open_conns: int = DEFAULT_MAX_OPEN_CONNS
+    workers_per_conn: int = DEFAULT_WORKERS_PER_CONN
+    time_budget: float = DEFAULT_TIME_BUDGET
+    default_priority: int = DEFAULT_PRIORITY
+    scheduler_tuning: SchedulerTuning = field(default_factory=SchedulerTuning)
+
+    def as_settings(self) -> EngineSettings:
+        """The settings as ``Engine(**settings)`` keywords: an engine built from them is configured alike."""
+        settings: dict[str, Any] = {item.name: getattr(self, item.name) for item in fields(self)}
+        for unset in ("host", "in_test"):
+            if not settings[unset]:
+                del settings[unset]
+        if settings["debug_logger"]:
+            del settings["logger"]  # the debug logger replaces it
+        else:
+            del settings["debug_logger"]
+        return cast(EngineSettings, settings)

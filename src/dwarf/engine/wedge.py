@@ -30,33 +30,33 @@ from dwarf.store.base import Row, Store, Tx
 from dwarf.workflow.status import Status
 
 if TYPE_CHECKING:
-    from dwarf.engine.engine import Engine
+    from dwarf.engine.runtime import Runtime
 
 __all__ = ["sweep_wedges"]
 
 WEDGED_FLOW_ERROR = "the flow could not make progress (no step left to run); the wedge sweep failed it"
 
 
-async def sweep_wedges(engine: Engine, store: Store, min_age: float) -> int:
+async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
     """Repair the wedges of one shard that have been still for ``min_age`` seconds; return the count."""
     repaired = 0
     for park in await store.read("wedged_subgraph_parks", min_age=min_age):
         if await store.run(functools.partial(_wake_parked_parent, park=park)):
             repaired += 1
-            _log(engine, store, park["flow_id"], "its step was parked on a child flow that had ended")
-            engine._ring(store.shard)
+            _log(rt, store, park["flow_id"], "its step was parked on a child flow that had ended")
+            rt.ring(store.shard)
     for flow in await store.read("wedged_running_flows", min_age=min_age):
         effects = Effects()
         stopped = await store.run(functools.partial(_unstick_flow, flow=flow, effects=effects))
         if stopped is None:
             continue
         repaired += 1
-        _log(engine, store, flow["flow_id"], f"it was running with no step left; now {stopped.value}")
-        info = await engine._flow_info(store, int(flow["flow_id"]))
+        _log(rt, store, flow["flow_id"], f"it was running with no step left; now {stopped.value}")
+        info = await rt.flow_info(store, int(flow["flow_id"]))
         if info is not None:
             effects.woken.append(info.flow_id)
-            await engine._after_commit(info, effects)
-    engine._telemetry.wedge_repaired(repaired)
+            await rt.after_commit(info, effects)
+    rt.telemetry.wedge_repaired(repaired)
     return repaired
 
 
@@ -102,6 +102,6 @@ async def _unstick_flow(tx: Tx, flow: Row, effects: Effects) -> Status | None:
     return Status.FAILED
 
 
-def _log(engine: Engine, store: Store, flow_id: Any, what: str) -> None:
+def _log(rt: Runtime, store: Store, flow_id: Any, what: str) -> None:
     flow = correlation_id(store.shard, int(flow_id))
-    engine._log.error("wedge sweep repaired flow %s: %s", flow, what, extra={"flow": flow})
+    rt.log.error("wedge sweep repaired flow %s: %s", flow, what, extra={"flow": flow})

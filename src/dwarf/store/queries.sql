@@ -193,10 +193,6 @@ SELECT f.status, f.version AS flow_version, f.updated_at,
        (SELECT COALESCE(SUM(s.version), 0) FROM dwarf_steps s WHERE s.flow_id = f.flow_id) AS step_versions
 FROM dwarf_flows f WHERE f.flow_id = :flow_id AND f.purge_marked = 0
 
--- name: flow_status
--- The status of one flow, for waiters.
-SELECT flow_token, status FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
-
 -- name: _flow_filter
 -- The filters of a Query over dwarf_flows f (shared by list_flows and mark_for_purge).
 f.purge_marked = 0

@@ -39,7 +39,6 @@ StatementName = Literal[
     "finish_step",
     "flow_fingerprint",
     "flow_parent",
-    "flow_status",
     "flow_steps",
     "flow_steps_by_id",
     "fold_cohort_arrivals",

@@ -1,0 +1,274 @@
+"""The operations that start or steer flows: create, resume, cancel, continue a thread, fork, delete.
+
+Each takes the engine's ``Runtime`` and checks its input before it touches the database, so a refused
+call changes nothing. Resume, cancel and delete act on a whole tree and only through its root flow
+(``resolve_root``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dwarf.engine.completion import Effects, surface_interrupt
+from dwarf.engine.creation import FlowPolicy, insert_flow
+from dwarf.engine.flowinfo import FlowInfo, dumps, policy_of_row
+from dwarf.engine.fork import fork_chain
+from dwarf.engine.keys import correlation_id, parse_key, tokens_match
+from dwarf.engine.runtime import Runtime
+from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
+from dwarf.errors import BadRequestError, ConflictError, NotFoundError, StoreError
+from dwarf.store.base import Row, SingleStatementTx, Store, Tx
+from dwarf.workflow.durations import to_seconds
+from dwarf.workflow.graph import Graph
+from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
+from dwarf.workflow.records import FlowOptions
+from dwarf.workflow.reducers import ReducerError, apply_with_reducers
+from dwarf.workflow.status import TERMINAL_STATUSES, Status
+
+__all__ = [
+    "CreateDefaults",
+    "cancel_flow",
+    "continue_thread",
+    "create_flow",
+    "delete_flow",
+    "fork_flow",
+    "resolve_root",
+    "resume_flow",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDefaults:
+    """The engine-wide defaults a create freezes onto a flow that does not set its own."""
+
+    priority: int
+    time_budget: float
+
+
+async def resolve_root(rt: Runtime, flow_key: str, verb: str) -> tuple[Store, int]:
+    """The store and id of the root flow ``flow_key`` names; BadRequestError for a child flow (the
+    operation ``verb`` acts on a whole tree, which only its root stands for)."""
+    store, row = await rt.resolve(flow_key)
+    if int(row["parent_flow_id"]):
+        raise BadRequestError(f"{verb} the root flow, not a child flow")
+    return store, int(row["flow_id"])
+
+
+async def create_flow(
+    rt: Runtime,
+    workflow_url: str,
+    initial_state: Mapping[str, Any] | None,
+    options: FlowOptions | None,
+    defaults: CreateDefaults,
+) -> str:
+    """Start a flow of the graph at ``workflow_url``; see ``Engine.create``."""
+    if not isinstance(workflow_url, str) or not workflow_url:
+        raise BadRequestError("the workflow URL must be a non-empty string")
+    check_text(workflow_url, "the workflow URL")
+    options = options if options is not None else FlowOptions()
+    if not isinstance(options, FlowOptions):
+        raise BadRequestError("options must be a FlowOptions")
+    options.check()
+    state = checked_json_object(initial_state, "initial state")
+    check_json(options.baggage, "baggage")
+    thread: tuple[Store, Row] | None = None
+    if options.thread_key:
+        thread = await rt.resolve(options.thread_key, "thread")
+    graph = await rt.load_graph(workflow_url, options.baggage)
+    store = thread[0] if thread is not None else rt.pick_shard()
+    time_budget = to_seconds(options.time_budget) if options.time_budget is not None else 0.0
+    thread_row = thread[1] if thread is not None else None
+    policy = FlowPolicy(
+        priority=options.priority or defaults.priority,
+        fairness_key=options.fairness_key,
+        fairness_weight=float(options.fairness_weight or 1.0),
+        time_budget_ms=max(1, round((time_budget if time_budget > 0 else defaults.time_budget) * 1000)),
+        notify_on_stop=options.notify_on_stop,
+        delete_on_completion=options.delete_on_completion,
+        baggage=options.baggage,
+    )
+    try:
+        info = await _insert_flow(
+            rt,
+            store,
+            graph,
+            workflow_url,
+            state,
+            policy,
+            thread_id=int(thread_row["thread_id"]) if thread_row else 0,
+            thread_token=thread_row["thread_token"] if thread_row else "",
+        )
+    except StoreError as error:
+        # The shard did not take the flow: place the next ones elsewhere until it answers again. This one
+        # is not retried on another shard, because a lost answer may hide a committed insert. A value the
+        # database refused says nothing about the shard's health.
+        if error.transient:
+            store.healthy = False
+        raise
+    rt.ring(store.shard)
+    return info.key
+
+
+async def _insert_flow(
+    rt: Runtime,
+    store: Store,
+    graph: Graph,
+    workflow_url: str,
+    state: Mapping[str, Any],
+    policy: FlowPolicy,
+    *,
+    thread_id: int = 0,
+    thread_token: str = "",
+) -> FlowInfo:
+    span, trace_parent = rt.telemetry.open_flow_span(workflow_url)
+    # Creating a root flow is one statement (see insert_flow): no surrounding transaction needed.
+    info = await insert_flow(
+        SingleStatementTx(store),
+        store.shard,
+        graph,
+        workflow_url,
+        state,
+        policy,
+        thread_id=thread_id,
+        thread_token=thread_token,
+        trace_parent=trace_parent,
+    )
+    rt.flow_cache.put(info)
+    rt.telemetry.flow_created(info, span)
+    rt.log.debug(
+        "flow %s created (%s)", info.correlation_id, workflow_url, extra={"flow": info.correlation_id}
+    )
+    return info
+
+
+async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any] | None) -> None:
+    """Re-run the interrupted step of an interrupted root flow; see ``Engine.resume``."""
+    data = checked_json_object(resume_data, "resume data")
+    store, flow_id = await resolve_root(rt, flow_key, "resume")
+    effects = Effects()
+
+    async def work(tx: Tx) -> None:
+        locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
+        if locked is None:
+            raise NotFoundError("flow not found")
+        if locked["status"] != Status.INTERRUPTED.value:
+            raise ConflictError(f"the flow is {locked['status']}, not interrupted")
+        parked = await tx.fetch_all("tree_interrupted_steps", root_flow_id=flow_id)
+        if not parked:
+            raise ConflictError("the flow has no interrupted step")
+        # Resume the interrupt the caller was shown (its payload is the flow's), else the oldest.
+        surfaced = int(locked["surfaced_step_id"])
+        chosen = next((p for p in parked if int(p["step_id"]) == surfaced), parked[0])
+        await tx.execute("resume_step", step_id=chosen["step_id"], resume_data=dumps(data))
+        await tx.execute("resume_interrupted_flows_of_tree", root_flow_id=flow_id)
+        rest = [p for p in parked if p is not chosen]
+        if rest:
+            # Another step of the tree is parked too: surface it at once (one interrupt at a time).
+            following = rest[0]
+            await surface_interrupt(
+                tx,
+                int(following["flow_id"]),
+                json.loads(following["interrupt_payload"]),
+                int(following["step_id"]),
+                effects,
+            )
+
+    await store.run(work)
+    resumed = correlation_id(store.shard, flow_id)
+    rt.log.debug("flow %s resumed", resumed, extra={"flow": resumed})
+    rt.ring(store.shard)
+    for woken in effects.woken:
+        rt.wake(store.shard, woken)
+
+
+async def cancel_flow(rt: Runtime, flow_key: str, reason: str) -> None:
+    """Cancel a running or interrupted root flow and its whole tree; see ``Engine.cancel``."""
+    if not isinstance(reason, str):
+        raise BadRequestError("the reason must be a string")
+    check_text(reason, "the reason")
+    store, flow_id = await resolve_root(rt, flow_key, "cancel")
+    # Atomic over the whole tree even while its steps commit (a child flow being created, say): see
+    # tree_writes for the lock order and why the write is retried.
+    await run_tree_write(store, lambda tx: cancel_tree(tx, flow_id, reason), "cancel")
+    info = await rt.flow_info(store, flow_id)
+    if info is not None:
+        await rt.flow_stopped(info, Status.CANCELLED)
+
+
+async def delete_flow(rt: Runtime, flow_key: str) -> None:
+    """Delete a stopped root flow and its whole tree; see ``Engine.delete``."""
+    store, flow_id = await resolve_root(rt, flow_key, "delete")
+    await run_tree_write(store, lambda tx: delete_tree(tx, flow_id), "delete")
+    rt.flow_cache.discard(store.shard, flow_id)
+
+
+async def continue_thread(rt: Runtime, thread_key: str, additional_state: Mapping[str, Any] | None) -> str:
+    """Start the next flow of a thread from its latest completed flow; see ``Engine.continue_thread``."""
+    extra = checked_json_object(additional_state, "additional state")
+    store, first = await rt.resolve(thread_key, "thread")
+    rows = await store.read("latest_completed_in_thread", thread_id=int(first["thread_id"]))
+    if not rows:
+        raise NotFoundError("the thread has no completed flow")
+    latest = rows[0]
+    graph = await rt.load_graph(latest["workflow_url"], json.loads(latest["baggage"]))
+    try:
+        state = apply_with_reducers(json.loads(latest["final_state"]), extra, graph.reducers)
+    except ReducerError as error:
+        raise BadRequestError(str(error)) from error
+    info = await _insert_flow(
+        rt,
+        store,
+        graph,
+        latest["workflow_url"],
+        state,
+        policy_of_row(latest),
+        thread_id=int(latest["thread_id"]),
+        thread_token=latest["thread_token"],
+    )
+    rt.ring(store.shard)
+    return info.key
+
+
+async def fork_flow(rt: Runtime, step_key: str, state_overrides: Mapping[str, Any] | None) -> str:
+    """Replay a stopped flow up to a step and re-run that step with overrides; see ``Engine.fork``."""
+    overrides = checked_json_object(state_overrides, "state overrides")
+    parsed = parse_key(step_key, "step")
+    store = rt.store(parsed.shard, "step")
+    # The token is part of the lookup (see Runtime.flow_by_key).
+    rows = await store.read("get_step_with_flow_by_key", step_id=parsed.id, step_token=parsed.token)
+    if not rows or int(rows[0]["purge_marked"]) or not tokens_match(parsed.token, rows[0]["step_token"]):
+        raise NotFoundError("step not found")
+    target = rows[0]
+    chain: list[Row] = []
+    flow_id = int(target["flow_id"])
+    while flow_id:
+        found = await store.read("get_flow", flow_id=flow_id)
+        if not found:
+            raise NotFoundError("step not found")
+        chain.append(found[0])
+        flow_id = int(found[0]["parent_flow_id"])
+    chain.reverse()
+    root = chain[0]
+    if Status(root["status"]) not in TERMINAL_STATUSES:
+        raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
+    base = policy_of_row(root)
+    policy = FlowPolicy(
+        priority=base.priority,
+        fairness_key=base.fairness_key,
+        fairness_weight=base.fairness_weight,
+        time_budget_ms=base.time_budget_ms,
+        baggage=base.baggage,
+    )
+    opened = rt.telemetry.open_fork_spans([flow["workflow_url"] for flow in chain])
+    trace_parents = [trace_parent for _, trace_parent in opened]
+    created = await store.run(
+        lambda tx: fork_chain(tx, store.shard, chain, target, overrides, policy, trace_parents)
+    )
+    for info, (span, _) in zip(created, opened, strict=True):
+        rt.flow_cache.put(info)
+        rt.telemetry.flow_created(info, span)
+    rt.ring(store.shard)
+    return created[0].key

@@ -1,0 +1,308 @@
+"""The runtime: what a started engine's parts share, behind public methods.
+
+The engine builds one ``Runtime`` at startup and hands it to the scheduler, the step executor, the wedge
+sweep and the operations. It holds the shards, the host (its optional hooks resolved once), logging,
+telemetry, the flow-info cache, the local waiters, the per-shard doorbells, the cohort arrivals awaiting
+a join and the reaper of purged flows. None of those parts sees the ``Engine`` itself: configuration and
+lifecycle stay there, and the runtime is all they need to run steps and operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from dwarf.engine.completion import Effects
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache
+from dwarf.engine.history import load_outcome
+from dwarf.engine.host import Host, HostHooks
+from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
+from dwarf.engine.reaper import Reaper
+from dwarf.engine.signals import (
+    DOORBELL,
+    FLOW_STOPPED,
+    FlowWaiters,
+    Signal,
+    encode_signal,
+    sending_engine,
+)
+from dwarf.engine.telemetry import TaskRun, Telemetry
+from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
+from dwarf.store.base import Row, Store, Tx
+from dwarf.workflow.baggage import baggage_scope
+from dwarf.workflow.flow import Flow
+from dwarf.workflow.graph import Graph
+from dwarf.workflow.records import FlowOutcome
+from dwarf.workflow.status import Status
+
+if TYPE_CHECKING:
+    from dwarf.engine.engine import Engine
+
+__all__ = ["CohortArrivals", "Doorbells", "Runtime"]
+
+
+class Doorbells:
+    """One event per shard, set when the shard may have new due work; its claimer waits on it."""
+
+    def __init__(self, shards: list[int]) -> None:
+        self._events = {shard: asyncio.Event() for shard in shards}
+
+    def event(self, shard: int) -> asyncio.Event:
+        """The doorbell of ``shard``."""
+        return self._events[shard]
+
+    def ring(self, shard: int) -> None:
+        """Wake the claimer of ``shard`` (an unknown shard is ignored: a peer may run more shards)."""
+        event = self._events.get(shard)
+        if event is not None:
+            event.set()
+
+    def ring_all(self) -> None:
+        """Wake every claimer (shutdown, new tuning)."""
+        for event in self._events.values():
+            event.set()
+
+    def ring_later(self, shard: int, delay: float) -> None:
+        """Ring ``shard`` once ``delay`` seconds have passed (a local step comes due then)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, delay) + 0.001, self.ring, shard)
+
+
+class CohortArrivals:
+    """Per shard, the cohorts that members arrived at since the shard's claimer last looked.
+
+    A member's arrival commits without knowing whether it was the last one; the claimer checks the noted
+    cohorts in one query per round (see ``Scheduler``), which halves the statements of a wide fan-out.
+    """
+
+    def __init__(self, doorbells: Doorbells, shards: list[int]) -> None:
+        self._doorbells = doorbells
+        self._pending: dict[int, dict[int, FlowInfo]] = {shard: {} for shard in shards}
+
+    def note(self, shard: int, info: FlowInfo, spawn_id: int) -> None:
+        """A committed arrival at cohort ``spawn_id`` of ``info``'s flow: have the claimer check it."""
+        self._pending[shard][spawn_id] = info
+        self._doorbells.ring(shard)
+
+    def take(self, shard: int) -> dict[int, FlowInfo]:
+        """The noted cohorts of ``shard`` (spawn id to flow), forgetting them."""
+        pending = self._pending[shard]
+        self._pending[shard] = {}
+        return pending
+
+    def put_back(self, shard: int, pending: dict[int, FlowInfo]) -> None:
+        """Note again cohorts whose check failed, to look at them next round."""
+        for spawn_id, info in pending.items():
+            self._pending[shard].setdefault(spawn_id, info)
+
+
+class Runtime:
+    """The shared parts of a started engine (see the module docstring).
+
+    ``owner`` is the engine the runtime belongs to; it is used only to name the sender of a peer signal
+    (``sending_engine``) and is never called.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner: Engine,
+        stores: list[Store],
+        host: Host | None,
+        hooks: HostHooks,
+        log: logging.Logger,
+        telemetry: Telemetry,
+    ) -> None:
+        self.owner = owner
+        self.stores = stores
+        self.host = host
+        self.hooks = hooks
+        self.log = log
+        self.telemetry = telemetry
+        self.flow_cache = FlowInfoCache()
+        self.waiters = FlowWaiters()
+        shards = [store.shard for store in stores]
+        self.doorbells = Doorbells(shards)
+        self.arrivals = CohortArrivals(self.doorbells, shards)
+        self.running = True
+        self._background: set[asyncio.Task[Any]] = set()
+        self.reaper = Reaper(self)
+
+    def require_running(self) -> None:
+        """EngineStateError once the engine began to stop (an operation in progress ends with it)."""
+        if not self.running:
+            raise EngineStateError("the engine is stopped")
+
+    async def close(self) -> None:
+        """Stop the background work and wake every waiter; the stores are closed by the engine."""
+        self.running = False
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.waiters.wake_all()
+
+    # --- shards and keys ---
+
+    def store(self, shard: int, what: str = "flow") -> Store:
+        """The store of ``shard``; NotFoundError (about ``what``) for a shard this engine does not have."""
+        if not 1 <= shard <= len(self.stores):
+            raise NotFoundError(f"{what} not found")
+        return self.stores[shard - 1]
+
+    def pick_shard(self) -> Store:
+        """A uniformly random shard among those that answered their last health check
+        (docs/design.md#shards-and-placement)."""
+        healthy = [store for store in self.stores if store.healthy]
+        return random.choice(healthy or self.stores)
+
+    async def resolve(self, key: str, what: str = "flow") -> tuple[Store, Row]:
+        """The store and flow row a flow key (or, with ``what="thread"``, a thread key) names.
+
+        NotFoundError for every way the key can be wrong. For a thread, the row is a flow of the thread:
+        its ``thread_id``/``thread_token`` identify the thread (its first flow's id and token).
+        """
+        parsed = parse_key(key, what)
+        store = self.store(parsed.shard, what)
+        return store, await self.flow_by_key(store, parsed, what)
+
+    @staticmethod
+    async def flow_by_key(store: Store, parsed: ParsedKey, what: str) -> Row:
+        """The flow row a parsed key names on ``store``; NotFoundError unless its token matches."""
+        # The token is part of the lookup: a wrong token on an existing id costs what an unknown id costs
+        # (one query, no row). The constant-time check after it is a second line of defence.
+        rows = await store.read("get_flow_by_key", flow_id=parsed.id, flow_token=parsed.token)
+        if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
+            raise NotFoundError(f"{what} not found")
+        return rows[0]
+
+    async def flow_info(self, store: Store, flow_id: int) -> FlowInfo | None:
+        """What steps of the flow need to know of it (cached); None when the flow is gone."""
+        info = self.flow_cache.get(store.shard, flow_id)
+        if info is not None:
+            return info
+        rows = await store.read("get_flow", flow_id=flow_id)
+        if not rows:
+            return None
+        info = FlowInfo.from_row(store.shard, rows[0])
+        self.flow_cache.put(info)
+        return info
+
+    # --- the host ---
+
+    async def load_graph(self, workflow_url: str, baggage: Any) -> Graph:
+        """The validated graph at ``workflow_url``, frozen as a copy the host can no longer change."""
+        if self.host is None:
+            raise EngineStateError("this engine has no host to load graphs from")
+        with baggage_scope(baggage):
+            graph = await self.host.load_graph(workflow_url)
+        if graph is None:
+            raise NotFoundError(f"workflow {workflow_url!r} not found")
+        if not isinstance(graph, Graph):
+            raise InvalidGraphError(
+                f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph"
+            )
+        graph.validate()
+        return Graph.from_json(graph.to_json())
+
+    async def execute_task(self, task_url: str, flow: Flow, run: TaskRun | None = None) -> None:
+        """Have the host run a task on the flow carrier (inside the task's span when tracing)."""
+        if self.host is None:
+            raise EngineStateError("this engine has no host to run tasks on")
+        if run is None:
+            await self.host.execute_task(task_url, flow)
+            return
+        with run.running():
+            await self.host.execute_task(task_url, flow)
+
+    # --- after a commit ---
+
+    async def after_commit(self, info: FlowInfo, effects: Effects) -> None:
+        """Act on what a committed transaction of ``info``'s flow changed: wake claimers, waiters, peers."""
+        self.telemetry.fan_in_merged(effects.merges)
+        for child in effects.created:
+            self.flow_cache.put(child)
+        if effects.new_work:
+            self.ring(info.shard)
+        for delay in effects.due_in:
+            self.doorbells.ring_later(info.shard, delay)
+        for flow_id in effects.woken:
+            self.wake(info.shard, flow_id)
+        if effects.stopped is not None:
+            await self.flow_stopped(info, effects.stopped)
+
+    def ring(self, shard: int) -> None:
+        """New due work on ``shard``: wake its claimer here and tell the peers."""
+        self.doorbells.ring(shard)
+        self.signal(Signal(DOORBELL, shard))
+
+    def wake(self, shard: int, flow_id: int) -> None:
+        """A flow stopped: return the waits on it, here and at the peers."""
+        self.waiters.wake(shard, flow_id)
+        self.signal(Signal(FLOW_STOPPED, shard, flow_id))
+
+    def signal(self, signal: Signal) -> None:
+        """Hand a signal to the host for the other replicas (in the background; a no-op without a relay)."""
+        send = self.hooks.signal_peers
+        if send is None:
+            return
+        self.telemetry.signal_sent(signal.op)
+        self.spawn(self._send_signal(send, signal))
+
+    async def _send_signal(self, send: Any, signal: Signal) -> None:
+        token = sending_engine().set(self.owner)
+        try:
+            await send(signal.op, encode_signal(signal))
+        except Exception as error:
+            flow = correlation_id(signal.shard, signal.flow_id) if signal.flow_id else ""
+            self.log.warning("signal_peers failed: %s", error, extra={"flow": flow})
+        finally:
+            sending_engine().reset(token)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` in the background until it ends or the engine stops."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flow_stopped(self, info: FlowInfo, status: Status) -> None:
+        """A flow stopped: record it, run the host's hook, delete it if it asked, wake its waiters."""
+        self.telemetry.flow_stopped(info, status)
+        self.log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
+        notify = self.hooks.flow_stopped
+        outcome: FlowOutcome | None = None
+        if info.notify_on_stop and notify is not None:
+            # Read the outcome before delete_on_completion can remove the flow.
+            try:
+                outcome = await load_outcome(self.store(info.shard), info.flow_id)
+            except NotFoundError:
+                outcome = FlowOutcome(status=status, state={})
+        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
+            await self.delete_finished_tree(self.store(info.shard), info.flow_id)
+        self.wake(info.shard, info.flow_id)
+        if outcome is not None and notify is not None:
+            try:
+                with baggage_scope(info.baggage):
+                    await notify(info.key, outcome)
+            except Exception as error:
+                self.log.warning(
+                    "flow_stopped hook failed for flow %s: %s",
+                    info.correlation_id,
+                    error,
+                    extra={"flow": info.correlation_id},
+                )
+
+    async def delete_finished_tree(self, store: Store, flow_id: int) -> None:
+        """Delete a finished root flow's tree at once (``delete_on_completion``): nothing of it runs."""
+
+        async def work(tx: Tx) -> None:
+            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
+            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
+
+        await store.run(work)
+        self.flow_cache.discard(store.shard, flow_id)

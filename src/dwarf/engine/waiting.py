@@ -1,0 +1,88 @@
+"""Waiting for a flow to stop, within a deadline that database calls cannot stretch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from dwarf.engine.history import load_outcome
+from dwarf.engine.keys import correlation_id
+from dwarf.engine.runtime import Runtime
+from dwarf.errors import NotFoundError
+from dwarf.store.base import Row
+from dwarf.workflow.records import FlowOutcome
+from dwarf.workflow.status import TERMINAL_STATUSES, Status
+
+__all__ = ["STOPPED_STATUSES", "bounded", "wait_for_flow"]
+
+T = TypeVar("T")
+
+STOPPED_STATUSES = frozenset({*TERMINAL_STATUSES, Status.INTERRUPTED})
+"""The statuses a wait returns on: the flow needs someone to act (or nothing more) to move again."""
+
+
+async def wait_for_flow(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
+    """Wait until the flow stops and return its outcome; see ``Engine.wait``.
+
+    ``limit`` bounds the wait itself (TimeoutError); ``bounded`` is what holds database calls to it.
+    """
+    if limit is None:
+        return await _wait(rt, flow_key, None)
+    return await bounded(_wait(rt, flow_key, limit), limit, f"the flow did not stop within {limit:g}s")
+
+
+async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
+    store, row = await rt.resolve(flow_key)
+    flow_id = int(row["flow_id"])
+    loop = asyncio.get_running_loop()
+    deadline = None if limit is None else loop.time() + limit
+    event = rt.waiters.register(store.shard, flow_id)
+    try:
+        # Pushed wake-ups (local, or a peer's flow-stopped signal) end the wait; this slow poll only
+        # covers signals that were lost.
+        poll = 1.0
+        current: Row | None = row
+        while True:
+            rt.require_running()
+            event.clear()
+            if current is None:
+                rows = await store.read("get_flow", flow_id=flow_id)
+                if not rows:
+                    raise NotFoundError("flow not found")
+                current = rows[0]
+            if Status(current["status"]) in STOPPED_STATUSES:
+                return await load_outcome(store, flow_id, current)
+            current = None
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"flow {correlation_id(store.shard, flow_id)} did not stop in time")
+            pause = poll if remaining is None else min(poll, remaining)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await event.wait()
+            poll = min(poll * 2, 2.0)
+    finally:
+        rt.waiters.unregister(store.shard, flow_id, event)
+
+
+async def bounded(work: Awaitable[T], limit: float, message: str) -> T:
+    """Await ``work`` for at most ``limit`` seconds, then raise TimeoutError(``message``).
+
+    A driver may turn the cancellation of a query into an ordinary error (psycopg's QueryCanceled, then
+    wrapped as a StoreError): past the deadline, any error is reported as the timeout it stands for.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, limit)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await work
+    except TimeoutError as error:
+        if error.args:  # the work's own, more precise, timeout
+            raise
+        raise TimeoutError(message) from None
+    except Exception as error:
+        if loop.time() >= deadline:
+            raise TimeoutError(message) from error
+        raise
