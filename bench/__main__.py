@@ -9,9 +9,19 @@ an in-memory exporter) to measure what full telemetry costs; the default ``none`
 ``--workload idle`` counts the statements an engine with no work sends per shard; ``--workload parked``
 reports the RSS that N interrupted flows add.
 
+``--workload backlog|growing|aged|statesize`` are the flat-cost workloads (bench/flatcost.py): ``backlog``
+drains ``--flows`` linear3 flows created while no worker ran (create time and drain rate apart);
+``growing`` loops one flow ``--turns`` times, adding 1 KiB to its state a turn, and compares the first and
+last turns' latency; ``aged`` measures linear3 on a database holding ``--history`` completed flows next to
+an empty one; ``statesize`` measures linear3 at each initial state size of ``--state-bytes`` (default
+1 KiB, 16 KiB, 256 KiB, 1 MiB) against 1 KiB.
+
 ``peers`` runs linear3/fanout/latency on DBOS or LangGraph (the ``bench`` extra) and prints the same
 schema. ``report`` runs ours and the peers interleaved, three times each, and writes docs/benchmarks.md
 and docs/images/benchmarks.png. ``suite`` runs all of our workloads at a small size (``make bench``).
+``flatcost`` runs the four flat-cost workloads at a small and a large size (the issue's targets: 100,000
+backlog flows, 1,000 turns, 100,000 history flows, 1 MiB of state; ``--quick``: 10,000 / 300 / 10,000)
+and prints a markdown table of how much more a step costs at the large size; ``--rows`` re-renders it.
 """
 
 from __future__ import annotations
@@ -26,10 +36,19 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 THROUGHPUT_WORKLOADS = ["linear3", "linear10", "fanout", "latency"]
+FLATCOST_WORKLOADS = ["backlog", "growing", "aged", "statesize"]
 PEER_WORKLOADS = ["linear3", "fanout", "latency"]
 
 # The number --repeat summarises with its median, per workload.
-SUMMARY_METRIC = {"idle": "queries_per_s_per_shard", "parked": "rss_delta_mb", "latency": "p50_ms"}
+SUMMARY_METRIC = {
+    "idle": "queries_per_s_per_shard",
+    "parked": "rss_delta_mb",
+    "latency": "p50_ms",
+    "backlog": "drain_steps_per_s",
+    "growing": "late_over_early",
+    "aged": "aged_over_fresh",
+    "statesize": "largest_over_1k",
+}
 
 
 def _common_arguments(parser: argparse.ArgumentParser, workloads: list[str]) -> None:
@@ -49,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one workload of ours and print a JSON line")
-    _common_arguments(run, [*THROUGHPUT_WORKLOADS, "idle", "parked"])
+    _common_arguments(run, [*THROUGHPUT_WORKLOADS, "idle", "parked", *FLATCOST_WORKLOADS])
     run.add_argument("--workers", type=int, default=0)
     run.add_argument(
         "--telemetry",
@@ -59,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seconds", type=float, default=10.0, help="idle: how long to count")
     run.add_argument("--shards", type=int, default=1, help="idle: shards of the engine")
+    run.add_argument("--turns", type=int, default=0, help="growing: turns of the flow (0: 300)")
+    run.add_argument("--history", type=int, default=0, help="aged: completed flows first (0: 10,000)")
+    run.add_argument(
+        "--state-bytes",
+        default="",
+        help="statesize: bytes of initial state, one or comma-separated (default 1024,16384,262144,1048576)",
+    )
 
     peers = sub.add_parser("peers", help="run one workload on a peer engine and print a JSON line")
     peers.add_argument("--engine", choices=["dbos", "langgraph"], required=True)
@@ -83,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--rerun-failed", action="store_true", help="with --rows: run the failed rows again, save, render"
     )
+
+    flatcost = sub.add_parser("flatcost", help="the flat-cost workloads, small vs large, as a markdown table")
+    flatcost.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    flatcost.add_argument("--quick", action="store_true", help="large sizes of 10,000 flows / 300 turns")
+    flatcost.add_argument("--dsn", default=os.environ.get("DWARF_BENCH_DSN", ""), help="PostgreSQL admin DSN")
+    flatcost.add_argument("--rows", default="", help="render from a JSON-lines file of results, run nothing")
 
     suite = sub.add_parser("suite", help="all of our workloads at a small size on SQLite and PostgreSQL")
     suite.add_argument("--dsn", default=os.environ.get("DWARF_BENCH_DSN", ""), help="PostgreSQL admin DSN")
@@ -109,9 +141,10 @@ def _repeat(args: argparse.Namespace, measure: Callable[[], Coroutine[Any, Any, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from bench import ours
+        from bench import flatcost, ours
 
-        measure = {"idle": ours.run_idle, "parked": ours.run_parked}.get(args.workload, ours.run_workload)
+        measures = {"idle": ours.run_idle, "parked": ours.run_parked, **flatcost.MEASURES}
+        measure = measures.get(args.workload, ours.run_workload)
         _repeat(args, lambda: measure(args))
     elif args.command == "peers":
         from bench import peers
@@ -121,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import report
 
         return report.main(args)
+    elif args.command == "flatcost":
+        from bench import flatcost
+
+        return flatcost.main(args)
     else:
         from bench import report
 

@@ -62,6 +62,12 @@ SUITE_SIZES: dict[str, list[str]] = {
     "latency": ["--flows", "100"],
     "idle": ["--seconds", "3"],
     "parked": ["--flows", "1000"],
+    # The flat-cost workloads (bench/flatcost.py) at a size that only shows they run; their comparison
+    # of small and large sizes is `python -m bench flatcost`.
+    "backlog": ["--flows", "300"],
+    "growing": ["--turns", "50"],
+    "aged": ["--history", "1000", "--flows", "300"],
+    "statesize": ["--state-bytes", "16384", "--flows", "100"],
 }
 JOB_TIMEOUT_S = 900
 
