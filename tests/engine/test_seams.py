@@ -75,6 +75,39 @@ def test_nothing_outside_engine_py_touches_an_engines_private_attributes() -> No
     assert offenders == []
 
 
+def _engine_private_names() -> set[str]:
+    """The private attributes and methods ``Engine`` has (every ``self._x`` in its class body)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(ENGINE_MODULE.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and node.name == "Engine":
+            for sub in ast.walk(node):
+                if (
+                    isinstance(sub, ast.Attribute)
+                    and isinstance(sub.value, ast.Name)
+                    and sub.value.id == "self"
+                    and sub.attr.startswith("_")
+                    and not sub.attr.startswith("__")
+                ):
+                    names.add(sub.attr)
+    return names
+
+
+def test_nothing_outside_engine_py_uses_a_private_name_of_the_engine_whatever_the_variable() -> None:
+    """Catches ``plain._config`` too, where the variable's name does not say it holds an engine."""
+    names = _engine_private_names()
+    assert {"_config", "_runtime", "_scheduler"} <= names
+    alternatives = "|".join(sorted(names))
+    private = re.compile(rf"(?<!\bself)\.({alternatives})\b")
+    offenders = []
+    for path in _python_files():
+        if path == ENGINE_MODULE:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if private.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
+
+
 def test_the_private_attribute_check_recognises_what_it_must() -> None:
     for line in (
         "engine._stores[0]",
