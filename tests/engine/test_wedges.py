@@ -196,7 +196,7 @@ async def test_a_complete_cohort_whose_last_arrival_nobody_checked_is_joined_onc
     fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dwarf import Reducer
-    from dwarf.engine.scheduler import Scheduler
+    from dwarf.engine.runtime import CohortArrivals
     from tests.engine.graphs import for_each
 
     def lost(*args: Any) -> None:
