@@ -691,7 +691,8 @@ def test_the_globals_are_used_when_set_and_no_sdk_is_touched_when_not(tmp_path: 
         async def main():
             async with engine() as plain:
                 await plain.run("one", timeout=10)
-                assert not plain.runtime.telemetry.metrics_enabled and not plain.runtime.telemetry.tracing_enabled
+                telemetry = plain.runtime.telemetry
+                assert not telemetry.metrics_enabled and not telemetry.tracing_enabled
             assert not any(name.startswith("opentelemetry.sdk") for name in sys.modules), "SDK imported"
 
             from opentelemetry import metrics, trace
