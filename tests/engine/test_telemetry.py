@@ -417,8 +417,8 @@ async def test_the_flow_span_context_is_stored_on_the_flow_row(make_engine: Any,
     await until(lambda: len(sdk.spans_named("flow line")) == 1)
     [flow] = sdk.spans_named("flow line")
     _, row = await engine.runtime.resolve(key)
-    assert row["trace_parent"] == format_traceparent(flow.get_span_context())
-    assert parse_traceparent(row["trace_parent"]).span_id == _span_id(flow)
+    assert row.trace_parent == format_traceparent(flow.get_span_context())
+    assert parse_traceparent(row.trace_parent).span_id == _span_id(flow)
 
 
 async def test_a_failed_task_and_flow_have_error_status(make_engine: Any, sdk: Sdk) -> None:
@@ -665,7 +665,7 @@ async def test_without_a_provider_the_engine_records_nothing(
     assert not engine.runtime.telemetry.tracing_enabled
     assert engine.runtime.telemetry.start_task(None, None) is None  # type: ignore[arg-type]
     _, row = await engine.runtime.resolve(key)
-    assert row["trace_parent"] == ""
+    assert row.trace_parent == ""
 
 
 def test_the_globals_are_used_when_set_and_no_sdk_is_touched_when_not(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.engine.transitions import Branch, Route
-from dwarf.store.base import Row, Store, Tx
+from dwarf.store.base import Store, Tx
+from dwarf.store.rows import StepRow
 from dwarf.workflow.graph import END, Graph
 from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
 from dwarf.workflow.status import Status
@@ -63,7 +64,7 @@ class Effects:
     # Seconds until delayed steps created here come due (sleeps, retries): the claimer sets timers.
     due_in: list[float] = field(default_factory=list)
     # A successor inserted already leased to this worker, to run next without a claim.
-    inline_step: Row | None = None
+    inline_step: StepRow | None = None
     # Cohorts whose branches were merged at their join (for telemetry).
     merges: int = 0
     # A cohort this commit completed, to be joined in a transaction of its own (see join_cohort).
@@ -88,7 +89,7 @@ class StepCommit:
 
     tx: Tx
     info: FlowInfo
-    step: Row
+    step: StepRow
     lease_token: str
     # When set, a lone successor with no delay is inserted leased to this worker (see insert_leased_step).
     inline_lease_margin: float | None = None
@@ -114,7 +115,7 @@ class StepCommit:
     ) -> None:
         count = await self.tx.execute(
             "finish_step",
-            step_id=self.step["step_id"],
+            step_id=self.step.step_id,
             lease_token=self.lease_token,
             status=status.value,
             changes=dumps(changes),
@@ -131,7 +132,7 @@ class StepCommit:
             child_flow_id=child_flow_id,
         )
         if count != 1:
-            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
 
     async def _insert_step(
         self,
@@ -174,14 +175,14 @@ class StepCommit:
 
     @staticmethod
     def is_single_statement(
-        info: FlowInfo, step: Row, route: Route, sleep: float, inline_lease_margin: float | None
+        info: FlowInfo, step: StepRow, route: Route, sleep: float, inline_lease_margin: float | None
     ) -> bool:
         """True when ``commit_success`` of this route is exactly one statement: finish_and_continue,
         finish_and_arrive for a cohort member, or finish_last_step for the end of a root flow."""
         if route.is_fan_out:
             return False
-        in_cohort = bool(int(step["lineage_id"]))
-        if direct_fan_in(info.graph, step["task_name"], route) is not None:
+        in_cohort = bool(step.lineage_id)
+        if direct_fan_in(info.graph, step.task_name, route) is not None:
             return False
         if not route.branches:
             # finish_and_arrive (a member reaching END), or finish_last_step (a root flow ending).
@@ -209,7 +210,7 @@ class StepCommit:
         assert self.inline_lease_margin is not None
         row = await self.tx.fetch_one(
             "finish_and_continue",
-            step_id=int(self.step["step_id"]),
+            step_id=self.step.step_id,
             changes=dumps(changes),
             carry=dumps(carry),
             flow_id=info.flow_id,
@@ -229,8 +230,8 @@ class StepCommit:
             lease_seconds=self.inline_lease_margin,
         )
         if row is None:
-            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
-        self.effects.inline_step = row
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
+        self.effects.inline_step = StepRow.of(row)
 
     async def _stop_flow(
         self,
@@ -247,7 +248,7 @@ class StepCommit:
             final_state=dumps(final_state or {}),
             error=error,
             interrupt_payload=dumps(interrupt_payload or {}),
-            surfaced_step_id=int(self.step["step_id"]) if status == Status.INTERRUPTED else 0,
+            surfaced_step_id=self.step.step_id if status == Status.INTERRUPTED else 0,
         )
         if count != 1:
             return
@@ -263,7 +264,7 @@ class StepCommit:
             await self._wake_parent(subgraph_result=None, subgraph_error=error or "the child flow failed")
         elif status == Status.INTERRUPTED:
             await surface_interrupt(
-                self.tx, info.parent_flow_id, interrupt_payload or {}, int(self.step["step_id"]), self.effects
+                self.tx, info.parent_flow_id, interrupt_payload or {}, self.step.step_id, self.effects
             )
 
     async def _wake_parent(self, *, subgraph_result: Mapping[str, Any] | None, subgraph_error: str) -> None:
@@ -279,7 +280,7 @@ class StepCommit:
     async def _fail_flow(self, error: str) -> None:
         """Fail the flow and cancel everything else still pending in it."""
         await self.tx.execute(
-            "cancel_unfinished_steps", flow_id=self.info.flow_id, keep_step_id=self.step["step_id"]
+            "cancel_unfinished_steps", flow_id=self.info.flow_id, keep_step_id=self.step.step_id
         )
         await self._stop_flow(Status.FAILED, error=error)
 
@@ -295,7 +296,7 @@ class StepCommit:
         """
         count = await self.tx.execute(
             "retry_step",
-            step_id=self.step["step_id"],
+            step_id=self.step.step_id,
             lease_token=self.lease_token,
             state=dumps(merged),
             carry=dumps(self._carry(changes)),
@@ -303,7 +304,7 @@ class StepCommit:
             delay=max(0.0, delay),
         )
         if count != 1:
-            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
         self.effects.new_work = True
         if delay > 0:
             self.effects.due_in.append(delay)
@@ -337,7 +338,7 @@ class StepCommit:
             child_input,
             info.policy(),
             parent_flow_id=info.flow_id,
-            parent_step_id=int(self.step["step_id"]),
+            parent_step_id=self.step.step_id,
             root_flow_id=info.root_flow_id,
             trace_parent=trace_parent,
         )
@@ -360,7 +361,7 @@ class StepCommit:
         the cohort still joins (with this branch's changes and ``onErr``) when the handler's path arrives.
         """
         step = self.step
-        lineage_id = int(step["lineage_id"])
+        lineage_id = step.lineage_id
         carry = self._carry(changes)
         handler_carry = _compose(carry, {"onErr": merged.get("onErr")})
         if lineage_id:
@@ -376,10 +377,10 @@ class StepCommit:
         successor_id = await self._insert_step(
             handler,
             merged,
-            depth=int(step["step_depth"]) + 1,
-            predecessor_id=int(step["step_id"]),
+            depth=step.step_depth + 1,
+            predecessor_id=step.step_id,
             lineage_id=lineage_id,
-            ordinal=int(step["fan_out_ordinal"]),
+            ordinal=step.fan_out_ordinal,
             carry=handler_carry if lineage_id else None,
         )
         await self._finish(Status.COMPLETED, changes, error=error, successor_id=successor_id, carry=carry)
@@ -389,16 +390,16 @@ class StepCommit:
     ) -> None:
         """The task succeeded: start the successors the route names, arrive at a join, or complete."""
         step = self.step
-        lineage_id = int(step["lineage_id"])
+        lineage_id = step.lineage_id
         carry = self._carry(changes)
-        depth = int(step["step_depth"]) + 1
+        depth = step.step_depth + 1
         graph = self.info.graph
 
         if route.is_fan_out:
             await self._spawn(changes, merged, route, sleep, carry)
             return
 
-        fan_in = direct_fan_in(graph, step["task_name"], route)
+        fan_in = direct_fan_in(graph, step.task_name, route)
         if fan_in is not None:
             # An empty forEach: no cohort forms, and its fan-in runs at once on this step's merged state
             # (the reference's fireFanInDirect). The fan-in step continues this step's own chain.
@@ -418,7 +419,7 @@ class StepCommit:
                     merged,
                     depth=depth,
                     lineage_id=lineage_id,
-                    ordinal=int(step["fan_out_ordinal"]),
+                    ordinal=step.fan_out_ordinal,
                     next_carry=carry if lineage_id else {},
                 )
                 return
@@ -445,14 +446,14 @@ class StepCommit:
     ) -> None:
         """Complete this step with one successor, ``node``, that continues its chain (and its cohort)."""
         step = self.step
-        lineage_id = int(step["lineage_id"])
+        lineage_id = step.lineage_id
         successor_id = await self._insert_step(
             node,
             merged,
-            depth=int(step["step_depth"]) + 1,
-            predecessor_id=int(step["step_id"]),
+            depth=step.step_depth + 1,
+            predecessor_id=step.step_id,
             lineage_id=lineage_id,
-            ordinal=int(step["fan_out_ordinal"]),
+            ordinal=step.fan_out_ordinal,
             delay=sleep,
             carry=carry if lineage_id else None,
         )
@@ -462,24 +463,24 @@ class StepCommit:
         """Complete a root flow's last step and the flow, in one query (see is_single_statement)."""
         row = await self.tx.fetch_one(
             "finish_last_step",
-            step_id=int(self.step["step_id"]),
+            step_id=self.step.step_id,
             lease_token=self.lease_token,
-            version=int(self.step["version"]),
+            version=self.step.version,
             changes=dumps(changes),
             flow_id=self.info.flow_id,
             final_state=dumps(merged),
         )
         if row is None or not int(row["finished"]):
-            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
         if int(row["stopped"]):
             self.effects.stopped = Status.COMPLETED
 
     # --- fan-out and fan-in ---
 
     def _carry(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        if not int(self.step["lineage_id"]):
+        if not self.step.lineage_id:
             return {}
-        return _compose(json.loads(self.step["carry"]), changes)
+        return _compose(self.step.carry, changes)
 
     async def _spawn(
         self,
@@ -490,7 +491,7 @@ class StepCommit:
         carry: Mapping[str, Any],
     ) -> None:
         step = self.step
-        step_id = int(step["step_id"])
+        step_id = step.step_id
         graph = self.info.graph
         # Branches straight into a fan-in node, and transitions straight into END, arrive at once: they
         # count towards the cohort and contribute no changes.
@@ -525,7 +526,7 @@ class StepCommit:
         if immediate == size:
             spawn = await self.tx.fetch_one("get_step", step_id=step_id)
             assert spawn is not None
-            await self._join(spawn)
+            await self._join(StepRow.of(spawn))
 
     async def _insert_branches(
         self, runnable: list[tuple[int, Branch]], merged: Mapping[str, Any], sleep: float
@@ -549,12 +550,12 @@ class StepCommit:
                     "ordinal": ordinal,
                 }
             )
-        step_id = int(self.step["step_id"])
+        step_id = self.step.step_id
         rows = await self.tx.fetch_all(
             "insert_branch_steps",
             branches=dumps(branches),
             flow_id=info.flow_id,
-            step_depth=int(self.step["step_depth"]) + 1,
+            step_depth=self.step.step_depth + 1,
             time_budget_ms=info.time_budget_ms,
             priority=info.priority,
             fairness_key=info.fairness_key,
@@ -586,7 +587,7 @@ class StepCommit:
         """
         row = await self.tx.fetch_one(
             "finish_and_arrive",
-            step_id=int(self.step["step_id"]),
+            step_id=self.step.step_id,
             lease_token=self.lease_token,
             changes=dumps(changes),
             error="",
@@ -595,7 +596,7 @@ class StepCommit:
             target=target,
         )
         if row is None:
-            raise LeaseLostError(f"step {self.step['step_id']} is no longer leased by this worker")
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
         self.effects.pending_join = spawn_id
 
     async def join_cohort(self, spawn_id: int) -> None:
@@ -605,7 +606,7 @@ class StepCommit:
         await self._fold_arrivals(spawn_id)
         spawn = await self.tx.fetch_one("get_step", step_id=spawn_id)
         assert spawn is not None
-        await self._join_claimed(spawn)
+        await self._join_claimed(StepRow.of(spawn))
 
     async def _fold_arrivals(self, spawn_id: int) -> None:
         """Count the members that arrived on their own rows into the spawn's counts."""
@@ -619,12 +620,12 @@ class StepCommit:
         )
         self.effects.pending_join = spawn_id
 
-    async def _join(self, spawn: Row) -> None:
+    async def _join(self, spawn: StepRow) -> None:
         """Join a cohort that is complete at its creation (every branch went straight to the join)."""
-        if await self.tx.execute("claim_cohort_join", spawn_id=int(spawn["step_id"])) == 1:
+        if await self.tx.execute("claim_cohort_join", spawn_id=spawn.step_id) == 1:
             await self._join_claimed(spawn)
 
-    async def _join_claimed(self, spawn: Row) -> None:
+    async def _join_claimed(self, spawn: StepRow) -> None:
         """Every member arrived (and this transaction claimed the join): merge the members' carries and
         continue after the cohort.
 
@@ -632,34 +633,34 @@ class StepCommit:
         completes the enclosing cohort is asked after this transaction commits, so nesting is walked by
         a loop (``join_ready_cohorts``), never by recursion, and has no depth limit.
         """
-        spawn_id = int(spawn["step_id"])
+        spawn_id = spawn.step_id
         self.effects.joins += 1
-        if int(spawn["cohort_failures"]):
-            target = spawn["join_target"] or "its fan-in"
+        if spawn.cohort_failures:
+            target = spawn.join_target or "its fan-in"
             await self._fail_flow(
-                f"a branch of the fan-out at {spawn['task_name']!r} ended without reaching {target}"
+                f"a branch of the fan-out at {spawn.task_name!r} ended without reaching {target}"
             )
             return
         members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
         deltas = [json.loads(member["carry"]) for member in members]
         reducers = self.info.graph.reducers
-        base = apply_changes(json.loads(spawn["state"]), json.loads(spawn["changes"]))
-        outer_lineage = int(spawn["lineage_id"])
+        base = apply_changes(spawn.state, spawn.changes)
+        outer_lineage = spawn.lineage_id
         try:
             merged = merge_fan_in(base, deltas, reducers)
-            outer_carry = merge_fan_in(json.loads(spawn["carry"]), deltas, reducers) if outer_lineage else {}
+            outer_carry = merge_fan_in(spawn.carry, deltas, reducers) if outer_lineage else {}
         except ReducerError as error:
-            await self._fail_flow(f"merging the branches of {spawn['task_name']!r}: {error}")
+            await self._fail_flow(f"merging the branches of {spawn.task_name!r}: {error}")
             return
-        as_ = spawn["for_each_as"]
+        as_ = spawn.for_each_as
         if as_:
             for key in (as_, f"{as_}Index", f"{as_}Count"):
                 _restore(merged, base, key)
-                _restore(outer_carry, json.loads(spawn["carry"]), key)
+                _restore(outer_carry, spawn.carry, key)
         self.effects.merges += 1
-        target = spawn["join_target"] or END
+        target = spawn.join_target or END
         if target != END:
-            depth = max((int(m["step_depth"]) for m in members), default=int(spawn["step_depth"])) + 1
+            depth = max((int(m["step_depth"]) for m in members), default=spawn.step_depth) + 1
             predecessor = int(members[-1]["step_id"]) if members else spawn_id
             fan_in_id = await self._insert_step(
                 target,
@@ -667,7 +668,7 @@ class StepCommit:
                 depth=depth,
                 predecessor_id=predecessor,
                 lineage_id=outer_lineage,
-                ordinal=int(spawn["fan_out_ordinal"]),
+                ordinal=spawn.fan_out_ordinal,
                 carry=outer_carry if outer_lineage else None,
             )
             await self.tx.execute("link_members_to_fan_in", spawn_id=spawn_id, fan_in_id=fan_in_id)
@@ -687,7 +688,7 @@ class StepCommit:
             int(r["step_id"]): int(r["lineage_id"])
             for r in await self.tx.fetch_all("spawn_steps", flow_id=flow_id)
         }
-        own = int(self.step["step_id"])
+        own = self.step.step_id
         for row in await self.tx.fetch_all("unfinished_steps", flow_id=flow_id):
             step_id = int(row["step_id"])
             if step_id == own:
@@ -735,7 +736,7 @@ def _restore(target: dict[str, Any], original: Mapping[str, Any], key: str) -> N
 
 
 async def join_ready_cohorts(
-    store: Store, info: FlowInfo, step: Row, lease_token: str, spawn_id: int
+    store: Store, info: FlowInfo, step: StepRow, lease_token: str, spawn_id: int
 ) -> Effects:
     """After a commit that made members arrive at cohort ``spawn_id``: join it if it is now complete,
     then any enclosing cohort that join completed in turn, each in a transaction of its own.

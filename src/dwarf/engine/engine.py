@@ -369,7 +369,7 @@ class Engine:
     async def snapshot(self, flow_key: str) -> FlowOutcome:
         """The flow's outcome as of now (its current merged state while it runs)."""
         store, row = await self.runtime.resolve(flow_key)
-        return await load_outcome(store, int(row["flow_id"]), row)
+        return await load_outcome(store, row.flow_id, row)
 
     async def history(self, flow_key: str) -> list[FlowStep]:
         """The flow's steps in depth order (then by id), with navigation keys."""

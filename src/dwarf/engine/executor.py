@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,8 @@ from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, P
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import BadRequestError, DwarfError, StoreError
-from dwarf.store.base import Row, SingleStatementTx, Store, Tx
+from dwarf.store.base import SingleStatementTx, Store, Tx
+from dwarf.store.rows import StepRow
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
@@ -63,10 +63,6 @@ def error_object(error: BaseException) -> dict[str, Any]:
     if isinstance(code, int) and not isinstance(code, bool):
         value["statusCode"] = code
     return value
-
-
-def _loads(text: str | None) -> Any:
-    return json.loads(text) if text else None
 
 
 class Lease:
@@ -133,11 +129,11 @@ ABANDON_GRACE = 1.0
 async def run_claimed_step(
     rt: Runtime,
     store: Store,
-    step: Row,
+    step: StepRow,
     lease: Lease,
     inline_lease_margin: float | None = None,
     max_recoveries: int = SchedulerTuning.max_recoveries,
-) -> Row | None:
+) -> StepRow | None:
     """Execute a leased step and commit its outcome; a lost lease means nothing is committed.
 
     The task gets the step's time budget and not a moment more: at the deadline it is cancelled and the
@@ -146,20 +142,20 @@ async def run_claimed_step(
     successor is inserted already leased to this worker and returned, for the caller to run next without
     a claim round trip.
     """
-    info = await rt.flow_info(store, int(step["flow_id"]))
+    info = await rt.flow_info(store, step.flow_id)
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
         return None
     carrier = _build_carrier(info, step)
-    budget = int(step["time_budget_ms"]) / 1000.0
+    budget = step.time_budget_ms / 1000.0
     run = rt.telemetry.start_task(info, step)  # None when telemetry is off
-    recoveries = int(step.get("recoveries") or 0)
+    recoveries = step.recoveries
     try:
         if recoveries >= max_recoveries:
             attempt: Attempt | None = Attempt(
                 changes={},
                 error=WorkerLostError(
-                    f"task {step['task_name']!r} lost its worker {recoveries} times in a row (a crash, a "
+                    f"task {step.task_name!r} lost its worker {recoveries} times in a row (a crash, a "
                     "kill or a stall while it ran); it is not run again"
                 ),
             )
@@ -182,10 +178,10 @@ async def run_claimed_step(
         raise
 
 
-async def _call_task(rt: Runtime, step: Row, carrier: Flow, run: TaskRun | None) -> Park | None:
+async def _call_task(rt: Runtime, step: StepRow, carrier: Flow, run: TaskRun | None) -> Park | None:
     # Park is a BaseException: returned, not raised, so that it never escapes the asyncio Task as one.
     try:
-        await rt.execute_task(step["task_url"], carrier, run)
+        await rt.execute_task(step.task_url, carrier, run)
     except Park as parked:
         return parked
     return None
@@ -194,7 +190,7 @@ async def _call_task(rt: Runtime, step: Row, carrier: Flow, run: TaskRun | None)
 async def _run_within_budget(
     rt: Runtime,
     info: FlowInfo,
-    step: Row,
+    step: StepRow,
     carrier: Flow,
     budget: float,
     run: TaskRun | None,
@@ -232,11 +228,11 @@ async def _run_within_budget(
     # writes while it winds down is not.
     changes = carrier.changes
     _abandon(rt, info, step, task)
-    timeout = TimeoutError(f"task {step['task_name']!r} exceeded its time budget of {budget:g}s")
+    timeout = TimeoutError(f"task {step.task_name!r} exceeded its time budget of {budget:g}s")
     return Attempt(changes=changes, error=timeout)
 
 
-def _abandon(rt: Runtime, info: FlowInfo, step: Row, task: asyncio.Future[Any]) -> None:
+def _abandon(rt: Runtime, info: FlowInfo, step: StepRow, task: asyncio.Future[Any]) -> None:
     """Cancel the task and stop waiting for it; say so if it has not ended after a grace period."""
     task.add_done_callback(_consume_outcome)
     if task.done():
@@ -248,8 +244,8 @@ def _abandon(rt: Runtime, info: FlowInfo, step: Row, task: asyncio.Future[Any]) 
             rt.log.warning(
                 "task %r of step %s of flow %s ignored its cancellation and is still running; its outcome "
                 "will be discarded",
-                step["task_name"],
-                correlation_id(info.shard, int(step["step_id"])),
+                step.task_name,
+                correlation_id(info.shard, step.step_id),
                 info.correlation_id,
                 extra={"flow": info.correlation_id},
             )
@@ -264,29 +260,28 @@ def _consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _log_lost_lease(rt: Runtime, info: FlowInfo, step: Row) -> None:
+def _log_lost_lease(rt: Runtime, info: FlowInfo, step: StepRow) -> None:
     rt.log.info(
         "step %s of flow %s lost its lease; its outcome was discarded",
-        correlation_id(info.shard, int(step["step_id"])),
+        correlation_id(info.shard, step.step_id),
         info.correlation_id,
         extra={"flow": info.correlation_id},
     )
 
 
-def _build_carrier(info: FlowInfo, step: Row) -> Flow:
-    changes = _loads(step["changes"]) or {}
+def _build_carrier(info: FlowInfo, step: StepRow) -> Flow:
     return Flow(
         flow_key=info.key,
-        step_key=format_key(info.shard, int(step["step_id"]), step["step_token"]),
-        attempt=int(step["attempt"]),
+        step_key=format_key(info.shard, step.step_id, step.step_token),
+        attempt=step.attempt,
         created_at=utc(info.created_at),
-        updated_at=utc(float(step["updated_at"])),
-        step_created_at=utc(float(step["created_at"])),
-        state=json.loads(step["state"]),
-        changes=changes or None,
-        resume_data=_loads(step["resume_data"]),
-        subgraph_result=_loads(step["subgraph_result"]),
-        subgraph_error=step["subgraph_error"] or "",
+        updated_at=utc(step.updated_at),
+        step_created_at=utc(step.created_at),
+        state=step.state,
+        changes=step.changes or None,
+        resume_data=step.resume_data,
+        subgraph_result=step.subgraph_result,
+        subgraph_error=step.subgraph_error or "",
     )
 
 
@@ -305,12 +300,12 @@ async def _commit_outcome(
     rt: Runtime,
     store: Store,
     info: FlowInfo,
-    step: Row,
+    step: StepRow,
     lease_token: str,
     attempt: Attempt,
     inline_lease_margin: float | None,
     run: TaskRun | None,
-) -> Row | None:
+) -> StepRow | None:
     child_span = None
     if attempt.park is not None and attempt.park.kind == "subgraph":
         url, _ = attempt.subgraph_request or ("", {})
@@ -325,7 +320,7 @@ async def _commit_outcome(
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
             child_span, attempt.child_trace_parent = rt.telemetry.open_flow_span(url, run.span)
-    target = _CommitTarget(store, info, step, lease_token, json.loads(step["state"]), inline_lease_margin)
+    target = _CommitTarget(store, info, step, lease_token, inline_lease_margin)
     try:
         effects, attempt = await _record_attempt(target, attempt)
     except LeaseLostError:
@@ -334,11 +329,11 @@ async def _commit_outcome(
             rt.telemetry.step_committed(run, step, LOST_LEASE)
         return None
     outcome = _outcome_name(attempt)
-    node = step["task_name"]
+    node = step.task_name
     if rt.log.isEnabledFor(logging.DEBUG):
         rt.log.debug(
             "step %s (%s) of flow %s: %s",
-            correlation_id(info.shard, int(step["step_id"])),
+            correlation_id(info.shard, step.step_id),
             node,
             info.correlation_id,
             outcome,
@@ -369,9 +364,8 @@ class _CommitTarget:
 
     store: Store
     info: FlowInfo
-    step: Row
+    step: StepRow
     lease_token: str
-    state: dict[str, Any]
     inline_lease_margin: float | None
 
 
@@ -389,7 +383,7 @@ async def _record_attempt(target: _CommitTarget, attempt: Attempt) -> tuple[Effe
         failed = Attempt(
             changes={},
             error=UnstorableOutcomeError(
-                f"the outcome of task {target.step['task_name']!r} could not be stored: {reason}"
+                f"the outcome of task {target.step.task_name!r} could not be stored: {reason}"
             ),
         )
         return await _commit_attempt(target, failed), failed
@@ -398,11 +392,11 @@ async def _record_attempt(target: _CommitTarget, attempt: Attempt) -> tuple[Effe
 async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
     store, info, step, lease_token = target.store, target.info, target.step, target.lease_token
     inline_lease_margin = target.inline_lease_margin
-    state = target.state
+    state = step.state
     changes = attempt.changes
     merged = apply_changes(state, changes)
     graph = info.graph
-    node = step["task_name"]
+    node = step.task_name
     park = attempt.park
     route = None
     if park is None and attempt.retry_delay is None and attempt.error is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.keys import correlation_id, format_key
-from dwarf.store.base import Row
+from dwarf.store.rows import FlowRow
 from dwarf.workflow.graph import Graph
 
 if TYPE_CHECKING:
@@ -73,42 +73,42 @@ class FlowInfo:
         )
 
     @classmethod
-    def from_row(cls, shard: int, row: Row, graph: Graph | None = None) -> FlowInfo:
-        """Build from a dwarf_flows row (parsing the graph unless given)."""
+    def from_row(cls, shard: int, row: FlowRow) -> FlowInfo:
+        """Build from a flow's row, parsing its graph."""
         return cls(
             shard=shard,
-            flow_id=int(row["flow_id"]),
-            token=row["flow_token"],
-            workflow_url=row["workflow_url"],
-            workflow_name=row["workflow_name"],
-            graph=graph if graph is not None else Graph.from_json(row["graph"]),
-            baggage=json.loads(row["baggage"]),
-            created_at=float(row["created_at"]),
-            parent_flow_id=int(row["parent_flow_id"]),
-            parent_step_id=int(row["parent_step_id"]),
-            root_flow_id=int(row["root_flow_id"]) or int(row["flow_id"]),
-            notify_on_stop=bool(row["notify_on_stop"]),
-            delete_on_completion=bool(row["delete_on_completion"]),
-            priority=int(row["priority"]),
-            fairness_key=row["fairness_key"],
-            fairness_weight=float(row["fairness_weight"]),
-            time_budget_ms=int(row["time_budget_ms"]),
-            trace_parent=row["trace_parent"],
+            flow_id=row.flow_id,
+            token=row.flow_token,
+            workflow_url=row.workflow_url,
+            workflow_name=row.workflow_name,
+            graph=Graph.from_json(row.graph),
+            baggage=row.baggage,
+            created_at=row.created_at,
+            parent_flow_id=row.parent_flow_id,
+            parent_step_id=row.parent_step_id,
+            root_flow_id=row.root_flow_id or row.flow_id,
+            notify_on_stop=row.notify_on_stop,
+            delete_on_completion=row.delete_on_completion,
+            priority=row.priority,
+            fairness_key=row.fairness_key,
+            fairness_weight=row.fairness_weight,
+            time_budget_ms=row.time_budget_ms,
+            trace_parent=row.trace_parent,
         )
 
 
-def policy_of_row(row: Row) -> FlowPolicy:
-    """The scheduling policy stored on a dwarf_flows row (for continuations and forks)."""
+def policy_of_row(row: FlowRow) -> FlowPolicy:
+    """The scheduling policy stored on a flow's row (for continuations and forks)."""
     from dwarf.engine.creation import FlowPolicy
 
     return FlowPolicy(
-        priority=int(row["priority"]),
-        fairness_key=row["fairness_key"],
-        fairness_weight=float(row["fairness_weight"]),
-        time_budget_ms=int(row["time_budget_ms"]),
-        notify_on_stop=bool(row["notify_on_stop"]),
-        delete_on_completion=bool(row["delete_on_completion"]),
-        baggage=json.loads(row["baggage"]),
+        priority=row.priority,
+        fairness_key=row.fairness_key,
+        fairness_weight=row.fairness_weight,
+        time_budget_ms=row.time_budget_ms,
+        notify_on_stop=row.notify_on_stop,
+        delete_on_completion=row.delete_on_completion,
+        baggage=row.baggage,
     )
 
 

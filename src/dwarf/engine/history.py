@@ -7,7 +7,8 @@ import json
 from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.keys import ParsedKey, format_key, tokens_match
 from dwarf.errors import NotFoundError
-from dwarf.store.base import Row, Store
+from dwarf.store.base import Store
+from dwarf.store.rows import FlowRow, StepRow
 from dwarf.workflow.records import FlowOutcome, FlowStep
 from dwarf.workflow.reducers import apply_changes
 from dwarf.workflow.status import Status
@@ -15,52 +16,50 @@ from dwarf.workflow.status import Status
 __all__ = ["build_history", "load_outcome", "load_step", "step_record"]
 
 
-def step_record(shard: int, row: Row, tokens: dict[int, str]) -> FlowStep:
-    """A FlowStep from a dwarf_steps row; ``tokens`` maps step ids to tokens for the navigation keys."""
-    predecessor = int(row["predecessor_id"])
-    successor = int(row["successor_id"])
-    created = utc(row["created_at"])
-    updated = utc(row["updated_at"])
+def step_record(shard: int, row: StepRow, tokens: dict[int, str]) -> FlowStep:
+    """A FlowStep from a step's row; ``tokens`` maps step ids to tokens for the navigation keys."""
+    predecessor = row.predecessor_id
+    successor = row.successor_id
     return FlowStep(
-        step_key=format_key(shard, int(row["step_id"]), row["step_token"]),
-        step_id=int(row["step_id"]),
-        step_depth=int(row["step_depth"]),
-        task_name=row["task_name"],
-        attempt=int(row["attempt"]),
+        step_key=format_key(shard, row.step_id, row.step_token),
+        step_id=row.step_id,
+        step_depth=row.step_depth,
+        task_name=row.task_name,
+        attempt=row.attempt,
         predecessor_id=predecessor,
         successor_id=successor,
         prev_key=format_key(shard, predecessor, tokens[predecessor]) if predecessor in tokens else "",
         next_key=format_key(shard, successor, tokens[successor]) if successor in tokens else "",
-        subgraph=int(row["child_flow_id"]) != 0,
-        state=json.loads(row["state"]),
-        changes=json.loads(row["changes"]),
-        interrupt_payload=json.loads(row["interrupt_payload"]),
-        status=Status(row["status"]),
-        parked=bool(row["parked"]),
-        error=row["error"],
-        created_at=created,
-        started_at=optional_utc(row["started_at"]),
-        updated_at=updated,
+        subgraph=row.child_flow_id != 0,
+        state=row.state,
+        changes=row.changes,
+        interrupt_payload=row.interrupt_payload,
+        status=Status(row.status),
+        parked=row.parked,
+        error=row.error,
+        created_at=utc(row.created_at),
+        started_at=optional_utc(row.started_at),
+        updated_at=utc(row.updated_at),
     )
 
 
-async def build_history(store: Store, flow: Row) -> list[FlowStep]:
+async def build_history(store: Store, flow: FlowRow) -> list[FlowStep]:
     """Every step of the flow in depth order, then by id; steps that ran a child flow carry its history.
 
     Child flows are walked with an explicit stack so that nesting depth never meets Python's recursion limit.
     """
     top: list[FlowStep] = []
-    pending: list[tuple[int, list[FlowStep], str]] = [(int(flow["flow_id"]), top, "")]
+    pending: list[tuple[int, list[FlowStep], str]] = [(flow.flow_id, top, "")]
     while pending:
         flow_id, target, parent_key = pending.pop()
-        rows = await store.read("flow_steps", flow_id=flow_id)
-        tokens = {int(row["step_id"]): row["step_token"] for row in rows}
+        rows = [StepRow.of(row) for row in await store.read("flow_steps", flow_id=flow_id)]
+        tokens = {row.step_id: row.step_token for row in rows}
         children = {int(c["flow_id"]): c for c in await store.read("child_flows_of_flow", flow_id=flow_id)}
         for index, row in enumerate(rows):
             record = step_record(store.shard, row, tokens)
             if index == 0 and parent_key and not record.prev_key:
                 record.prev_key = parent_key
-            child = children.get(int(row["child_flow_id"]))
+            child = children.get(row.child_flow_id)
             if child is not None:
                 record.sub_workflow_url = child["workflow_url"]
                 record.sub_workflow_name = child["workflow_name"]
@@ -76,9 +75,9 @@ async def load_step(store: Store, key: ParsedKey) -> FlowStep:
     rows = await store.read("get_step_with_flow_by_key", step_id=key.id, step_token=key.token)
     if not rows or int(rows[0]["purge_marked"]) or not tokens_match(key.token, rows[0]["step_token"]):
         raise NotFoundError("step not found")
-    row = rows[0]
+    row = StepRow.of(rows[0])
     tokens: dict[int, str] = {}
-    for neighbour in (int(row["predecessor_id"]), int(row["successor_id"])):
+    for neighbour in (row.predecessor_id, row.successor_id):
         if neighbour:
             found = await store.read("get_step", step_id=neighbour)
             if found:
@@ -86,7 +85,7 @@ async def load_step(store: Store, key: ParsedKey) -> FlowStep:
     return step_record(store.shard, row, tokens)
 
 
-async def load_outcome(store: Store, flow_id: int, row: Row | None = None) -> FlowOutcome:
+async def load_outcome(store: Store, flow_id: int, row: FlowRow | None = None) -> FlowOutcome:
     """The flow's outcome as of now: its final state once completed, else its latest step's merged state.
 
     ``row`` is the flow's row when the caller has just read it; NotFoundError when the flow is gone.
@@ -95,20 +94,20 @@ async def load_outcome(store: Store, flow_id: int, row: Row | None = None) -> Fl
         rows = await store.read("get_flow", flow_id=flow_id)
         if not rows:
             raise NotFoundError("flow not found")
-        row = rows[0]
-    status = Status(row["status"])
+        row = FlowRow.of(rows[0])
+    status = Status(row.status)
     if status == Status.COMPLETED:
-        state = json.loads(row["final_state"])
+        state = row.final_state
     else:
         latest = await store.read("latest_step", flow_id=flow_id)
         state = {}
         if latest:
             state = apply_changes(json.loads(latest[0]["state"]), json.loads(latest[0]["changes"]))
-    payload = json.loads(row["interrupt_payload"]) if status == Status.INTERRUPTED else {}
+    payload = row.interrupt_payload if status == Status.INTERRUPTED else {}
     return FlowOutcome(
         status=status,
         state=state,
-        error=row["error"],
+        error=row.error,
         interrupt_payload=payload,
-        cancel_reason=row["cancel_reason"],
+        cancel_reason=row.cancel_reason,
     )

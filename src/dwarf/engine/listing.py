@@ -115,7 +115,7 @@ async def _filter(rt: Runtime, query: Query, stores: list[Store]) -> tuple[list[
             thread_store, member = await rt.resolve(query.thread_key, "thread")
         except NotFoundError:
             return [], {}
-        thread_id, thread_token = int(member["thread_id"]), member["thread_token"]
+        thread_id, thread_token = member.thread_id, member.thread_token
         stores = [s for s in stores if s is thread_store]
     params = {
         "include_subgraphs": 1 if query.include_subgraphs else 0,
@@ -157,7 +157,7 @@ def _summary(shard: int, row: Row) -> FlowSummary:
 async def fingerprint(rt: Runtime, flow_key: str) -> tuple[str, str]:
     """A token that changes whenever anything observable about the flow changes, and its status."""
     store, row = await rt.resolve(flow_key)
-    rows = await store.read("flow_fingerprint", flow_id=int(row["flow_id"]))
+    rows = await store.read("flow_fingerprint", flow_id=row.flow_id)
     if not rows:
         raise NotFoundError("flow not found")
     data = rows[0]

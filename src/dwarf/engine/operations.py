@@ -21,6 +21,7 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import BadRequestError, ConflictError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
+from dwarf.store.rows import FlowRow
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
@@ -52,9 +53,9 @@ async def resolve_root(rt: Runtime, flow_key: str, verb: str) -> tuple[Store, in
     """The store and id of the root flow ``flow_key`` names; BadRequestError for a child flow (the
     operation ``verb`` acts on a whole tree, which only its root stands for)."""
     store, row = await rt.resolve(flow_key)
-    if int(row["parent_flow_id"]):
+    if row.parent_flow_id:
         raise BadRequestError(f"{verb} the root flow, not a child flow")
-    return store, int(row["flow_id"])
+    return store, row.flow_id
 
 
 async def create_flow(
@@ -74,7 +75,7 @@ async def create_flow(
     options.check()
     state = checked_json_object(initial_state, "initial state")
     check_json(options.baggage, "baggage")
-    thread: tuple[Store, Row] | None = None
+    thread: tuple[Store, FlowRow] | None = None
     if options.thread_key:
         thread = await rt.resolve(options.thread_key, "thread")
     graph = await rt.load_graph(workflow_url, options.baggage)
@@ -98,8 +99,8 @@ async def create_flow(
             workflow_url,
             state,
             policy,
-            thread_id=int(thread_row["thread_id"]) if thread_row else 0,
-            thread_token=thread_row["thread_token"] if thread_row else "",
+            thread_id=thread_row.thread_id if thread_row else 0,
+            thread_token=thread_row.thread_token if thread_row else "",
         )
     except StoreError as error:
         # The shard did not take the flow: place the next ones elsewhere until it answers again. This one
@@ -209,24 +210,24 @@ async def continue_thread(rt: Runtime, thread_key: str, additional_state: Mappin
     """Start the next flow of a thread from its latest completed flow; see ``Engine.continue_thread``."""
     extra = checked_json_object(additional_state, "additional state")
     store, first = await rt.resolve(thread_key, "thread")
-    rows = await store.read("latest_completed_in_thread", thread_id=int(first["thread_id"]))
+    rows = await store.read("latest_completed_in_thread", thread_id=first.thread_id)
     if not rows:
         raise NotFoundError("the thread has no completed flow")
-    latest = rows[0]
-    graph = await rt.load_graph(latest["workflow_url"], json.loads(latest["baggage"]))
+    latest = FlowRow.of(rows[0])
+    graph = await rt.load_graph(latest.workflow_url, latest.baggage)
     try:
-        state = apply_with_reducers(json.loads(latest["final_state"]), extra, graph.reducers)
+        state = apply_with_reducers(latest.final_state, extra, graph.reducers)
     except ReducerError as error:
         raise BadRequestError(str(error)) from error
     info = await _insert_flow(
         rt,
         store,
         graph,
-        latest["workflow_url"],
+        latest.workflow_url,
         state,
         policy_of_row(latest),
-        thread_id=int(latest["thread_id"]),
-        thread_token=latest["thread_token"],
+        thread_id=latest.thread_id,
+        thread_token=latest.thread_token,
     )
     rt.ring(store.shard)
     return info.key
@@ -251,9 +252,9 @@ async def fork_flow(rt: Runtime, step_key: str, state_overrides: Mapping[str, An
         chain.append(found[0])
         flow_id = int(found[0]["parent_flow_id"])
     chain.reverse()
-    root = chain[0]
-    if Status(root["status"]) not in TERMINAL_STATUSES:
-        raise ConflictError(f"only a stopped flow can be forked; this one is {root['status']}")
+    root = FlowRow.of(chain[0])
+    if Status(root.status) not in TERMINAL_STATUSES:
+        raise ConflictError(f"only a stopped flow can be forked; this one is {root.status}")
     base = policy_of_row(root)
     policy = FlowPolicy(
         priority=base.priority,

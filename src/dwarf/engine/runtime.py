@@ -32,7 +32,8 @@ from dwarf.engine.signals import (
 )
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Row, Store, Tx
+from dwarf.store.base import Store, Tx
+from dwarf.store.rows import FlowRow
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow
 from dwarf.workflow.graph import Graph
@@ -161,7 +162,7 @@ class Runtime:
         healthy = [store for store in self.stores if store.healthy]
         return random.choice(healthy or self.stores)
 
-    async def resolve(self, key: str, what: str = "flow") -> tuple[Store, Row]:
+    async def resolve(self, key: str, what: str = "flow") -> tuple[Store, FlowRow]:
         """The store and flow row a flow key (or, with ``what="thread"``, a thread key) names.
 
         NotFoundError for every way the key can be wrong. For a thread, the row is a flow of the thread:
@@ -172,14 +173,14 @@ class Runtime:
         return store, await self.flow_by_key(store, parsed, what)
 
     @staticmethod
-    async def flow_by_key(store: Store, parsed: ParsedKey, what: str) -> Row:
+    async def flow_by_key(store: Store, parsed: ParsedKey, what: str) -> FlowRow:
         """The flow row a parsed key names on ``store``; NotFoundError unless its token matches."""
         # The token is part of the lookup: a wrong token on an existing id costs what an unknown id costs
         # (one query, no row). The constant-time check after it is a second line of defence.
         rows = await store.read("get_flow_by_key", flow_id=parsed.id, flow_token=parsed.token)
         if not rows or not tokens_match(parsed.token, rows[0]["flow_token"]):
             raise NotFoundError(f"{what} not found")
-        return rows[0]
+        return FlowRow.of(rows[0])
 
     async def flow_info(self, store: Store, flow_id: int) -> FlowInfo | None:
         """What steps of the flow need to know of it (cached); None when the flow is gone."""
@@ -189,7 +190,7 @@ class Runtime:
         rows = await store.read("get_flow", flow_id=flow_id)
         if not rows:
             return None
-        info = FlowInfo.from_row(store.shard, rows[0])
+        info = FlowInfo.from_row(store.shard, FlowRow.of(rows[0]))
         self.flow_cache.put(info)
         return info
 

@@ -23,7 +23,8 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
 from dwarf.errors import StoreError
-from dwarf.store.base import Row, Store
+from dwarf.store.base import Store
+from dwarf.store.rows import StepRow
 
 __all__ = ["Scheduler"]
 
@@ -35,7 +36,7 @@ lets their leases lapse instead: a database that does not answer must not hold t
 @dataclass
 class _InFlight:
     store: Store
-    step: Row
+    step: StepRow
     lease: Lease
 
 
@@ -134,7 +135,7 @@ class Scheduler:
     async def _release(flight: _InFlight) -> None:
         with contextlib.suppress(Exception):
             await flight.store.write(
-                "release_lease", step_id=flight.step["step_id"], lease_token=flight.lease.token
+                "release_lease", step_id=flight.step.step_id, lease_token=flight.lease.token
             )
 
     async def abandon(self) -> None:
@@ -182,7 +183,7 @@ class Scheduler:
             if not spawn:
                 return
             # The spawn stands in for the step of the commit: a join reads the cohort, not a leased step.
-            effects = await join_ready_cohorts(store, info, spawn[0], "", spawn_id)
+            effects = await join_ready_cohorts(store, info, StepRow.of(spawn[0]), "", spawn_id)
             await self._runtime.after_commit(info, effects)
         except asyncio.CancelledError:
             raise
@@ -293,19 +294,19 @@ class Scheduler:
         store = flights[0].store
         rows = await store.write(
             "renew_leases",
-            step_ids=json.dumps([int(flight.step["step_id"]) for flight in flights]),
+            step_ids=json.dumps([flight.step.step_id for flight in flights]),
             lease_tokens=json.dumps(sorted({flight.lease.token for flight in flights})),
             lease_seconds=self.tuning.lease_period,
         )
         renewed = {int(row["step_id"]) for row in rows}
         for flight in flights:
             # A step that finished meanwhile is not renewed either; its run has no task left to stop.
-            if int(flight.step["step_id"]) not in renewed and flight.lease.task is not None:
-                flow = correlation_id(store.shard, int(flight.step["flow_id"]))
+            if flight.step.step_id not in renewed and flight.lease.task is not None:
+                flow = correlation_id(store.shard, flight.step.flow_id)
                 self._log.info(
                     "step %s of flow %s is no longer leased to this worker (cancelled, or taken over); "
                     "its task is stopped",
-                    correlation_id(store.shard, int(flight.step["step_id"])),
+                    correlation_id(store.shard, flight.step.step_id),
                     flow,
                     extra={"flow": flow},
                 )
@@ -334,7 +335,7 @@ class Scheduler:
             rows = []
         self._telemetry.set_pending(store.shard, rows)
 
-    async def _claim(self, store: Store, limit: int) -> list[Row]:
+    async def _claim(self, store: Store, limit: int) -> list[StepRow]:
         lease_token = new_token()
         started = time.perf_counter()
         rows = await store.write(
@@ -342,12 +343,12 @@ class Scheduler:
         )
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
-        rows.sort(key=lambda row: (row["priority"], row["step_id"]))
-        for row in rows:
-            flight = _InFlight(store, row, Lease(lease_token))
+        steps = sorted((StepRow.of(row) for row in rows), key=lambda step: (step.priority, step.step_id))
+        for step in steps:
+            flight = _InFlight(store, step, Lease(lease_token))
             task = asyncio.create_task(self._run(flight))
             self._in_flight[task] = flight
-        return rows
+        return steps
 
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""
@@ -388,7 +389,7 @@ class Scheduler:
         under the claim's token), until there is none."""
         task = asyncio.current_task()
         store, lease = claimed.store, claimed.lease
-        next_step: Row | None = claimed.step
+        next_step: StepRow | None = claimed.step
         try:
             while next_step is not None:
                 if next_step is not claimed.step:
@@ -412,12 +413,12 @@ class Scheduler:
                 except Exception as error:
                     # The engine itself failed (the database, most likely); the lease expires and the step
                     # runs again elsewhere. An outage was reported by the store already: no traceback.
-                    flow = correlation_id(store.shard, int(current["flow_id"]))
+                    flow = correlation_id(store.shard, current.flow_id)
                     level = _failure_level(error)
                     self._log.log(
                         level,
                         "running step %s of flow %s failed: %s",
-                        correlation_id(store.shard, int(current["step_id"])),
+                        correlation_id(store.shard, current.step_id),
                         flow,
                         error,
                         exc_info=level >= logging.WARNING,

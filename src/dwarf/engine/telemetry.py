@@ -54,7 +54,8 @@ from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
 if TYPE_CHECKING:
     from dwarf.engine.flowinfo import FlowInfo
-    from dwarf.store.base import Row, Store
+    from dwarf.store.rows import StepRow
+from dwarf.store.base import Row, Store
 
 __all__ = [
     "COMPLETED",
@@ -492,22 +493,22 @@ class Telemetry:
             self._flow_contexts[trace_parent] = context
         return context
 
-    def start_task(self, info: FlowInfo, step: Row) -> TaskRun | None:
+    def start_task(self, info: FlowInfo, step: StepRow) -> TaskRun | None:
         """Observe one task run: None when telemetry is off (the engine then skips every step hook)."""
         if self._m is None and self._tracer is None:
             return None
         span = None
         if self._tracer is not None and info.trace_parent:
-            task = step["task_name"]
+            task = step.task_name
             span = self._tracer.start_span(
                 f"task {task}",
                 context=self._flow_context(info.trace_parent),
                 kind=SpanKind.INTERNAL,
                 attributes={
                     "dwarf.flow": info.correlation_id,
-                    "dwarf.step": correlation_id(info.shard, int(step["step_id"])),
+                    "dwarf.step": correlation_id(info.shard, step.step_id),
                     "dwarf.task": task,
-                    "dwarf.attempt": int(step["attempt"]),
+                    "dwarf.attempt": step.attempt,
                 },
             )
         return TaskRun(span)
@@ -515,7 +516,7 @@ class Telemetry:
     def step_committed(
         self,
         run: TaskRun,
-        step: Row,
+        step: StepRow,
         outcome: str,
         *,
         slept: bool = False,
@@ -531,7 +532,7 @@ class Telemetry:
         m = self._m
         if m is None:
             return
-        task = step["task_name"]
+        task = step.task_name
         per_task = self._attrs(("task", task))
         m.steps_executed.add(1, self._attrs(("task", task), ("outcome", outcome)))
         m.task_duration.record(run.elapsed, per_task)
@@ -540,7 +541,7 @@ class Telemetry:
         elif outcome == INTERRUPTED:
             m.interrupts.add(1, per_task)
         elif outcome in (COMPLETED, FAILED):
-            m.step_latency.record(max(0.0, time.time() - float(step["created_at"])), per_task)
+            m.step_latency.record(max(0.0, time.time() - step.created_at), per_task)
         if slept:
             m.sleeps.add(1, per_task)
 

@@ -11,7 +11,7 @@ from dwarf.engine.history import load_outcome
 from dwarf.engine.keys import correlation_id
 from dwarf.engine.runtime import Runtime
 from dwarf.errors import NotFoundError
-from dwarf.store.base import Row
+from dwarf.store.rows import FlowRow
 from dwarf.workflow.records import FlowOutcome
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
@@ -35,7 +35,7 @@ async def wait_for_flow(rt: Runtime, flow_key: str, limit: float | None) -> Flow
 
 async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
     store, row = await rt.resolve(flow_key)
-    flow_id = int(row["flow_id"])
+    flow_id = row.flow_id
     loop = asyncio.get_running_loop()
     deadline = None if limit is None else loop.time() + limit
     event = rt.waiters.register(store.shard, flow_id)
@@ -43,7 +43,7 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
         # Pushed wake-ups (local, or a peer's flow-stopped signal) end the wait; this slow poll only
         # covers signals that were lost.
         poll = 1.0
-        current: Row | None = row
+        current: FlowRow | None = row
         while True:
             rt.require_running()
             event.clear()
@@ -51,8 +51,8 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
                 rows = await store.read("get_flow", flow_id=flow_id)
                 if not rows:
                     raise NotFoundError("flow not found")
-                current = rows[0]
-            if Status(current["status"]) in STOPPED_STATUSES:
+                current = FlowRow.of(rows[0])
+            if Status(current.status) in STOPPED_STATUSES:
                 return await load_outcome(store, flow_id, current)
             current = None
             remaining = None if deadline is None else deadline - loop.time()

@@ -1,0 +1,192 @@
+"""Typed rows: a flow or a step as the engine reads it, converted once where it leaves the database.
+
+Drivers hand rows back as dicts whose values depend on the dialect (SQLite gives ints where PostgreSQL
+gives ints or floats, JSON columns are text). ``FlowRow.of`` and ``StepRow.of`` turn a whole-table row
+(``SELECT *`` or ``RETURNING *``) into a frozen record: ids and counters as ints, times as floats, flags
+as bools, and the JSON columns the engine reads decoded. The flow's graph stays text: parsing it is the
+flow-info cache's job, once per flow and worker. Statements that select a few columns keep returning
+plain ``Row`` dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dwarf.store.base import Row
+
+__all__ = ["FlowRow", "StepRow"]
+
+
+def _json(text: str | None) -> Any:
+    """A JSON column's value; None for SQL NULL (or an empty text, which no writer stores)."""
+    return json.loads(text) if text else None
+
+
+def _time(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    """A dwarf_flows row."""
+
+    flow_id: int
+    flow_token: str
+    workflow_url: str
+    workflow_name: str
+    graph: str
+    baggage: Any
+    status: str
+    parent_flow_id: int
+    parent_step_id: int
+    root_flow_id: int
+    thread_id: int
+    thread_token: str
+    forked_from_step_id: int
+    notify_on_stop: bool
+    delete_on_completion: bool
+    final_state: dict[str, Any]
+    error: str
+    cancel_reason: str
+    interrupt_payload: dict[str, Any]
+    surfaced_step_id: int
+    priority: int
+    fairness_key: str
+    fairness_weight: float
+    time_budget_ms: int
+    trace_parent: str
+    version: int
+    purge_marked: bool
+    created_at: float
+    started_at: float | None
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: Row) -> FlowRow:
+        """The record of a whole dwarf_flows row."""
+        return cls(
+            flow_id=int(row["flow_id"]),
+            flow_token=row["flow_token"],
+            workflow_url=row["workflow_url"],
+            workflow_name=row["workflow_name"],
+            graph=row["graph"],
+            baggage=_json(row["baggage"]),
+            status=row["status"],
+            parent_flow_id=int(row["parent_flow_id"]),
+            parent_step_id=int(row["parent_step_id"]),
+            root_flow_id=int(row["root_flow_id"]),
+            thread_id=int(row["thread_id"]),
+            thread_token=row["thread_token"],
+            forked_from_step_id=int(row["forked_from_step_id"]),
+            notify_on_stop=bool(row["notify_on_stop"]),
+            delete_on_completion=bool(row["delete_on_completion"]),
+            final_state=_json(row["final_state"]) or {},
+            error=row["error"],
+            cancel_reason=row["cancel_reason"],
+            interrupt_payload=_json(row["interrupt_payload"]) or {},
+            surfaced_step_id=int(row["surfaced_step_id"]),
+            priority=int(row["priority"]),
+            fairness_key=row["fairness_key"],
+            fairness_weight=float(row["fairness_weight"]),
+            time_budget_ms=int(row["time_budget_ms"]),
+            trace_parent=row["trace_parent"],
+            version=int(row["version"]),
+            purge_marked=bool(row["purge_marked"]),
+            created_at=float(row["created_at"]),
+            started_at=_time(row["started_at"]),
+            updated_at=float(row["updated_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """A dwarf_steps row (the lease columns, which only statements compare, are left out)."""
+
+    step_id: int
+    flow_id: int
+    step_token: str
+    step_depth: int
+    task_name: str
+    task_url: str
+    state: dict[str, Any]
+    changes: dict[str, Any]
+    interrupt_payload: dict[str, Any]
+    status: str
+    error: str
+    attempt: int
+    time_budget_ms: int
+    priority: int
+    fairness_key: str
+    fairness_weight: float
+    predecessor_id: int
+    successor_id: int
+    lineage_id: int
+    fan_out_ordinal: int
+    cohort_size: int
+    cohort_arrivals: int
+    cohort_failures: int
+    carry: dict[str, Any]
+    arrived: int
+    for_each_as: str
+    join_target: str
+    fan_in_step_id: int
+    parked: bool
+    child_flow_id: int
+    resume_data: Any
+    """The data of a resume (None until the step is resumed)."""
+    subgraph_result: Any
+    """The final state of the child flow this step waited on (None unless it completed)."""
+    subgraph_error: str
+    not_before: float
+    version: int
+    recoveries: int
+    created_at: float
+    started_at: float | None
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: Row) -> StepRow:
+        """The record of a whole dwarf_steps row."""
+        return cls(
+            step_id=int(row["step_id"]),
+            flow_id=int(row["flow_id"]),
+            step_token=row["step_token"],
+            step_depth=int(row["step_depth"]),
+            task_name=row["task_name"],
+            task_url=row["task_url"],
+            state=json.loads(row["state"]),
+            changes=_json(row["changes"]) or {},
+            interrupt_payload=_json(row["interrupt_payload"]) or {},
+            status=row["status"],
+            error=row["error"],
+            attempt=int(row["attempt"]),
+            time_budget_ms=int(row["time_budget_ms"]),
+            priority=int(row["priority"]),
+            fairness_key=row["fairness_key"],
+            fairness_weight=float(row["fairness_weight"]),
+            predecessor_id=int(row["predecessor_id"]),
+            successor_id=int(row["successor_id"]),
+            lineage_id=int(row["lineage_id"]),
+            fan_out_ordinal=int(row["fan_out_ordinal"]),
+            cohort_size=int(row["cohort_size"]),
+            cohort_arrivals=int(row["cohort_arrivals"]),
+            cohort_failures=int(row["cohort_failures"]),
+            carry=_json(row["carry"]) or {},
+            arrived=int(row["arrived"]),
+            for_each_as=row["for_each_as"],
+            join_target=row["join_target"],
+            fan_in_step_id=int(row["fan_in_step_id"]),
+            parked=bool(row["parked"]),
+            child_flow_id=int(row["child_flow_id"]),
+            resume_data=_json(row["resume_data"]),
+            subgraph_result=_json(row["subgraph_result"]),
+            subgraph_error=row["subgraph_error"],
+            not_before=float(row["not_before"]),
+            version=int(row["version"]),
+            recoveries=int(row.get("recoveries") or 0),
+            created_at=float(row["created_at"]),
+            started_at=_time(row["started_at"]),
+            updated_at=float(row["updated_at"]),
+        )
