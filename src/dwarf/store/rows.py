@@ -185,7 +185,7 @@ class StepRow:
             subgraph_error=row["subgraph_error"],
             not_before=float(row["not_before"]),
             version=int(row["version"]),
-            recoveries=int(row.get("recoveries") or 0),
+            recoveries=int(row["recoveries"]),
             created_at=float(row["created_at"]),
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),
