@@ -1,10 +1,11 @@
 """The ``Flow`` carrier a task receives: its view of the state, its changes and its control signals.
 
 A task reads the step's input state merged with its own changes so far, writes changes (``set``,
-``delete``, ``clear``) and may signal the engine (``goto``, ``sleep``, ``retry``, ``interrupt``,
-``subgraph``). After the task returns (or raises ``Park``) the engine reads the outcome through the
-engine-facing properties (``changes``, ``goto_target``, ``sleep_seconds``, ``retry_delay``,
-``interrupt_payload``, ``subgraph_request``). docs/tasks.md is the contract.
+``delete``, ``clear``), appends to array fields (``append``) and may signal the engine (``goto``,
+``sleep``, ``retry``, ``interrupt``, ``subgraph``). After the task returns (or raises ``Park``) the
+engine reads the outcome through the engine-facing properties (``changes``, ``appends``,
+``goto_target``, ``sleep_seconds``, ``retry_delay``, ``interrupt_payload``, ``subgraph_request``).
+docs/tasks.md is the contract.
 
 Decisions where the spec is silent (following the reference unless marked):
 
@@ -23,6 +24,13 @@ Decisions where the spec is silent (following the reference unless marked):
   cancels a retry requested earlier in the same run. The horizon test is "later than"
   (docs/tasks.md#retry-with-backoff); the reference gives up already when the next attempt would
   land exactly on the horizon.
+- ``append`` records only the new items (``appends``), so a list that grows a little per step is not
+  stored whole by every step. A field this step already set or deleted is the exception: its pending
+  change is simply extended, since that change carries the whole value anyway. A later ``set``,
+  ``delete`` or ``clear`` of the field replaces the items with the whole value. Every read sees state,
+  then changes, then appended items, which is also the order in which the engine applies them
+  (``reducers.apply_output``). A field that holds something other than an array refuses ``append`` with
+  TypeError even when no items are given, so the mistake shows whether or not there was anything to add.
 - A step parks at most once: ``interrupt`` after a ``subgraph`` in the same step (requested now or
   resolved earlier) and vice versa, or a second request of the same kind, raise BadRequestError.
 """
@@ -37,7 +45,7 @@ from typing import Any, Literal
 
 from dwarf.errors import BadRequestError, SubgraphError
 from dwarf.workflow.durations import Duration, to_seconds
-from dwarf.workflow.jsonvalue import check_json, checked_json_object, json_copy, json_copy_object
+from dwarf.workflow.jsonvalue import check_json, checked_json_object, json_copy, json_copy_object, json_kind
 
 __all__ = ["Flow", "Park", "ParkKind"]
 
@@ -98,6 +106,7 @@ class Flow:
     """
 
     __slots__ = (
+        "_appends",
         "_attempt",
         "_changes",
         "_created_at",
@@ -128,6 +137,7 @@ class Flow:
         step_created_at: datetime,
         state: Mapping[str, Any],
         changes: Mapping[str, Any] | None = None,
+        appends: Mapping[str, list[Any]] | None = None,
         resume_data: Mapping[str, Any] | None = None,
         subgraph_result: Mapping[str, Any] | None = None,
         subgraph_error: str = "",
@@ -145,6 +155,9 @@ class Flow:
         # The delta: a value per set field, None per deleted field. It starts with what an earlier run of
         # this step recorded before parking, which the task sees and which stays part of the result.
         self._changes: dict[str, Any] = json_copy_object(changes) if changes else {}
+        # Items appended to array fields, per field, in call order: what an earlier run of this step
+        # recorded before parking, then this run's. A field never has an empty entry here.
+        self._appends: dict[str, list[Any]] = _restored_appends(appends, self._state, self._changes)
         self._resume_data: dict[str, Any] | None = (
             None if resume_data is None else json_copy_object(resume_data)
         )
@@ -195,11 +208,24 @@ class Flow:
 
     # --- reading state ---
 
-    def _lookup(self, key: str) -> Any:
-        """The merged value of ``key`` without copying; None when absent, deleted or null."""
+    def _base(self, key: str) -> Any:
+        """The value of ``key`` before this step's appended items (state, then changes), not copied."""
         if key in self._changes:
             return self._changes[key]
         return self._state.get(key)
+
+    def _lookup(self, key: str) -> Any:
+        """The merged value of ``key``; None when absent, deleted or null.
+
+        Not a copy: an unappended value is the stored object itself, and an appended one is a new list
+        whose elements are still shared. Callers that hand a value out copy it.
+        """
+        base = self._base(key)
+        items = self._appends.get(key)
+        if items is None:
+            return base
+        # A new list every time: extending the state's list in place would change the step's input.
+        return [*base, *items] if base is not None else list(items)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return a copy of the field's value, or ``default`` when it is absent (or null)."""
@@ -266,9 +292,9 @@ class Flow:
         return self._lookup(key) is not None
 
     def snapshot(self) -> dict[str, Any]:
-        """A deep copy of the merged state (input plus this task's changes), without null fields."""
-        merged = {key: value for key, value in self._state.items() if key not in self._changes}
-        merged.update(self._changes)
+        """A deep copy of the merged state (input, this task's changes, then its appended items), without
+        null fields."""
+        merged = {key: self._lookup(key) for key in _unique(self._state, self._changes, self._appends)}
         return json_copy_object({key: value for key, value in merged.items() if value is not None})
 
     # --- writing state ---
@@ -283,6 +309,38 @@ class Flow:
         _check_key(key)
         check_json(value, f"the value of state field {key!r}")
         self._changes[key] = json_copy(value)
+        # The change carries the whole value now, items appended before it included.
+        self._appends.pop(key, None)
+
+    def append(self, key: str, *items: Any) -> None:
+        """Add ``items`` (copies) to the end of the array field ``key``; an absent field starts empty.
+
+        The step records only the items, not the whole list, so a list that grows by a little every step
+        costs a little per step. For a field set or deleted earlier in this step the pending change is
+        extended instead. Raises TypeError when the field holds something other than an array, and
+        BadRequestError when an item is not JSON (as ``set`` does); either way nothing is recorded.
+        Appending no items changes nothing.
+        """
+        _check_key(key)
+        base = self._base(key)
+        if base is not None and not isinstance(base, list):
+            raise TypeError(
+                f"cannot append to state field {key!r}: it holds {_a_json_kind(base)}, not an array"
+            )
+        # Checked as the list they extend, so that the nesting limit counts the array level too.
+        new_items = list(items)
+        check_json(new_items, f"the list of items appended to state field {key!r}")
+        if not new_items:
+            return
+        copied: list[Any] = json_copy(new_items)
+        if key in self._changes:
+            # The pending change is the whole value: keep it whole (None, a deletion, starts empty). The
+            # current value includes items appended before the change was restored, if any.
+            current = self._lookup(key)
+            self._changes[key] = [*(current or []), *copied]
+            self._appends.pop(key, None)
+        else:
+            self._appends.setdefault(key, []).extend(copied)
 
     def delete(self, *keys: str) -> None:
         """Delete the fields: they read as absent from now on and the step's changes record the deletion."""
@@ -290,11 +348,14 @@ class Flow:
             _check_key(key)
         for key in keys:
             self._changes[key] = None
+            self._appends.pop(key, None)
 
     def clear(self) -> None:
         """Delete every field of the state, e.g. before building a fresh state from a few kept values."""
-        for key in _unique(self._state, self._changes):
+        # Fields that exist only through this step's appends are deleted too.
+        for key in _unique(self._state, self._changes, self._appends):
             self._changes[key] = None
+        self._appends.clear()
 
     # --- control signals ---
 
@@ -396,6 +457,15 @@ class Flow:
         return json_copy_object(self._changes)
 
     @property
+    def appends(self) -> dict[str, list[Any]]:
+        """The items ``append`` added to each field not also in ``changes``, in call order (a copy).
+
+        The engine applies them after ``changes`` (``reducers.apply_output``).
+        """
+        copied: dict[str, list[Any]] = json_copy_object(self._appends)
+        return copied
+
+    @property
     def goto_target(self) -> str | None:
         """The node named by ``goto``, or None."""
         return self._goto_target
@@ -426,6 +496,38 @@ class Flow:
 
 def _unique(*key_sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(key for source in key_sources for key in source))
+
+
+def _a_json_kind(value: Any) -> str:
+    kind = json_kind(value)
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _restored_appends(
+    appends: Mapping[str, list[Any]] | None, state: Mapping[str, Any], changes: Mapping[str, Any]
+) -> dict[str, list[Any]]:
+    """A copy of the appended items an earlier run of the step recorded, checked against the fields.
+
+    Flow.append can only record items for an absent or array field, so anything else means the stored
+    step is damaged: ValueError says so here rather than the task meeting a broken read later. Empty
+    entries are dropped (appending nothing is no change).
+    """
+    if not appends:
+        return {}
+    restored: dict[str, list[Any]] = {}
+    for key, items in appends.items():
+        if not isinstance(items, list | tuple):
+            raise ValueError(
+                f"the appended items of state field {key!r} are {_a_json_kind(items)}, not an array"
+            )
+        base = changes[key] if key in changes else state.get(key)
+        if base is not None and not isinstance(base, list):
+            raise ValueError(
+                f"items were appended to state field {key!r}, which holds {_a_json_kind(base)}, not an array"
+            )
+        if items:
+            restored[key] = json_copy(list(items))
+    return restored
 
 
 # --- duration strings ---

@@ -1,10 +1,12 @@
 """How changes are merged into state: plainly between steps, and field by field with reducers at a fan-in.
 
 Outside a fan-in a step's changes simply replace state fields, and a change of ``None`` deletes the field
-(``apply_changes``). At a fan-in every branch's changes are folded onto the pre-fan-out state in fan-out
-position order, each field with its reducer (``merge_fan_in``); ``continue_thread`` folds its
-``additional_state`` the same way (``apply_with_reducers``). docs/graphs.md#fan-in-and-reducers is the
-contract.
+(``apply_changes``); then the items a task appended with ``Flow.append`` extend their array fields
+(``apply_output``), and ``materialize_appends`` turns those items back into whole values where a plain
+delta is needed (the history's ``changes``, what a branch carries into a fan-in). At a fan-in every
+branch's changes are folded onto the pre-fan-out state in fan-out position order, each field with its
+reducer (``merge_fan_in``); ``continue_thread`` folds its ``additional_state`` the same way
+(``apply_with_reducers``). docs/graphs.md#fan-in-and-reducers is the contract.
 
 Rules the user docs leave open (the reference implementation's answer unless marked otherwise):
 
@@ -40,7 +42,9 @@ __all__ = [
     "Reducer",
     "ReducerError",
     "apply_changes",
+    "apply_output",
     "apply_with_reducers",
+    "materialize_appends",
     "merge_fan_in",
     "parse_reducer",
     "reduce_value",
@@ -222,6 +226,67 @@ def apply_changes(state: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[
         else:
             merged[key] = json_copy(value)
     return merged
+
+
+def apply_output(
+    state: Mapping[str, Any], changes: Mapping[str, Any], appends: Mapping[str, list[Any]]
+) -> dict[str, Any]:
+    """Return the state after a step: ``changes`` applied plainly, then each field of ``appends``
+    extended by its items, in the order ``Flow`` reads them.
+
+    An absent (or null) field starts as an empty array; an empty list of items changes nothing, not even
+    an absent field (appending nothing is no change). ``Flow.append`` never records items for a field
+    that holds anything but an array, so such a field, or items that are not an array, mean a damaged
+    step row: ValueError. Neither input is mutated.
+    """
+    merged = apply_changes(state, changes)
+    for field, items in appends.items():
+        if not isinstance(items, list | tuple):
+            raise ValueError(
+                f"cannot apply the items appended to state field {field!r}: "
+                f"they are {_a_kind(items)}, not an array"
+            )
+        if not items:
+            continue
+        current = merged.get(field)
+        if current is None:
+            merged[field] = json_copy(list(items))
+        elif isinstance(current, list):
+            # ``current`` is already this function's own copy (apply_changes shares nothing).
+            current.extend(json_copy(list(items)))
+        else:
+            raise ValueError(
+                f"cannot append to state field {field!r}: it holds {_a_kind(current)}, not an array"
+            )
+    return merged
+
+
+def materialize_appends(
+    changes: Mapping[str, Any], appends: Mapping[str, list[Any]], output: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return ``changes`` with every appended field's whole value, taken from ``output``, added.
+
+    ``output`` is the state after the step (``apply_output`` of the same changes and appends). This is the
+    delta as a plain ``changes`` view would show it, and what a fan-in folds, where a field's value must
+    be whole (a reducer sees values, not "items to append"). A field with no items is left out, as
+    ``apply_output`` leaves it alone; one missing from ``output`` means ``output`` is not the matching
+    state: ValueError. No input is mutated.
+    """
+    materialized = json_copy_object(changes)
+    for field, items in appends.items():
+        if not items:
+            continue
+        value = output.get(field)
+        if value is None:
+            # Writing None here would turn the appended field into a deletion.
+            raise ValueError(f"state field {field!r} had items appended but is absent from the output state")
+        materialized[field] = json_copy(value)
+    return materialized
+
+
+def _a_kind(value: Any) -> str:
+    kind = json_kind(value)
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def merge_fan_in(
