@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m bench run|peers|report|suite``.
+"""Benchmarks: ``python -m bench run|peers|report|suite|flatcost``.
 
 ``run`` measures our engine on one workload and prints one JSON line per run: the workload, the backend,
 throughput (steps/s, flows/s), latency percentiles of whole flows, and the engine settings. Tasks are
@@ -11,10 +11,11 @@ reports the RSS that N interrupted flows add.
 
 ``--workload backlog|growing|aged|statesize`` are the flat-cost workloads (bench/flatcost.py): ``backlog``
 drains ``--flows`` linear3 flows created while no worker ran (create time and drain rate apart);
-``growing`` loops one flow ``--turns`` times, adding 1 KiB to its state a turn, and compares the first and
-last turns' latency; ``aged`` measures linear3 on a database holding ``--history`` completed flows next to
-an empty one; ``statesize`` measures linear3 at each initial state size of ``--state-bytes`` (default
-1 KiB, 16 KiB, 256 KiB, 1 MiB) against 1 KiB.
+``growing`` loops one flow ``--turns`` times, adding 1 KiB to its state a turn (``--api``: flow.append
+where the Flow has it, or get + set of the whole list), and compares the first and last turns' latency;
+``aged`` measures linear3 on a database holding ``--history`` completed flows next to an empty one;
+``statesize`` measures linear3 at each initial state size of ``--state-bytes`` (default 1 KiB, 16 KiB,
+256 KiB, 1 MiB) against 1 KiB.
 
 ``peers`` runs linear3/fanout/latency on DBOS or LangGraph (the ``bench`` extra) and prints the same
 schema. ``report`` runs ours and the peers interleaved, three times each, and writes docs/benchmarks.md
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seconds", type=float, default=10.0, help="idle: how long to count")
     run.add_argument("--shards", type=int, default=1, help="idle: shards of the engine")
     run.add_argument("--turns", type=int, default=0, help="growing: turns of the flow (0: 300)")
+    run.add_argument(
+        "--api",
+        choices=["auto", "append", "set"],
+        default="auto",
+        help="growing: add each item with flow.append or get + set of the list (auto: append if it exists)",
+    )
     run.add_argument("--history", type=int, default=0, help="aged: completed flows first (0: 10,000)")
     run.add_argument(
         "--state-bytes",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from bench.__main__ import main
-from bench.flatcost import render_table, state_sizes
+from bench.flatcost import growing_api, render_table, state_sizes
 from bench.report import TIMES
 
 from dwarf import Flow
@@ -33,9 +33,9 @@ def test_backlog_reports_create_time_apart_from_the_drain_rate(capsys: pytest.Ca
 
 
 def test_growing_compares_early_and_late_turns_of_one_flow(capsys: pytest.CaptureFixture[str]) -> None:
-    line = run_line(capsys, "--workload", "growing", "--turns", "25")
+    line = run_line(capsys, "--workload", "growing", "--turns", "25", "--api", "set")
     assert (line["workload"], line["turns"]) == ("growing", 25)
-    assert line["api"] == "get + set of the whole list" or line["api"] == "flow.append"
+    assert line["api"] == "get + set of the whole list"
     assert line["late_over_early"] == pytest.approx(line["late_turn_ms"] / line["early_turn_ms"], rel=0.02)
     assert len(line["median_turn_ms_by_tenth"]) == 10
     # 25 items of 1 KiB each in the final state, and the database grew by at least that much.
@@ -58,6 +58,13 @@ def test_growing_uses_flow_append_when_the_flow_has_it(
     # The warm-up flow's 3 turns and the measured flow's 21.
     assert appended == ["items"] * 24
     assert 21 * 1024 < line["final_state_bytes"] < 23 * 1024
+
+
+def test_growing_falls_back_to_get_and_set_on_a_flow_without_append(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(Flow, "append", raising=False)
+    assert growing_api("auto") == growing_api("set") == "set"
+    with pytest.raises(ValueError, match="no append"):
+        growing_api("append")
 
 
 def test_aged_reports_the_rate_on_history_next_to_the_fresh_rate(capsys: pytest.CaptureFixture[str]) -> None:
