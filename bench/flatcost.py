@@ -138,6 +138,12 @@ class Probe:
             raise RuntimeError(f"expected {expected} completed flows, found {statuses}")
         return statuses
 
+    async def completion_times(self) -> list[float]:
+        """When each completed flow stopped (its updated_at: epoch seconds by the database's clock, which
+        is this machine's), sorted."""
+        rows = await self._rows("SELECT updated_at FROM dwarf_flows WHERE status = 'completed'")
+        return sorted(float(row[0]) for row in rows)
+
     async def size_bytes(self) -> dict[str, int]:
         """The database's size: SQLite's file plus its WAL after a TRUNCATE checkpoint (``busy`` = 1 when
         a reader kept the checkpoint from finishing); PostgreSQL's pg_database_size."""
@@ -301,6 +307,7 @@ async def run_backlog(args: argparse.Namespace) -> dict[str, Any]:
             host.handle_task("noop", noop)
             engine = _engine(host, database.url, args.workers)
             limit = max(300.0, steps / 50)
+            wall_began = time.time()  # the database's clock, for the flows' completion times
             began = time.perf_counter()
             await engine.startup()
             startup_s = _elapsed_since(began)
@@ -312,6 +319,7 @@ async def run_backlog(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await engine.shutdown()
             size_after = await probe.size_bytes()
+            completions = [at - wall_began for at in await probe.completion_times()]
     stamps.sort()
     tenth = max(1, len(stamps) // 10)
     return {
@@ -328,6 +336,10 @@ async def run_backlog(args: argparse.Namespace) -> dict[str, Any]:
         "drain_flows_per_s": round(flows / drain_s, 1),
         "first_tenth_steps_per_s": _window_rate(stamps, 0, tenth),
         "last_tenth_steps_per_s": _window_rate(stamps, len(stamps) - 1 - tenth, len(stamps) - 1),
+        # When flows finished, from the drain's start: a backlog drained breadth-first (every flow's
+        # first step before any flow's second) finishes its first flow late and its median near the end.
+        "first_flow_done_s": round(completions[0], 3),
+        "median_flow_done_s": round(completions[len(completions) // 2], 3),
         "db_bytes_before_drain": size_before["bytes"],
         "db_bytes_after_drain": size_after["bytes"],
         "method": BACKLOG_METHOD.format(creators=CREATORS[args.db], chunk=CREATE_CHUNK),
