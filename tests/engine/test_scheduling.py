@@ -8,12 +8,14 @@ at once and the order in which they run is the scheduler's choice alone.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
 from typing import Any
 
 from dwarf import Flow, FlowOptions, Status
 from dwarf.engine import Engine, TestProxy
-from tests.engine.graphs import WAIT, Gate, chain
+from tests.engine.graphs import WAIT, Gate, chain, wait_until
 
 
 class _Contest:
@@ -123,3 +125,103 @@ async def test_keys_share_the_worker_in_proportion_to_their_weights(make_engine:
     shares = collections.Counter(name.rstrip("0123456789") for name in contest.ran[:80])
     assert 0.6 <= shares["heavy"] / 80 <= 0.9
     assert shares["light"] >= 8  # the light key is served, not starved
+
+
+async def _create_many(engine: Engine, names: list[str], **options: Any) -> list[str]:
+    """Create a contender per name, a couple of hundred at a time (a backlog of thousands in seconds)."""
+    keys: list[str] = []
+    for start in range(0, len(names), 200):
+        chunk = names[start : start + 200]
+        keys += await asyncio.gather(*(_contend(engine, name, **options) for name in chunk))
+    return keys
+
+
+async def test_a_key_arriving_behind_a_backlog_of_thousands_gets_its_share_at_once(make_engine: Any) -> None:
+    contest = _Contest()
+    engine = await contest.start(make_engine)
+    await _create_many(engine, [f"big{n}" for n in range(3000)], fairness_key="big")
+    late = [await _contend(engine, f"late{n}", fairness_key="late") for n in range(20)]
+    contest.gate.open()
+    for key in late:
+        assert (await engine.wait(key, timeout=WAIT * 3)).status == Status.COMPLETED
+    # Equal weights: while both keys have due steps, each pick is a coin flip, so "late" is done after
+    # about 40 picks. A claim that looked only at the oldest steps would run the 3,000 first; 200 "big"
+    # picks before the 20th "late" one would be a one-in-10^38 run.
+    ran = list(contest.ran)
+    assert sum(name.startswith("big") for name in ran[: ran.index("late19")]) < 200
+    assert [name for name in ran if name.startswith("late")] == [f"late{n}" for n in range(20)]
+    big = [name for name in ran if name.startswith("big")]
+    assert big == [f"big{n}" for n in range(len(big))]  # FIFO inside the big key too
+
+
+async def test_keys_beyond_a_claims_window_get_their_share(make_engine: Any) -> None:
+    # A claim ranks a bounded window of a band's keys (32, from a start that moves on every claim); the
+    # keys past the first window must get their share at once, not after the earlier keys drain.
+    contest = _Contest()
+    engine = await contest.start(make_engine)
+    tenants = [f"tenant{n:02d}" for n in range(40)]
+    for round_ in range(10):
+        for tenant in tenants:
+            await _contend(engine, f"{tenant}-{round_}", fairness_key=tenant)
+    contest.gate.open()
+
+    async def hundred_ran() -> bool:
+        return len(contest.ran) >= 100
+
+    await wait_until(hundred_ran, timeout=WAIT * 3)
+    # 40 equally weighted keys of 10 steps each: of the first 100 picks, the last 8 keys in key order
+    # expect 20; fewer than 8 has a probability of about 0.03%. A window stuck on the first 32 keys
+    # would give them none until those drained.
+    picked = collections.Counter(name.split("-")[0] for name in contest.ran[:100])
+    assert sum(picked[tenant] for tenant in tenants[32:]) >= 8
+    for tenant in tenants:  # FIFO inside each key
+        mine = [name for name in contest.ran if name.startswith(f"{tenant}-")]
+        assert mine == [f"{tenant}-{n}" for n in range(len(mine))]
+
+
+async def test_a_band_with_more_keys_than_a_window_still_starves_lower_bands(make_engine: Any) -> None:
+    contest = _Contest()
+    engine = await contest.start(make_engine)
+    keys = [await _contend(engine, f"low{n}", priority=50) for n in range(5)]
+    for n in range(45):
+        keys.append(await _contend(engine, f"high{n}", priority=10, fairness_key=f"tenant{n:02d}"))
+    await contest.release_and_finish(engine, keys)
+    assert [name.rstrip("0123456789") for name in contest.ran] == ["high"] * 45 + ["low"] * 5
+
+
+async def test_a_step_not_due_yet_neither_runs_early_nor_holds_up_due_steps(make_engine: Any) -> None:
+    woke: list[float] = []
+    napped = asyncio.Event()
+    ran: list[str] = []
+    proxy = TestProxy()
+    proxy.handle_graph("sleeper", chain("sleeper", "Nap", "Wake"))
+    proxy.handle_graph("contender", chain("contender", "Record"))
+
+    async def nap(flow: Flow) -> None:
+        flow.sleep(2.0)
+        napped.set()
+
+    async def wake(flow: Flow) -> None:
+        woke.append(time.monotonic())
+        ran.append("sleeper")
+
+    async def record(flow: Flow) -> None:
+        ran.append(flow.get_str("name"))
+
+    proxy.handle_task("Nap", nap)
+    proxy.handle_task("Wake", wake)
+    proxy.handle_task("Record", record)
+    engine: Engine = await make_engine(proxy, workers=1)
+    # The sleeping step is the oldest pending step of the best band and of its key.
+    sleeper = await engine.create("sleeper", {}, FlowOptions(priority=1, fairness_key="a"))
+    async with asyncio.timeout(WAIT):
+        await napped.wait()
+    slept_at = time.monotonic()
+    keys = [await _contend(engine, f"same{n}", priority=1, fairness_key="a") for n in range(3)]
+    keys += [await _contend(engine, f"worse{n}", priority=50) for n in range(3)]
+    for key in keys:
+        assert (await engine.wait(key, timeout=WAIT)).status == Status.COMPLETED
+    assert ran == ["same0", "same1", "same2", "worse0", "worse1", "worse2"]
+    assert (await engine.wait(sleeper, timeout=WAIT)).status == Status.COMPLETED
+    assert ran[-1] == "sleeper"
+    assert woke[0] - slept_at >= 1.8  # not before its time (less a margin for the two clocks)

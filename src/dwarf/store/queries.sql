@@ -72,30 +72,96 @@ SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_depth, step_id
 -- Child flows started by steps of a flow (sub_history).
 SELECT * FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
 
--- name: claim_due_steps
--- Lease up to :limit due steps: strict priority bands (lower number first); inside a band, weighted-fair
--- turns across fairness keys and oldest first inside a key. A key's k-th oldest due step gets the turn
--- (sum of k random exponential gaps) / weight: the arrival times of a Poisson process whose rate is the
--- key's weight. Merging the keys' processes picks the next key with probability weight / total weight at
--- every slot, whatever the backlogs, and a key's own steps keep their order because its sums only grow.
--- The key's weight is that of its oldest due step, so a flow cannot promote its key by a larger weight.
-UPDATE dwarf_steps
-SET status = 'running', lease_token = :lease_token,
-    lease_expires = {now} + :lease_seconds,
-    started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1
-WHERE step_id IN (
-    SELECT step_id FROM (
-        SELECT step_id, priority,
-            SUM(dwarf_random_gap()) OVER fair
-                / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair AS turn
-        FROM dwarf_steps
-        WHERE status = 'pending' AND not_before <= {now}
-        WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
-    )
-    ORDER BY priority, turn
-    LIMIT :limit
-) AND status = 'pending'
-RETURNING *
+-- name: _claim_walk
+-- The candidates of a claim (claim_due_steps), found by index seeks so that a claim's work does not grow
+-- with the backlog. The order to serve: strict priority bands (lower number first); inside a band,
+-- weighted-fair turns across fairness keys; oldest (lowest step_id) first inside a key. A key's j-th
+-- oldest due step gets the turn (sum of j random exponential gaps) / weight: the arrival times of a
+-- Poisson process whose rate is the key's weight. Merging the keys' processes picks the next key with
+-- probability weight / total weight at every slot, whatever the backlogs, and a key's own steps keep
+-- their order because its sums only grow. The key's weight is that of its oldest due step, so a flow
+-- cannot promote its key by a larger weight.
+--
+-- A claim of :limit steps takes at most :limit steps of one key, so each key's :limit oldest due steps
+-- (its head) are all the candidates it needs: ranking the heads picks what ranking the whole backlog
+-- would. claim_walk visits the (band, key) pairs that have due steps, best band first, one index seek
+-- per pair, and counts each pair's head; got is the candidates of the rows before. A row whose key is
+-- NULL ends a band (the first row ends the band -1, below every priority); the walk enters the next band
+-- only while it has fewer than :limit candidates, since no step of a worse band could be picked
+-- otherwise. Inside a band, keys are visited in key order from the first key after claim_pivot, wrapping
+-- round to the smallest.
+--
+-- The window (claim_window) is bounded: about 32 keys while fewer than 256 candidates are found, more
+-- only while there are fewer than :limit. The ranking above is exact among the window's keys; when the
+-- window left keys out, claim_cursor_move is its last key, which the claim stores in dwarf_claim_cursor
+-- as the next claim's pivot, so the window moves on and every key comes round. Past the window's size
+-- (more than 32 keys with due work in a band, or fewer when a large claim meets deep keys: 256 / :limit
+-- of them) weights hold inside each window and the windows take turns. Steps that are pending but not
+-- due yet (sleeping, backing off) are passed one index entry at a time: very many of them ahead of the
+-- due ones in a band or key still cost time.
+--
+-- A head is read as the range fairness_key >= k AND fairness_key <= k, in key order, not as an equality:
+-- with an equality PostgreSQL may read it through the primary key in step_id order instead, past every
+-- step claimed since the last vacuum (statistics taken right after a burst of creates make it choose
+-- to); only the due index gives the key order without sorting the whole key.
+claim_pivot(after_key) AS (
+    SELECT COALESCE((SELECT after_key FROM dwarf_claim_cursor WHERE cursor_id = 1), '')
+),
+claim_walk(n, priority, fairness_key, got) AS (
+    SELECT 0, CAST(-1 AS BIGINT), CAST(NULL AS TEXT), CAST(0 AS BIGINT)
+    UNION ALL
+    SELECT w.n + 1,
+        CASE WHEN w.fairness_key IS NOT NULL THEN w.priority ELSE (
+            SELECT s.priority FROM dwarf_steps s
+            WHERE s.status = 'pending' AND s.priority > w.priority AND s.not_before <= {now}
+            ORDER BY s.priority LIMIT 1) END,
+        CASE WHEN w.fairness_key IS NULL THEN (
+            SELECT COALESCE(
+                (SELECT s.fairness_key FROM dwarf_steps s
+                 WHERE s.status = 'pending' AND s.priority = band.priority
+                   AND s.fairness_key > claim_pivot.after_key AND s.not_before <= {now}
+                 ORDER BY s.fairness_key LIMIT 1),
+                (SELECT s.fairness_key FROM dwarf_steps s
+                 WHERE s.status = 'pending' AND s.priority = band.priority AND s.not_before <= {now}
+                 ORDER BY s.fairness_key LIMIT 1))
+            FROM (
+                SELECT s.priority FROM dwarf_steps s
+                WHERE s.status = 'pending' AND s.priority > w.priority AND s.not_before <= {now}
+                ORDER BY s.priority LIMIT 1) AS band)
+        WHEN w.fairness_key > claim_pivot.after_key THEN COALESCE(
+            (SELECT s.fairness_key FROM dwarf_steps s
+             WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key > w.fairness_key
+               AND s.not_before <= {now}
+             ORDER BY s.fairness_key LIMIT 1),
+            (SELECT s.fairness_key FROM dwarf_steps s
+             WHERE s.status = 'pending' AND s.priority = w.priority
+               AND s.fairness_key <= claim_pivot.after_key AND s.not_before <= {now}
+             ORDER BY s.fairness_key LIMIT 1))
+        ELSE (
+            SELECT s.fairness_key FROM dwarf_steps s
+            WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key > w.fairness_key
+              AND s.fairness_key <= claim_pivot.after_key AND s.not_before <= {now}
+            ORDER BY s.fairness_key LIMIT 1) END,
+        w.got + CASE WHEN w.fairness_key IS NULL THEN 0 ELSE (
+            SELECT COUNT(*) FROM (
+                SELECT 1 FROM dwarf_steps s
+                WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key >= w.fairness_key
+                  AND s.fairness_key <= w.fairness_key AND s.not_before <= {now}
+                ORDER BY s.fairness_key
+                LIMIT :limit) AS head) END
+    FROM claim_walk AS w, claim_pivot
+    WHERE w.priority IS NOT NULL
+      AND (w.got < :limit OR (w.fairness_key IS NOT NULL AND w.n <= 32 AND w.got < 256))
+),
+claim_window(priority, fairness_key) AS (
+    SELECT priority, fairness_key FROM claim_walk
+    WHERE fairness_key IS NOT NULL AND (got < :limit OR (n <= 32 AND got < 256))
+),
+claim_cursor_move(after_key) AS (
+    SELECT last.fairness_key FROM claim_walk AS beyond JOIN claim_walk AS last ON last.n = beyond.n - 1
+    WHERE beyond.fairness_key IS NOT NULL
+      AND NOT (beyond.got < :limit OR (beyond.n <= 32 AND beyond.got < 256))
+)
 
 -- name: next_wake_time
 -- When the claimer has something to do again: the earliest not-before of a pending step, the earliest

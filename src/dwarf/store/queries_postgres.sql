@@ -5,23 +5,38 @@
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0 FOR UPDATE
 
 -- name: claim_due_steps
--- Lease up to :limit due steps in the weighted-fair order of the generic query (see queries.sql). SKIP
--- LOCKED lets replicas claim side by side: a step another claimer holds is passed over for the next in
--- turn order. The CTEs are MATERIALIZED on purpose: inlined, the planner may rescan the LIMIT/SKIP LOCKED
--- part in a nested loop, and every rescan locks further rows, so more than :limit steps would be leased.
-WITH ranked AS MATERIALIZED (
+-- Lease up to :limit due steps in the weighted-fair order of _claim_walk (see queries.sql). SKIP LOCKED
+-- lets replicas claim side by side: each pair's head is the :limit oldest due steps no other claimer has
+-- locked, so a claimer passes over the steps another one is taking and still finds :limit candidates.
+-- The heads stay locked until this statement ends; only the :limit best turns are leased. The CTEs are
+-- MATERIALIZED on purpose: inlined, the planner may rescan the SKIP LOCKED part in a nested loop, and
+-- every rescan locks further rows. When the window left keys out, the cursor moves on to its last key,
+-- unless another claimer holds the cursor's row: then that claimer moves it.
+WITH RECURSIVE {_claim_walk},
+heads AS MATERIALIZED (
+    SELECT h.step_id, w.priority, w.fairness_key, h.fairness_weight
+    FROM claim_window AS w CROSS JOIN LATERAL (
+        SELECT s.step_id, s.fairness_weight FROM dwarf_steps AS s
+        WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key >= w.fairness_key
+          AND s.fairness_key <= w.fairness_key AND s.not_before <= {now}
+        ORDER BY s.fairness_key, s.step_id LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AS h
+), ranked AS MATERIALIZED (
     SELECT step_id, priority,
         SUM(-ln(1.0 - random())) OVER fair
             / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair AS turn
-    FROM dwarf_steps
-    WHERE status = 'pending' AND not_before <= {now}
+    FROM heads
     WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
 ), due AS MATERIALIZED (
-    SELECT s.step_id FROM ranked JOIN dwarf_steps AS s ON s.step_id = ranked.step_id
-    WHERE s.status = 'pending'
-    ORDER BY ranked.priority, ranked.turn
-    LIMIT :limit
-    FOR UPDATE OF s SKIP LOCKED
+    SELECT step_id FROM ranked ORDER BY priority, turn LIMIT :limit
+), cursor_row AS MATERIALIZED (
+    SELECT c.cursor_id, m.after_key FROM dwarf_claim_cursor AS c, claim_cursor_move AS m
+    WHERE c.cursor_id = 1
+    FOR UPDATE OF c SKIP LOCKED
+), cursor_moved AS (
+    UPDATE dwarf_claim_cursor AS c SET after_key = r.after_key FROM cursor_row AS r
+    WHERE c.cursor_id = r.cursor_id
 )
 UPDATE dwarf_steps AS s
 SET status = 'running', lease_token = :lease_token,

@@ -1,6 +1,41 @@
 -- SQLite's versions of statements whose SQL differs from queries.sql. (SQLite's write transaction,
 -- taken with BEGIN IMMEDIATE, already serializes writers: no row locks are needed.)
 
+-- name: claim_due_steps
+-- Lease up to :limit due steps in the weighted-fair order of _claim_walk (see queries.sql): each pair of
+-- the window offers its head, every head gets its turn, the best :limit turns are leased. The second
+-- statement moves the cursor on when the window left keys out. It walks again, after the lease: keys the
+-- lease drained have dropped out by then, so the cursor may land a few keys further on than the window
+-- ended (those keys come round again on the next turn of the cursor).
+UPDATE dwarf_steps
+SET status = 'running', lease_token = :lease_token,
+    lease_expires = {now} + :lease_seconds,
+    started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1
+WHERE step_id IN (
+    WITH RECURSIVE {_claim_walk},
+    heads AS (
+        SELECT s.step_id, s.priority, s.fairness_key, s.fairness_weight
+        FROM claim_window AS w JOIN dwarf_steps AS s ON s.step_id IN (
+            SELECT h.step_id FROM dwarf_steps AS h
+            WHERE h.status = 'pending' AND h.priority = w.priority AND h.fairness_key >= w.fairness_key
+              AND h.fairness_key <= w.fairness_key AND h.not_before <= {now}
+            ORDER BY h.fairness_key, h.step_id LIMIT :limit)
+    ),
+    ranked AS (
+        SELECT step_id, priority,
+            SUM(dwarf_random_gap()) OVER fair
+                / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair
+                AS turn
+        FROM heads
+        WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
+    )
+    SELECT step_id FROM ranked ORDER BY priority, turn LIMIT :limit
+) AND status = 'pending'
+RETURNING *;
+WITH RECURSIVE {_claim_walk}
+UPDATE dwarf_claim_cursor SET after_key = (SELECT after_key FROM claim_cursor_move)
+WHERE cursor_id = 1 AND EXISTS (SELECT 1 FROM claim_cursor_move)
+
 -- name: finish_and_continue
 -- The hot path of a chain: complete a step (only under its lease) and insert its lone successor leased
 -- to the same worker. Three statements: each later one acts only if the one before changed a row, so a
