@@ -54,6 +54,8 @@ CONNECT_TIMEOUT = 5
 """Seconds the first connection of ``open`` may take before the server counts as unreachable."""
 POOL_TIMEOUT = 30.0
 """Seconds to wait for a pooled connection (and for the pool's first one when it opens)."""
+AUTOVACUUM_OFF_COST = "beside 100,000 finished flows, linear3 ran at 30-45% of its speed on an empty database"
+"""What running without autovacuum was measured to cost (issue 14), quoted by the startup warning."""
 
 # A failed connection carries no SQLSTATE (libpq reports the server's refusal as text), so the two
 # refusals that retrying cannot cure are recognised by the server's English wording; anything else
@@ -136,6 +138,7 @@ class PostgresStore(Store):
             async with conn:
                 if migrate:
                     await self._migrate(conn)
+                    await self._warn_without_autovacuum(conn)
                 else:
                     await self._check_schema(conn)
         except psycopg.Error as error:
@@ -212,6 +215,47 @@ class PostgresStore(Store):
                 await conn.execute(
                     "INSERT INTO dwarf_migrations (version, name) VALUES (%s, %s)", (version, name)
                 )
+
+    async def _warn_without_autovacuum(self, conn: psycopg.AsyncConnection[Row]) -> None:
+        """Log one WARNING when the server will never vacuum dwarf's tables by itself.
+
+        Every step leaves dead row versions behind (inserted pending, leased, finished: none of these
+        updates can be HOT, see migration 006), and so do the index entries pointing at them. Only VACUUM
+        removes them; until it does, the claim and the idle poll visit every one of them, so throughput
+        falls as finished flows accumulate. Autovacuum is a server-wide setting (a database or a role
+        cannot turn it on), hence a warning and not an error. Only engines with workers (``migrate``)
+        ask: they are the ones that churn the tables, and an operations-only CLI run should not repeat
+        the warning at every command.
+        """
+        try:
+            cursor = await conn.execute(
+                "SELECT current_setting('autovacuum') AS autovacuum,"
+                " current_setting('track_counts') AS track_counts"
+            )
+            row = await cursor.fetchone()
+        except psycopg.Error as error:
+            raise self.wrap(error, "cannot read the server's autovacuum setting") from error
+        if row is None:
+            return
+        if row["autovacuum"] != "on":
+            why = "autovacuum off"
+        elif row["track_counts"] != "on":
+            # The autovacuum launcher decides from the statistics that track_counts collects.
+            why = "track_counts off (autovacuum cannot run without it)"
+        else:
+            return
+        self.log.warning(
+            "shard %d (%s): the PostgreSQL server runs with %s: nothing removes the dead row versions that "
+            "every step leaves in dwarf_steps and dwarf_flows, so claims slow down as finished flows "
+            "accumulate (%s). Turn autovacuum on (autovacuum = on and track_counts = on in "
+            "postgresql.conf, then SELECT pg_reload_conf()), or run VACUUM ANALYZE dwarf_steps, "
+            "dwarf_flows regularly",
+            self.shard,
+            self.description,
+            why,
+            AUTOVACUUM_OFF_COST,
+            extra={"flow": ""},
+        )
 
     async def _check_schema(self, conn: psycopg.AsyncConnection[Row]) -> None:
         """Refuse a database without dwarf's complete schema, changing nothing."""
