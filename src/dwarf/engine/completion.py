@@ -20,6 +20,7 @@ turn, at the enclosing cohort). See docs/design.md#cohorts-and-fan-in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from typing import Any
 from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
+from dwarf.engine.states import StoredState, load_state_in, output_of
 from dwarf.engine.transitions import Branch, Route
 from dwarf.store.base import Store, Tx
 from dwarf.store.rows import StepRow
 from dwarf.workflow.graph import END, Graph
-from dwarf.workflow.reducers import ReducerError, apply_changes, merge_fan_in
+from dwarf.workflow.reducers import Reducer, ReducerError, merge_fan_in
 from dwarf.workflow.status import Status
 
 __all__ = ["Effects", "LeaseLostError", "StepCommit"]
@@ -93,6 +95,9 @@ class StepCommit:
     lease_token: str
     # When set, a lone successor with no delay is inserted leased to this worker (see insert_leased_step).
     inline_lease_margin: float | None = None
+    # The items the task appended (Flow.appends), recorded beside its changes; the ``merged`` state the
+    # outcomes receive already holds them.
+    appends: Mapping[str, list[Any]] = field(default_factory=dict)
     effects: Effects = field(default_factory=Effects)
 
     # --- building blocks ---
@@ -112,13 +117,15 @@ class StepCommit:
         for_each_as: str = "",
         join_target: str = "",
         child_flow_id: int = 0,
+        changes_text: str | None = None,
     ) -> None:
         count = await self.tx.execute(
             "finish_step",
             step_id=self.step.step_id,
             lease_token=self.lease_token,
             status=status.value,
-            changes=dumps(changes),
+            changes=dumps(changes) if changes_text is None else changes_text,
+            appends=self._appends_text(),
             error=error,
             interrupt_payload=dumps(interrupt_payload or {}),
             successor_id=successor_id,
@@ -134,10 +141,18 @@ class StepCommit:
         if count != 1:
             raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
 
+    def _appends_text(self) -> str:
+        return dumps(self.appends) if self.appends else "{}"
+
+    def _next_state(self, output: Mapping[str, Any], changes_text: str) -> StoredState:
+        """How the state after this step is stored as its lone successor's input (see engine/states)."""
+        appended = len(self._appends_text()) if self.appends else 0
+        return StoredState.after(self.step, output, len(changes_text) + appended)
+
     async def _insert_step(
         self,
         node: str,
-        state: Mapping[str, Any],
+        state: StoredState,
         *,
         depth: int,
         predecessor_id: int,
@@ -154,7 +169,7 @@ class StepCommit:
             step_depth=depth,
             task_name=node,
             task_url=info.graph.url_of(node),
-            state=dumps(state),
+            **state.columns(),
             changes="{}",
             carry=dumps(carry or {}),
             status=Status.PENDING.value,
@@ -205,20 +220,27 @@ class StepCommit:
         ordinal: int,
         next_carry: Mapping[str, Any],
     ) -> None:
-        """Complete this step and insert its lone successor leased to this worker, in one query."""
+        """Complete this step and insert its lone successor leased to this worker, in one query.
+
+        The successor's row carries its state as stored (often a reference to this step); the row handed
+        back to run inline carries the state itself, which this worker already holds.
+        """
         info = self.info
         assert self.inline_lease_margin is not None
+        changes_text = dumps(changes)
+        stored = self._next_state(state, changes_text)
         row = await self.tx.fetch_one(
             "finish_and_continue",
             step_id=self.step.step_id,
-            changes=dumps(changes),
+            changes=changes_text,
+            appends=self._appends_text(),
             carry=dumps(carry),
             flow_id=info.flow_id,
             step_token=new_token(),
             step_depth=depth,
             task_name=node,
             task_url=info.graph.url_of(node),
-            state=dumps(state),
+            **stored.columns(),
             next_carry=dumps(next_carry),
             time_budget_ms=info.time_budget_ms,
             priority=info.priority,
@@ -231,7 +253,9 @@ class StepCommit:
         )
         if row is None:
             raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
-        self.effects.inline_step = StepRow.of(row)
+        # Not parsed back from the row: this worker holds the state already.
+        inline = StepRow.of({**row, "state": ""})
+        self.effects.inline_step = dataclasses.replace(inline, state=dict(state))
 
     async def _stop_flow(
         self,
@@ -294,12 +318,14 @@ class StepCommit:
         Inside a cohort they also join the member's carry: a field only an early attempt wrote is still
         this branch's contribution at the fan-in, as the next attempt (and a plain chain) sees it.
         """
+        whole = StoredState.whole(merged)
         count = await self.tx.execute(
             "retry_step",
             step_id=self.step.step_id,
             lease_token=self.lease_token,
-            state=dumps(merged),
-            carry=dumps(self._carry(changes)),
+            state=whole.text,
+            snapshot_bytes=whole.snapshot_bytes,
+            carry=dumps(self._carry(changes, merged)),
             error=error,
             delay=max(0.0, delay),
         )
@@ -311,7 +337,9 @@ class StepCommit:
 
     async def commit_interrupt(self, changes: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
         """Park the step awaiting resume; the flow becomes interrupted unless it already is."""
-        await self._finish(Status.INTERRUPTED, changes, interrupt_payload=payload, carry=self._carry(changes))
+        await self._finish(
+            Status.INTERRUPTED, changes, interrupt_payload=payload, carry=self._parked_carry(changes)
+        )
         await self._stop_flow(Status.INTERRUPTED, interrupt_payload=payload)
 
     async def commit_subgraph(
@@ -344,7 +372,9 @@ class StepCommit:
         )
         self.effects.new_work = True
         self.effects.created.append(child)
-        await self._finish(Status.CREATED, changes, carry=self._carry(changes), child_flow_id=child.flow_id)
+        await self._finish(
+            Status.CREATED, changes, carry=self._parked_carry(changes), child_flow_id=child.flow_id
+        )
 
     async def commit_failure(self, changes: Mapping[str, Any], error: str) -> None:
         """The task failed and nothing routes the error: the flow fails, its other steps are cancelled."""
@@ -362,7 +392,7 @@ class StepCommit:
         """
         step = self.step
         lineage_id = step.lineage_id
-        carry = self._carry(changes)
+        carry = self._carry(changes, merged)
         handler_carry = _compose(carry, {"onErr": merged.get("onErr")})
         if lineage_id:
             await self._cancel_cohort(lineage_id)
@@ -376,7 +406,7 @@ class StepCommit:
                 return
         successor_id = await self._insert_step(
             handler,
-            merged,
+            StoredState.whole(merged),
             depth=step.step_depth + 1,
             predecessor_id=step.step_id,
             lineage_id=lineage_id,
@@ -391,7 +421,7 @@ class StepCommit:
         """The task succeeded: start the successors the route names, arrive at a join, or complete."""
         step = self.step
         lineage_id = step.lineage_id
-        carry = self._carry(changes)
+        carry = self._carry(changes, merged)
         depth = step.step_depth + 1
         graph = self.info.graph
 
@@ -447,9 +477,10 @@ class StepCommit:
         """Complete this step with one successor, ``node``, that continues its chain (and its cohort)."""
         step = self.step
         lineage_id = step.lineage_id
+        changes_text = dumps(changes)
         successor_id = await self._insert_step(
             node,
-            merged,
+            self._next_state(merged, changes_text),
             depth=step.step_depth + 1,
             predecessor_id=step.step_id,
             lineage_id=lineage_id,
@@ -457,7 +488,9 @@ class StepCommit:
             delay=sleep,
             carry=carry if lineage_id else None,
         )
-        await self._finish(Status.COMPLETED, changes, successor_id=successor_id, carry=carry)
+        await self._finish(
+            Status.COMPLETED, changes, successor_id=successor_id, carry=carry, changes_text=changes_text
+        )
 
     async def _finish_last_step(self, changes: Mapping[str, Any], merged: Mapping[str, Any]) -> None:
         """Complete a root flow's last step and the flow, in one query (see is_single_statement)."""
@@ -467,6 +500,7 @@ class StepCommit:
             lease_token=self.lease_token,
             version=self.step.version,
             changes=dumps(changes),
+            appends=self._appends_text(),
             flow_id=self.info.flow_id,
             final_state=dumps(merged),
         )
@@ -477,7 +511,30 @@ class StepCommit:
 
     # --- fan-out and fan-in ---
 
-    def _carry(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+    def _carry(self, changes: Mapping[str, Any], output: Mapping[str, Any]) -> dict[str, Any]:
+        """The cohort member's contribution so far, this step's changes and appends included.
+
+        Items appended to a field the graph merges with the ``append`` reducer are contributed as items
+        (they extend what the branch contributed before), so that the join appends each item once; any
+        other appended field contributes its whole value after the step, as a ``set`` would have.
+        """
+        if not self.step.lineage_id:
+            return {}
+        carry = _compose(self.step.carry, changes)
+        reducers = self.info.graph.reducers
+        for key, items in self.appends.items():
+            if not items:
+                continue
+            earlier = carry.get(key)
+            if reducers.get(key) is Reducer.APPEND:
+                carry[key] = [*earlier, *items] if isinstance(earlier, list) else list(items)
+            elif key in output:
+                carry[key] = output[key]
+        return carry
+
+    def _parked_carry(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The carry of a step that parks (an interrupt, a child flow): its changes only. The step runs
+        again when it wakes, appending its items anew; counting this run's would count them twice."""
         if not self.step.lineage_id:
             return {}
         return _compose(self.step.carry, changes)
@@ -590,6 +647,7 @@ class StepCommit:
             step_id=self.step.step_id,
             lease_token=self.lease_token,
             changes=dumps(changes),
+            appends=self._appends_text(),
             error="",
             carry=dumps(carry),
             arrived=ABANDONED_UNCOUNTED if abandoned else ARRIVED_UNCOUNTED,
@@ -644,7 +702,7 @@ class StepCommit:
         members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
         deltas = [json.loads(member["carry"]) for member in members]
         reducers = self.info.graph.reducers
-        base = apply_changes(spawn.state, spawn.changes)
+        base = output_of(await load_state_in(self.tx, spawn))
         outer_lineage = spawn.lineage_id
         try:
             merged = merge_fan_in(base, deltas, reducers)
@@ -664,7 +722,7 @@ class StepCommit:
             predecessor = int(members[-1]["step_id"]) if members else spawn_id
             fan_in_id = await self._insert_step(
                 target,
-                merged,
+                StoredState.whole(merged),
                 depth=depth,
                 predecessor_id=predecessor,
                 lineage_id=outer_lineage,

@@ -70,13 +70,15 @@ async def insert_flow(
     if with_entry_step:
         # One statement inserts the flow, fixes its lineage and inserts the entry step.
         entry = graph.entry_point
+        state_text = dumps(state)
         row = await tx.fetch_one(
             "create_flow",
             **flow_fields,
             step_token=new_token(),
             task_name=entry,
             task_url=graph.url_of(entry),
-            state=dumps(state),
+            state=state_text,
+            snapshot_bytes=len(state_text),
         )
         assert row is not None
         flow_id = int(row["flow_id"])

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.clock import utc
 from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key, redact_keys
+from dwarf.engine.states import load_state
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.engine.tuning import SchedulerTuning
@@ -26,7 +28,7 @@ from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, storable_text
-from dwarf.workflow.reducers import apply_changes
+from dwarf.workflow.reducers import apply_output
 
 if TYPE_CHECKING:
     from dwarf.engine.runtime import Runtime
@@ -96,6 +98,7 @@ class Attempt:
     """
 
     changes: dict[str, Any]
+    appends: dict[str, list[Any]] = field(default_factory=dict)
     park: Park | None = None
     error: BaseException | None = None
     retry_delay: float | None = None
@@ -112,6 +115,7 @@ class Attempt:
         """The attempt as the task left it when it returned or raised."""
         return cls(
             changes=carrier.changes,
+            appends=carrier.appends,
             park=park,
             error=error,
             retry_delay=carrier.retry_delay,
@@ -146,13 +150,24 @@ async def run_claimed_step(
     if info is None:
         # The flow was deleted under the step (delete, purge): nothing to run.
         return None
+    damaged: StoreError | None = None
+    try:
+        step = await load_state(store, step)
+    except StoreError as error:
+        if error.transient:
+            raise
+        # A reference to a step that is gone (a hand-edited database): the step cannot run, and claiming
+        # it again would meet the same gap for ever. It fails, routed like any task error.
+        damaged, step = error, dataclasses.replace(step, state={})
     carrier = _build_carrier(info, step)
     budget = step.time_budget_ms / 1000.0
     run = rt.telemetry.start_task(info, step)  # None when telemetry is off
     recoveries = step.recoveries
     try:
-        if recoveries >= max_recoveries:
-            attempt: Attempt | None = Attempt(
+        if damaged is not None:
+            attempt: Attempt | None = Attempt(changes={}, error=damaged)
+        elif recoveries >= max_recoveries:
+            attempt = Attempt(
                 changes={},
                 error=WorkerLostError(
                     f"task {step.task_name!r} lost its worker {recoveries} times in a row (a crash, a "
@@ -226,10 +241,10 @@ async def _run_within_budget(
         return Attempt.of(carrier, park, None)
     # The deadline passed. What the task wrote until now is kept (as with any failing task); anything it
     # writes while it winds down is not.
-    changes = carrier.changes
+    changes, appends = carrier.changes, carrier.appends
     _abandon(rt, info, step, task)
     timeout = TimeoutError(f"task {step.task_name!r} exceeded its time budget of {budget:g}s")
-    return Attempt(changes=changes, error=timeout)
+    return Attempt(changes=changes, appends=appends, error=timeout)
 
 
 def _abandon(rt: Runtime, info: FlowInfo, step: StepRow, task: asyncio.Future[Any]) -> None:
@@ -270,6 +285,10 @@ def _log_lost_lease(rt: Runtime, info: FlowInfo, step: StepRow) -> None:
 
 
 def _build_carrier(info: FlowInfo, step: StepRow) -> Flow:
+    # A step that runs again after parking (resumed, or woken by its child flow) sees the changes its
+    # earlier run recorded, as the reference does, but not the items it appended: the task runs from the
+    # start again and appends them again.
+    assert step.state is not None
     return Flow(
         flow_key=info.key,
         step_key=format_key(info.shard, step.step_id, step.step_token),
@@ -282,6 +301,7 @@ def _build_carrier(info: FlowInfo, step: StepRow) -> Flow:
         resume_data=step.resume_data,
         subgraph_result=step.subgraph_result,
         subgraph_error=step.subgraph_error or "",
+        share_state=True,
     )
 
 
@@ -393,8 +413,9 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
     store, info, step, lease_token = target.store, target.info, target.step, target.lease_token
     inline_lease_margin = target.inline_lease_margin
     state = step.state
+    assert state is not None
     changes = attempt.changes
-    merged = apply_changes(state, changes)
+    merged = apply_output(state, changes, attempt.appends)
     graph = info.graph
     node = step.task_name
     park = attempt.park
@@ -407,7 +428,7 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
     task_error = attempt.error
 
     async def record(tx: Tx) -> Effects:
-        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin)
+        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin, attempt.appends)
         if park is not None and park.kind == "interrupt":
             await commit.commit_interrupt(changes, attempt.interrupt_payload or {})
         elif park is not None and attempt.child_graph is not None and attempt.subgraph_request is not None:

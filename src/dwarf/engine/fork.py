@@ -17,7 +17,9 @@ from dwarf.engine.completion import ABANDONED, ABANDONED_UNCOUNTED, ARRIVED
 from dwarf.engine.creation import FlowPolicy, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
+from dwarf.engine.states import StoredState, load_state_in
 from dwarf.store.base import Row, Tx
+from dwarf.store.rows import StepRow
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.reducers import apply_changes
 from dwarf.workflow.status import Status
@@ -75,8 +77,10 @@ async def fork_chain(
                     predecessor_id=predecessor,
                     lineage_id=clones.get(int(pivot["lineage_id"]), 0),
                     child_flow_id=0,
+                    state_base=clones.get(int(pivot["state_base"]), 0),
                 )
             )
+            await _keep_state(tx, pivot, pivot_id, clones)
         await _remap(tx, clones, pivot, pivot_id)
         if level > 0:
             await tx.execute("set_step_child", step_id=parent_step_id, child_flow_id=info.flow_id)
@@ -142,18 +146,32 @@ async def _clone_prefix(tx: Tx, info: FlowInfo, flow: Row, pivot: Row, policy: F
         )
     # Links are remapped once every clone exists (they may point forward).
     for source in prefix:
+        clone_id = clones[int(source["step_id"])]
         await tx.execute(
             "remap_step_links",
-            step_id=clones[int(source["step_id"])],
+            step_id=clone_id,
             predecessor_id=clones.get(int(source["predecessor_id"]), 0),
             successor_id=clones.get(int(source["successor_id"]), 0),
             lineage_id=clones.get(int(source["lineage_id"]), 0),
             fan_in_step_id=clones.get(int(source["fan_in_step_id"]), 0),
+            state_base=clones.get(int(source["state_base"]), 0),
         )
+        await _keep_state(tx, source, clone_id, clones)
     for step_id in requeue:
         await tx.execute("requeue_step", step_id=clones[step_id])
     await _recount_cohorts(tx, rows, prefix, clones, requeue)
     return clones
+
+
+async def _keep_state(tx: Tx, source: Row, clone_id: int, clones: Mapping[int, int]) -> None:
+    """A copy refers to the copy of the step its source's state referred to (remapped with its links);
+    should the fork not have copied that step, the copy stores its state whole instead."""
+    base = int(source["state_base"])
+    if source["state"] or base in clones:
+        return
+    loaded = await load_state_in(tx, StepRow.of(source))
+    assert loaded.state is not None
+    await tx.execute("set_step_state", step_id=clone_id, **StoredState.whole(loaded.state).columns())
 
 
 async def _recount_cohorts(
@@ -200,7 +218,9 @@ async def _requeue(
     policy: FlowPolicy,
     clones: Mapping[int, int],
 ) -> int:
-    state = apply_changes(json.loads(target["state"]), overrides)
+    source = await load_state_in(tx, StepRow.of(target))
+    assert source.state is not None
+    state = apply_changes(source.state, overrides)
     lineage = clones.get(int(target["lineage_id"]), 0)
     carry: Any = {}
     if lineage:
@@ -215,7 +235,7 @@ async def _requeue(
             step_depth=int(target["step_depth"]),
             task_name=target["task_name"],
             task_url=target["task_url"],
-            state=dumps(state),
+            **StoredState.whole(state).columns(),
             changes="{}",
             carry=dumps(carry),
             status=Status.PENDING.value,

@@ -11,7 +11,8 @@ The wire format (JSON, camelCase like the graph JSON)::
 
     request  {"protocol": 1, "flowKey", "stepKey", "attempt", "createdAt", "updatedAt", "stepCreatedAt",
               "state", "changes", "resumeData", "subgraphResult", "subgraphError", "baggage"}
-    answer   {"changes": {...}, "goto": str | null, "sleepSeconds": float, "retryDelaySeconds": float | null,
+    answer   {"changes": {...}, "appends": {field: [items]}, "goto": str | null, "sleepSeconds": float,
+              "retryDelaySeconds": float | null,
               "park": null | {"kind": "interrupt", "payload": {...}}
                           | {"kind": "subgraph", "url": str, "input": {...}},
               "error": null | {"message": str, "type": str, "statusCode": int | null}}
@@ -361,6 +362,7 @@ class _TaskOutcome:
     """What a task did on the task side, as the answer document carries it."""
 
     changes: dict[str, Any]
+    appends: dict[str, list[Any]]
     goto: str | None
     sleep_seconds: float
     retry_delay: float | None
@@ -377,6 +379,8 @@ class _TaskOutcome:
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         changes = document.get("changes", {})
+        # A service older than Flow.append sends no appends.
+        appends = document.get("appends") or {}
         goto = document.get("goto")
         sleep = document.get("sleepSeconds", 0)
         retry = document.get("retryDelaySeconds")
@@ -384,6 +388,8 @@ class _TaskOutcome:
         error = document.get("error")
         if not isinstance(changes, dict):
             raise ValueError("changes is not an object")
+        if not isinstance(appends, dict) or not all(isinstance(items, list) for items in appends.values()):
+            raise ValueError("appends is not an object of arrays")
         if goto is not None and (not isinstance(goto, str) or not goto):
             raise ValueError("goto is not a node name")
         if not _is_finite_number(sleep):
@@ -396,7 +402,7 @@ class _TaskOutcome:
             raise ValueError("error has no message")
         if park is not None and error is not None:
             raise ValueError("a task cannot both park and fail")
-        return cls(changes, goto, float(sleep), None if retry is None else float(retry), park, error)
+        return cls(changes, appends, goto, float(sleep), None if retry is None else float(retry), park, error)
 
     def replay_on(self, flow: Flow) -> None:
         """Do to the engine's flow what the task did to its copy, then end as the task ended: return,
@@ -408,6 +414,8 @@ class _TaskOutcome:
                 flow.delete(key)
             else:
                 flow.set(key, value)
+        for key, items in self.appends.items():
+            flow.append(key, *items)
         if self.goto is not None:
             flow.goto(self.goto)
         if self.sleep_seconds:
@@ -687,6 +695,7 @@ def _outcome_document(flow: Flow, park: Park | None, error: Exception | None) ->
         }
     return {
         "changes": flow.changes,
+        "appends": flow.appends,
         "goto": flow.goto_target,
         "sleepSeconds": flow.sleep_seconds,
         "retryDelaySeconds": flow.retry_delay,

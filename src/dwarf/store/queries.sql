@@ -31,15 +31,16 @@ SET root_flow_id = CASE WHEN root_flow_id = 0 THEN flow_id ELSE root_flow_id END
 WHERE flow_id = :flow_id
 
 -- name: insert_step
--- A step waiting to be claimed (or, with status interrupted/created, parked).
+-- A step waiting to be claimed (or, with status interrupted/created, parked). Its input state is whole, or
+-- '' with state_base naming the step whose output it is (see 008_state_deltas.sql).
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    not_before, created_at, updated_at
+    state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, updated_at
 ) VALUES (
     :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, :changes, :carry, :status, :attempt,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
-    :fan_out_ordinal, {now} + :delay, {now}, {now}
+    :fan_out_ordinal, :state_base, :delta_depth, :delta_bytes, :snapshot_bytes, {now} + :delay, {now}, {now}
 )
 RETURNING step_id
 
@@ -214,7 +215,8 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- name: finish_step
 -- Record a step's outcome; only the current lease holder may (0 rows = the lease was lost).
 UPDATE dwarf_steps
-SET status = :status, changes = :changes, error = :error, interrupt_payload = :interrupt_payload,
+SET status = :status, changes = :changes, appends = :appends, error = :error,
+    interrupt_payload = :interrupt_payload,
     successor_id = :successor_id, carry = :carry, arrived = :arrived, cohort_size = :cohort_size,
     parked = :parked, child_flow_id = CASE WHEN :child_flow_id = 0 THEN child_flow_id ELSE :child_flow_id END,
     cohort_arrivals = :cohort_arrivals, for_each_as = :for_each_as, join_target = :join_target,
@@ -222,10 +224,12 @@ SET status = :status, changes = :changes, error = :error, interrupt_payload = :i
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 
 -- name: retry_step
--- Schedule another attempt of a step; the attempt's changes become part of the next attempt's input.
+-- Schedule another attempt of a step; the attempt's changes (and appends) become part of the next
+-- attempt's input, which is stored whole.
 UPDATE dwarf_steps
-SET status = 'pending', state = :state, changes = '{}', carry = :carry, attempt = attempt + 1, error = :error,
-    recoveries = 0,
+SET status = 'pending', state = :state, changes = '{}', appends = '{}', carry = :carry, attempt = attempt + 1,
+    error = :error, recoveries = 0, state_base = 0, delta_depth = 0, delta_bytes = 0,
+    snapshot_bytes = :snapshot_bytes,
     not_before = {now} + :delay, lease_token = '', lease_expires = 0, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -445,21 +449,22 @@ WHERE root_flow_id = :root_flow_id AND status = 'interrupted'
 SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
 
 -- name: clone_step
--- Copy a step into a forked flow; ids that point at other steps are remapped afterwards. A member's
--- uncounted arrival (3, 4) is copied as counted (1, 2): the fork recounts the copied spawn.
+-- Copy a step into a forked flow; ids that point at other steps (state_base too) are remapped afterwards.
+-- A member's uncounted arrival (3, 4) is copied as counted (1, 2): the fork recounts the copied spawn.
 INSERT INTO dwarf_steps (
-    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
-    error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, successor_id,
-    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined, arrived,
-    for_each_as, join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result,
-    subgraph_error, not_before, created_at, started_at, updated_at
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, appends, carry, interrupt_payload,
+    status, error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id,
+    successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined,
+    arrived, for_each_as, join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result,
+    subgraph_error, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at,
+    updated_at
 )
-SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, interrupt_payload, status,
-    error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight, predecessor_id, successor_id,
-    lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined,
-    CASE WHEN arrived > 2 THEN arrived - 2 ELSE arrived END,
+SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, appends, carry,
+    interrupt_payload, status, error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight,
+    predecessor_id, successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures,
+    cohort_joined, CASE WHEN arrived > 2 THEN arrived - 2 ELSE arrived END,
     for_each_as, join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
-    not_before, created_at, started_at, {now}
+    state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
 
@@ -467,19 +472,29 @@ RETURNING step_id
 -- Point a cloned step's links at the clones of the steps they named (0 where no clone exists).
 UPDATE dwarf_steps
 SET predecessor_id = :predecessor_id, successor_id = :successor_id, lineage_id = :lineage_id,
-    fan_in_step_id = :fan_in_step_id
+    fan_in_step_id = :fan_in_step_id, state_base = :state_base
+WHERE step_id = :step_id
+
+-- name: set_step_state
+-- Store a step's input state whole (or as a delta on :state_base): a fork's copy whose state referred to
+-- a step the fork did not copy.
+UPDATE dwarf_steps
+SET state = :state, state_base = :state_base, delta_depth = :delta_depth, delta_bytes = :delta_bytes,
+    snapshot_bytes = :snapshot_bytes
 WHERE step_id = :step_id
 
 -- name: clone_parked_step
 -- Copy the step that ran a child flow into a fork, parked again on the fork's copy of that child.
 INSERT INTO dwarf_steps (
-    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, appends, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    parked, child_flow_id, not_before, created_at, started_at, updated_at
+    parked, child_flow_id, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at,
+    started_at, updated_at
 )
-SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, carry, 'created', attempt,
-    time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id, fan_out_ordinal,
-    1, :child_flow_id, {now}, {now}, started_at, {now}
+SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, appends, carry, 'created',
+    attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
+    fan_out_ordinal, 1, :child_flow_id, :state_base, delta_depth, delta_bytes, snapshot_bytes, {now}, {now},
+    started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
 
@@ -498,8 +513,8 @@ SELECT * FROM dwarf_steps WHERE flow_id = :flow_id ORDER BY step_id
 -- name: requeue_step
 -- A copied branch step that was cancelled in the original runs again in the fork.
 UPDATE dwarf_steps
-SET status = 'pending', changes = '{}', error = '', attempt = 0, successor_id = 0, arrived = 0,
-    lease_token = '', lease_expires = 0, not_before = {now}, updated_at = {now}
+SET status = 'pending', changes = '{}', appends = '{}', error = '', attempt = 0, successor_id = 0,
+    arrived = 0, lease_token = '', lease_expires = 0, not_before = {now}, updated_at = {now}
 WHERE step_id = :step_id
 
 -- name: set_cohort_counts
@@ -578,9 +593,23 @@ UPDATE dwarf_steps SET arrived = arrived - 2 WHERE lineage_id = :spawn_id AND ar
 -- keeps where it arrived. The spawn row stays untouched, so the members of a wide fan-out never wait on
 -- each other; the join folds these arrivals into the spawn's counts (fold_cohort_arrivals).
 UPDATE dwarf_steps
-SET status = 'completed', changes = :changes, error = :error, interrupt_payload = '{}', successor_id = 0,
-    carry = :carry, arrived = :arrived, cohort_size = 0, cohort_arrivals = 0, for_each_as = '',
-    join_target = :target, parked = 0, lease_token = '', lease_expires = 0, updated_at = {now},
-    version = version + 1
+SET status = 'completed', changes = :changes, appends = :appends, error = :error, interrupt_payload = '{}',
+    successor_id = 0, carry = :carry, arrived = :arrived, cohort_size = 0, cohort_arrivals = 0,
+    for_each_as = '', join_target = :target, parked = 0, lease_token = '', lease_expires = 0,
+    updated_at = {now}, version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 RETURNING step_id
+
+-- name: state_chain
+-- What rebuilds a step's input state: the step, then the steps its state refers to (state_base) back to
+-- the nearest one stored whole, oldest first. The input of each is the output of the one before it (see
+-- 008_state_deltas.sql). The hop bound only guards against a damaged row pointing in a circle; the
+-- engine writes a whole state long before (states.MAX_DELTA_DEPTH).
+WITH RECURSIVE chain(step_id, state_base, state, changes, appends, hops) AS (
+    SELECT step_id, state_base, state, changes, appends, 0 FROM dwarf_steps WHERE step_id = :step_id
+    UNION ALL
+    SELECT s.step_id, s.state_base, s.state, s.changes, s.appends, c.hops + 1
+    FROM chain AS c JOIN dwarf_steps AS s ON s.step_id = c.state_base
+    WHERE c.state = '' AND c.hops < 100000
+)
+SELECT step_id, state_base, state, changes, appends FROM chain ORDER BY hops DESC

@@ -54,7 +54,8 @@ WITH next_step AS (
     SELECT nextval(pg_get_serial_sequence('dwarf_steps', 'step_id')) AS step_id
 ), finished AS (
     UPDATE dwarf_steps
-    SET status = 'completed', changes = :changes, carry = :carry, error = '', interrupt_payload = '{}',
+    SET status = 'completed', changes = :changes, appends = :appends, carry = :carry, error = '',
+        interrupt_payload = '{}',
         parked = 0, successor_id = (SELECT step_id FROM next_step), lease_token = '', lease_expires = 0,
         updated_at = {now}, version = version + 1
     WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -63,11 +64,13 @@ WITH next_step AS (
 INSERT INTO dwarf_steps (
     step_id, flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    lease_token, lease_expires, version, not_before, created_at, started_at, updated_at
+    state_base, delta_depth, delta_bytes, snapshot_bytes, lease_token, lease_expires, version, not_before,
+    created_at, started_at, updated_at
 )
 SELECT (SELECT step_id FROM next_step), :flow_id, :step_token, :step_depth, :task_name, :task_url, :state,
     '{}', :next_carry, 'running', 0, :time_budget_ms, :priority, :fairness_key, :fairness_weight,
-    finished.step_id, :lineage_id, :fan_out_ordinal, :lease_token,
+    finished.step_id, :lineage_id, :fan_out_ordinal, :state_base, :delta_depth, :delta_bytes,
+    :snapshot_bytes, :lease_token,
     {now} + :lease_seconds, 1, {now}, {now}, {now}, {now}
 FROM finished
 RETURNING *
@@ -97,10 +100,11 @@ WITH new_flow AS (
     INSERT INTO dwarf_steps (
         flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
         time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-        not_before, created_at, updated_at
+        snapshot_bytes, not_before, created_at, updated_at
     )
     SELECT flow.flow_id, :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
-        :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, {now}, {now}, {now}
+        :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, :snapshot_bytes, {now}, {now},
+        {now}
     FROM flow
     RETURNING step_id
 )
@@ -111,7 +115,8 @@ SELECT flow.flow_id, flow.created_at FROM flow, entry
 -- worker still held the step's lease. Answers (finished, stopped).
 WITH finished AS (
     UPDATE dwarf_steps
-    SET status = 'completed', changes = :changes, error = '', interrupt_payload = '{}', successor_id = 0,
+    SET status = 'completed', changes = :changes, appends = :appends, error = '', interrupt_payload = '{}',
+        successor_id = 0,
         carry = '{}', arrived = 0, cohort_size = 0, cohort_arrivals = 0, for_each_as = '', join_target = '',
         parked = 0, lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
     WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
@@ -132,12 +137,12 @@ SELECT (SELECT COUNT(*) FROM finished) AS finished, (SELECT COUNT(*) FROM stoppe
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    not_before, created_at, updated_at
+    snapshot_bytes, not_before, created_at, updated_at
 )
 SELECT :flow_id, b.value ->> 'token', :step_depth, b.value ->> 'task', b.value ->> 'url',
     b.value ->> 'state', '{}', '{}', 'pending', 0, :time_budget_ms, :priority, :fairness_key,
-    :fairness_weight, :predecessor_id, :lineage_id, (b.value ->> 'ordinal')::integer, {now} + :delay,
-    {now}, {now}
+    :fairness_weight, :predecessor_id, :lineage_id, (b.value ->> 'ordinal')::integer,
+    length(b.value ->> 'state'), {now} + :delay, {now}, {now}
 FROM json_array_elements(CAST(:branches AS json)) WITH ORDINALITY AS b(value, position)
 ORDER BY b.position
 RETURNING step_id, fan_out_ordinal

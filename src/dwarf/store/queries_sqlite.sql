@@ -41,17 +41,20 @@ WHERE cursor_id = 1 AND EXISTS (SELECT 1 FROM claim_cursor_move)
 -- to the same worker. Three statements: each later one acts only if the one before changed a row, so a
 -- lost lease inserts nothing and returns no row.
 UPDATE dwarf_steps
-SET status = 'completed', changes = :changes, carry = :carry, error = '', interrupt_payload = '{}',
+SET status = 'completed', changes = :changes, appends = :appends, carry = :carry, error = '',
+    interrupt_payload = '{}',
     parked = 0, lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running';
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    lease_token, lease_expires, version, not_before, created_at, started_at, updated_at
+    state_base, delta_depth, delta_bytes, snapshot_bytes, lease_token, lease_expires, version, not_before,
+    created_at, started_at, updated_at
 )
 SELECT :flow_id, :step_token, :step_depth, :task_name, :task_url, :state, '{}', :next_carry, 'running', 0,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :step_id, :lineage_id, :fan_out_ordinal,
-    :lease_token, {now} + :lease_seconds, 1, {now}, {now}, {now}, {now}
+    :state_base, :delta_depth, :delta_bytes, :snapshot_bytes, :lease_token, {now} + :lease_seconds, 1, {now},
+    {now}, {now}, {now}
 WHERE changes() = 1
 RETURNING *;
 UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_id AND changes() = 1
@@ -78,10 +81,11 @@ WHERE flow_id = last_insert_rowid();
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    not_before, created_at, updated_at
+    snapshot_bytes, not_before, created_at, updated_at
 ) VALUES (
     last_insert_rowid(), :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
-    :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, {now}, {now}, {now}
+    :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, :snapshot_bytes, {now}, {now},
+    {now}
 )
 
 -- name: finish_last_step
@@ -89,7 +93,8 @@ INSERT INTO dwarf_steps (
 -- worker still held the step's lease. Answers (finished, stopped): the second statement's row when the
 -- flow stopped, else the third's, which tells from the step's version whether this worker finished it.
 UPDATE dwarf_steps
-SET status = 'completed', changes = :changes, error = '', interrupt_payload = '{}', successor_id = 0,
+SET status = 'completed', changes = :changes, appends = :appends, error = '', interrupt_payload = '{}',
+    successor_id = 0,
     carry = '{}', arrived = 0, cohort_size = 0, cohort_arrivals = 0, for_each_as = '', join_target = '',
     parked = 0, lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running';
@@ -107,12 +112,13 @@ WHERE step_id = :step_id AND status = 'completed' AND version = :version + 1
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
-    not_before, created_at, updated_at
+    snapshot_bytes, not_before, created_at, updated_at
 )
 SELECT :flow_id, json_extract(b.value, '$.token'), :step_depth, json_extract(b.value, '$.task'),
     json_extract(b.value, '$.url'), json_extract(b.value, '$.state'), '{}', '{}', 'pending', 0,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
-    json_extract(b.value, '$.ordinal'), {now} + :delay, {now}, {now}
+    json_extract(b.value, '$.ordinal'), length(json_extract(b.value, '$.state')), {now} + :delay, {now},
+    {now}
 FROM json_each(:branches) AS b
 ORDER BY b.key
 RETURNING step_id, fan_out_ordinal

@@ -110,8 +110,16 @@ class StepRow:
     step_depth: int
     task_name: str
     task_url: str
-    state: dict[str, Any]
+    state: dict[str, Any] | None
+    """The input state; None when the row stores it as the output of step ``state_base`` (a delta: see
+    ``engine/states.py``), until the engine rebuilds it."""
     changes: dict[str, Any]
+    appends: dict[str, list[Any]]
+    """Items the task appended to array fields (``Flow.append``), applied after ``changes``."""
+    state_base: int
+    delta_depth: int
+    delta_bytes: int
+    snapshot_bytes: int
     interrupt_payload: dict[str, Any]
     status: str
     error: str
@@ -156,8 +164,14 @@ class StepRow:
             step_depth=int(row["step_depth"]),
             task_name=row["task_name"],
             task_url=row["task_url"],
-            state=json.loads(row["state"]),
+            # '' is a delta's state (008_state_deltas.sql): not JSON, and not an empty state either.
+            state=_json(row["state"]),
             changes=_json(row["changes"]) or {},
+            appends=_json(row["appends"]) or {},
+            state_base=int(row["state_base"]),
+            delta_depth=int(row["delta_depth"]),
+            delta_bytes=int(row["delta_bytes"]),
+            snapshot_bytes=int(row["snapshot_bytes"]),
             interrupt_payload=_json(row["interrupt_payload"]) or {},
             status=row["status"],
             error=row["error"],

@@ -102,7 +102,8 @@ class Flow:
                 raise
             flow.set("receipt", receipt)
 
-    The engine constructs it; tasks never do.
+    The engine constructs it; tasks never do. ``share_state=True`` keeps the given state (a shallow
+    copy) instead of a deep copy, for a caller that never mutates a state it handed over.
     """
 
     __slots__ = (
@@ -142,6 +143,7 @@ class Flow:
         subgraph_result: Mapping[str, Any] | None = None,
         subgraph_error: str = "",
         now: Callable[[], datetime] = _utc_now,
+        share_state: bool = False,
     ) -> None:
         self._flow_key = flow_key
         self._step_key = step_key
@@ -150,8 +152,11 @@ class Flow:
         self._updated_at = updated_at
         self._step_created_at = step_created_at
         self._now = now
-        # Copies, so that nothing the engine holds can change under the task or vice versa.
-        self._state: dict[str, Any] = json_copy_object(state)
+        # A copy, so that nothing the caller holds can change under the task or vice versa. The engine
+        # shares its state instead (share_state): it never mutates a state it handed over, nothing here
+        # mutates one either, and every read hands out a copy; a deep copy would cost every step time
+        # in proportion to the whole state, however little the task reads.
+        self._state: dict[str, Any] = dict(state) if share_state else json_copy_object(state)
         # The delta: a value per set field, None per deleted field. It starts with what an earlier run of
         # this step recorded before parking, which the task sees and which stays part of the result.
         self._changes: dict[str, Any] = json_copy_object(changes) if changes else {}

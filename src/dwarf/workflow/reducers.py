@@ -238,8 +238,19 @@ def apply_output(
     an absent field (appending nothing is no change). ``Flow.append`` never records items for a field
     that holds anything but an array, so such a field, or items that are not an array, mean a damaged
     step row: ValueError. Neither input is mutated.
+
+    Unlike ``apply_changes``, the result shares the values of fields the step left alone with ``state``
+    (changed fields and extended arrays are new): this is the engine's merge after every step, and a deep
+    copy of the whole state there would make a step's cost grow with the state, so that a list growing
+    every turn of a loop would make the loop quadratic. The engine never mutates a state in place (nor
+    does ``Flow``, which hands out copies); code holding a result must not either.
     """
-    merged = apply_changes(state, changes)
+    merged = dict(state)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = json_copy(value)
     for field, items in appends.items():
         if not isinstance(items, list | tuple):
             raise ValueError(
@@ -252,8 +263,8 @@ def apply_output(
         if current is None:
             merged[field] = json_copy(list(items))
         elif isinstance(current, list):
-            # ``current`` is already this function's own copy (apply_changes shares nothing).
-            current.extend(json_copy(list(items)))
+            # A new list: ``current`` may be the input state's own (see apply_changes).
+            merged[field] = [*current, *json_copy(list(items))]
         else:
             raise ValueError(
                 f"cannot append to state field {field!r}: it holds {_a_kind(current)}, not an array"
