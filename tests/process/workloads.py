@@ -94,3 +94,45 @@ def stalling_host(markers: Path) -> TestProxy:
         flow.set("afterRuns", flow.get_int("afterRuns") + 1)
 
     return host
+
+
+GROWING_BIG = "x" * 12_000
+"""A state field large enough that the growing flow's steps store their states as deltas."""
+
+
+def growing_graph() -> Graph:
+    graph = Graph("growing")
+    graph.add_task("Turn", "growing/turn")
+    graph.add_transition_goto("Turn", "Turn")
+    graph.add_transition("Turn", END)
+    return graph
+
+
+def growing_host(markers: Path) -> TestProxy:
+    """One node looping on itself: each turn appends its number to ``items`` (flow.append) and counts
+    ``turn`` up to ``target``, so the chain's states are deltas (``big`` makes the state large).
+
+    The turn numbered ``blockAt`` (from the state; -1 for none) writes ``turn-blocked`` and blocks,
+    unless ``growing-fast`` exists; every turn sleeps ``turnSeconds`` (from the state) and logs its
+    execution to ``growing-<pid>.log``, so a test can kill a replica while the chain runs.
+    """
+    host = TestProxy()
+    host.handle_graph("growing", growing_graph())
+
+    @host.task("growing/turn")
+    async def turn(flow: Flow) -> None:
+        done = flow.get_int("turn")
+        with (markers / f"growing-{os.getpid()}.log").open("a") as log:
+            log.write(f"{done}\n")
+        if done == flow.get_int("blockAt") and not (markers / "growing-fast").exists():
+            (markers / "turn-blocked").write_text(flow.step_key)
+            await asyncio.sleep(3600)
+        await asyncio.sleep(flow.get_float("turnSeconds"))
+        if not flow.has("big"):
+            flow.set("big", GROWING_BIG)
+        flow.append("items", done)
+        flow.set("turn", done + 1)
+        if done + 1 < flow.get_int("target"):
+            flow.goto("Turn")
+
+    return host
