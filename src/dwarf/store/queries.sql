@@ -355,13 +355,13 @@ WHERE step_id = :spawn_id
 -- name: arrived_members
 -- The members that reached a cohort's join, in fan-out position order (the order reducers apply in).
 SELECT step_id, carry, step_depth, fan_out_ordinal FROM dwarf_steps
-WHERE lineage_id = :spawn_id AND arrived = 1
+WHERE lineage_id = :spawn_id AND lineage_id > 0 AND arrived = 1
 ORDER BY fan_out_ordinal, step_id
 
 -- name: link_members_to_fan_in
 -- Point the arrived members (and the spawn) at the fan-in step that joined them.
 UPDATE dwarf_steps SET successor_id = :fan_in_id, version = version + 1
-WHERE lineage_id = :spawn_id AND arrived = 1
+WHERE lineage_id = :spawn_id AND lineage_id > 0 AND arrived = 1
 
 -- name: set_fan_in_step
 -- Record on a spawn step which fan-in step joined its cohort.
@@ -572,20 +572,25 @@ WHERE step_id = :spawn_id AND cohort_joined = 0
 -- name: fold_cohort_arrivals
 -- Count the members that arrived on their own rows into the spawn (arrivals, failures, join target);
 -- mark_arrivals_counted then marks them counted. Both run in the join's transaction, after its claim.
+-- "lineage_id > 0" lets the partial members' index serve (see 009_cohort_lookups.sql).
 UPDATE dwarf_steps
 SET cohort_arrivals = cohort_arrivals + (
-        SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = :spawn_id AND m.arrived IN (3, 4)),
+        SELECT COUNT(*) FROM dwarf_steps m
+        WHERE m.lineage_id = :spawn_id AND m.lineage_id > 0 AND m.arrived IN (3, 4)),
     cohort_failures = cohort_failures + (
-        SELECT COUNT(*) FROM dwarf_steps m WHERE m.lineage_id = :spawn_id AND m.arrived = 4),
+        SELECT COUNT(*) FROM dwarf_steps m
+        WHERE m.lineage_id = :spawn_id AND m.lineage_id > 0 AND m.arrived = 4),
     join_target = COALESCE((
         SELECT MAX(m.join_target) FROM dwarf_steps m
-        WHERE m.lineage_id = :spawn_id AND m.arrived IN (3, 4) AND m.join_target NOT IN ('', 'END')
+        WHERE m.lineage_id = :spawn_id AND m.lineage_id > 0 AND m.arrived IN (3, 4)
+          AND m.join_target NOT IN ('', 'END')
     ), join_target)
 WHERE step_id = :spawn_id
 
 -- name: mark_arrivals_counted
 -- The members fold_cohort_arrivals counted become ordinary arrived members (3 -> 1, 4 -> 2).
-UPDATE dwarf_steps SET arrived = arrived - 2 WHERE lineage_id = :spawn_id AND arrived IN (3, 4)
+UPDATE dwarf_steps SET arrived = arrived - 2
+WHERE lineage_id = :spawn_id AND lineage_id > 0 AND arrived IN (3, 4)
 
 -- name: finish_and_arrive
 -- A cohort member completes (only under its lease) and arrives at its cohort's join, touching only its
