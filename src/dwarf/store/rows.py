@@ -20,7 +20,9 @@ __all__ = ["FlowRow", "StepRow"]
 
 
 def _json(text: str | None) -> Any:
-    """A JSON column's value; None for SQL NULL (or an empty text, which no writer stores)."""
+    """A JSON column's value; None for SQL NULL, and for '' (a delta's state: 008_state_deltas.sql)."""
+    if text == "{}":
+        return {}  # most JSON columns of most rows: not worth a parse
     return json.loads(text) if text else None
 
 
