@@ -35,7 +35,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from bench.common import FreshDatabase, fresh_database, throughput_result
-from bench.ours import _host, _settings
+from bench.ours import _host
 from dwarf import END, Engine, Flow, Graph, TestProxy
 
 DEFAULT_BACKLOG = 1000
@@ -69,6 +69,19 @@ def _text(size: int) -> str:
 
 def _elapsed_since(began: float) -> float:
     return time.perf_counter() - began
+
+
+def _settings(engine: Engine) -> dict[str, Any]:
+    """What the run's engine was set to, as far as it says: these workloads also measure engines older
+    than the bench (the "before" figures of docs/benchmarks.md), which may lack some of the attributes
+    ``bench.ours`` reads."""
+    settings = getattr(engine, "settings", None)
+    pool_size = getattr(engine, "pool_size", None)
+    try:
+        workers = settings["workers"] if settings is not None else None
+    except (KeyError, TypeError):
+        workers = getattr(settings, "workers", None)
+    return {"workers": workers, "pool_size": pool_size, "python": sys.version.split()[0]}
 
 
 # --- the bench's own look into a run's database ---
@@ -606,7 +619,124 @@ PLANS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("aged", "aged", ["--history", "10000"]),
         ("statesize", "statesize", []),
     ],
+    # `python -m bench report --quick`: only shows that every workload runs and renders.
+    "smoke": [
+        ("backlog-small", "backlog", ["--flows", "100"]),
+        ("backlog-large", "backlog", ["--flows", "300"]),
+        ("growing", "growing", ["--turns", "30"]),
+        ("aged", "aged", ["--history", "300", "--flows", "100"]),
+        ("statesize", "statesize", ["--state-bytes", "16384", "--flows", "50"]),
+    ],
 }
+
+# The sizes issue 14's targets are stated at.
+TARGET_BACKLOG = 100_000
+TARGET_TURNS = 1000
+TARGET_HISTORY = 100_000
+
+
+def plan_of(
+    name: str, *, large_backlog: int = 0, turns: int = 0, history: int = 0
+) -> list[tuple[str, str, list[str]]]:
+    """A plan of PLANS with some sizes replaced (0 keeps the plan's): e.g. fewer turns for an engine on
+    which 1,000 take too long."""
+    replaced = {"backlog-large": ("--flows", large_backlog), "growing": ("--turns", turns)}
+    replaced["aged"] = ("--history", history)
+    result = []
+    for label, workload, argv in PLANS[name]:
+        argv = list(argv)
+        option, value = replaced.get(label, ("", 0))
+        if value:
+            if option in argv:
+                argv[argv.index(option) + 1] = str(value)
+            else:
+                argv += [option, str(value)]
+        result.append((label, workload, argv))
+    return result
+
+
+def run_plan(
+    plan: list[tuple[str, str, list[str]]], dbs: list[str], dsn: str, rows_file: str
+) -> list[dict[str, Any]]:
+    """Run every (database, workload) of ``plan`` in its own ``python -m bench run`` subprocess, one
+    after the other; each row gets its plan label and is appended to ``rows_file`` as it comes."""
+    from bench.report import Job, run_job
+
+    rows: list[dict[str, Any]] = []
+    with open(rows_file, "w", encoding="utf-8") as saved:
+        for db in dbs:
+            for label, workload, sizes in plan:
+                argv = ["run", "--db", db, "--workload", workload, *sizes]
+                if dsn and db == "postgres":
+                    argv += ["--dsn", dsn]
+                _log(f"{label}: {' '.join(argv)}")
+                began = time.time()
+                row = {"label": label, **run_job(Job("dwarf", db, workload, argv))}
+                row["started_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime(began))
+                row["run_s"] = round(time.time() - began, 1)
+                rows.append(row)
+                saved.write(json.dumps(row) + "\n")
+                saved.flush()
+    return rows
+
+
+# --- saved rows: JSON lines as runs print them, or a document with notes (bench/flatcost_before.json) ---
+
+
+def load_rows(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of a saved file and what it says about them (``engine``, ``measured``, ``notes``).
+
+    Either JSON lines, one row each (what ``flatcost`` and ``report`` save as they run), or one JSON
+    document ``{"engine": ..., "measured": ..., "notes": [...], "rows": [...]}`` (``flatcost --save``).
+    """
+    with open(path, encoding="utf-8") as saved:
+        text = saved.read()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("rows"), list):
+        meta = {name: value for name, value in document.items() if name != "rows"}
+        return [dict(row) for row in document["rows"]], meta
+    if isinstance(document, dict):
+        return [document], {}
+    return [json.loads(line) for line in text.splitlines() if line.strip()], {}
+
+
+def engine_source() -> str:
+    """Which dwarf the runs measure: the commit of the source tree ``import dwarf`` finds (and whether
+    that tree has uncommitted changes under src/), or its installed version."""
+    import subprocess
+
+    import dwarf
+
+    folder = os.path.dirname(os.path.abspath(dwarf.__file__))
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=folder, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        from importlib import metadata
+
+        return f"dwarf {metadata.version('dwarf-workflow')}"
+    dirty = git("status", "--porcelain", "--", folder)
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+
+
+def save_rows(path: str, rows: list[dict[str, Any]], notes: list[str]) -> None:
+    """Write ``rows`` as one JSON document saying which engine ran them, when, and ``notes``."""
+    started = sorted(str(row["started_utc"]) for row in rows if row.get("started_utc"))
+    document = {
+        "engine": engine_source(),
+        "measured": f"{started[0]} to {started[-1]} UTC" if started else "",
+        "notes": notes,
+        "rows": rows,
+    }
+    with open(path, "w", encoding="utf-8") as saved:
+        json.dump(document, saved, indent=1)
+        saved.write("\n")
 
 
 def _log(message: str) -> None:
@@ -694,30 +824,411 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     """``python -m bench flatcost``: run the plan (or read ``--rows``) and print the markdown table."""
     from bench.common import postgres_reachable
-    from bench.report import Job, run_job
 
     if args.rows:
-        with open(args.rows, encoding="utf-8") as saved:
-            print(render_table([json.loads(line) for line in saved if line.strip()]))
+        print(render_table(load_rows(args.rows)[0]))
         return 0
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if "postgres" in dbs and not postgres_reachable(args.dsn):
         _log("PostgreSQL is not reachable: SQLite only")
         dbs = [db for db in dbs if db != "postgres"]
-    plan = PLANS["quick" if args.quick else "target"]
+    plan = plan_of(
+        "quick" if args.quick else "target",
+        large_backlog=args.large_backlog,
+        turns=args.turns,
+        history=args.history,
+    )
+    _log(f"measuring {engine_source()}")
     rows_file = os.path.join(tempfile.gettempdir(), f"dwarf-flatcost-{int(time.time())}.jsonl")
-    rows: list[dict[str, Any]] = []
-    with open(rows_file, "w", encoding="utf-8") as saved:
-        for db in dbs:
-            for label, workload, sizes in plan:
-                argv = ["run", "--db", db, "--workload", workload, *sizes]
-                if args.dsn and db == "postgres":
-                    argv += ["--dsn", args.dsn]
-                _log(f"{label}: {' '.join(argv)}")
-                row = {"label": label, **run_job(Job("dwarf", db, workload, argv))}
-                rows.append(row)
-                saved.write(json.dumps(row) + "\n")
-                saved.flush()
+    rows = run_plan(plan, dbs, args.dsn, rows_file)
     _log(f"rows saved in {rows_file}")
+    if args.save:
+        save_rows(args.save, rows, list(args.note))
+        _log(f"rows saved in {args.save}")
     print(render_table(rows))
     return 1 if any("error" in row for row in rows) else 0
+
+
+# --- issue 14's targets and the report's before/after sections ---
+
+BACKLOG_SHARE = 0.8
+GROWING_LATENCY = 2.0
+GROWING_BYTES = 10.0
+AGED_SHARE = 0.9
+STATESIZE_SHARE = 0.6
+STATESIZE_SIZE = 16384
+
+DBS = ("sqlite", "postgres")
+
+
+def _ok(rows: list[dict[str, Any]], db: str, label: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r.get("db") == db and r.get("label") == label and "error" not in r), None)
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.0f}%"
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f} MB" if value >= 1e6 else f"{value / 1e3:,.0f} kB"
+
+
+def _holds(ok: bool, at_size: bool, size: str) -> str:
+    """A verdict; a pass at a size smaller than the target's is no verdict (a failure still is one)."""
+    if at_size:
+        return "yes" if ok else "**no**"
+    return f"**no** (at {size})" if not ok else f"— (only measured at {size})"
+
+
+def backlog_share(rows: list[dict[str, Any]], db: str) -> tuple[float, dict[str, Any], dict[str, Any]] | None:
+    small, large = _ok(rows, db, "backlog-small"), _ok(rows, db, "backlog-large")
+    if small is None or large is None:
+        return None
+    return large["drain_steps_per_s"] / small["drain_steps_per_s"], small, large
+
+
+def growing_bytes_ratio(row: dict[str, Any]) -> float:
+    """How many times the final state's bytes the database grew by while the measured flow ran."""
+    return float(row["db_bytes_growth"]) / float(row["final_state_bytes"])
+
+
+def statesize_share(row: dict[str, Any], size: int = STATESIZE_SIZE) -> float | None:
+    return next((s["ratio_to_1k"] for s in row["sizes"] if s["state_bytes"] == size), None)
+
+
+def evaluate_targets(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(target, database, measured, holds) for issue 14's flat-cost targets, from one set of rows."""
+    from bench.report import DB_TITLES, TIMES
+
+    verdicts: list[tuple[str, str, str, str]] = []
+    for db in DBS:
+        title = DB_TITLES[db]
+        if not any(row.get("db") == db for row in rows):
+            continue
+
+        def add(target: str, measured: str | None, verdict: str = "", title: str = title) -> None:
+            verdicts.append((target, title, measured or "not measured", verdict if measured else "—"))
+
+        share = backlog_share(rows, db)
+        target = (
+            f"backlog: drain rate at {TARGET_BACKLOG:,} queued flows ≥ {_percent(BACKLOG_SHARE)} of the "
+            "rate at 1,000"
+        )
+        if share is None:
+            add(target, None)
+        else:
+            ratio, small, large = share
+            add(
+                target,
+                f"{_percent(ratio)} ({_count(large['drain_steps_per_s'])} vs "
+                f"{_count(small['drain_steps_per_s'])} steps/s)",
+                _holds(ratio >= BACKLOG_SHARE, large["flows"] >= TARGET_BACKLOG, f"{large['flows']:,} flows"),
+            )
+        growing = _ok(rows, db, "growing")
+        latency = (
+            f"growing: last {EDGE_TURNS} of {TARGET_TURNS:,} turns ≤ {GROWING_LATENCY:g}{TIMES} the first"
+        )
+        size = f"growing: database growth ≤ {GROWING_BYTES:g}{TIMES} the final state's bytes"
+        if growing is None:
+            add(latency, None)
+            add(size, None)
+        else:
+            at_size = growing["turns"] >= TARGET_TURNS
+            turns = f"{growing['turns']:,} turns"
+            ratio = growing["late_over_early"]
+            add(
+                latency,
+                f"{ratio:.2f}{TIMES} ({growing['early_turn_ms']:.2f} → {growing['late_turn_ms']:.2f} ms)",
+                _holds(ratio <= GROWING_LATENCY, at_size, turns),
+            )
+            grown = growing_bytes_ratio(growing)
+            add(
+                size,
+                f"{grown:.1f}{TIMES} ({_mb(growing['db_bytes_growth'])} for "
+                f"{_mb(growing['final_state_bytes'])})",
+                _holds(grown <= GROWING_BYTES, at_size, turns),
+            )
+        aged = _ok(rows, db, "aged")
+        target = f"aged: linear3 beside {TARGET_HISTORY:,} completed flows ≥ {_percent(AGED_SHARE)} of fresh"
+        if aged is None:
+            add(target, None)
+        else:
+            add(
+                target,
+                f"{_percent(aged['aged_over_fresh'])} ({_count(aged['aged_steps_per_s'])} vs "
+                f"{_count(aged['fresh_steps_per_s'])} steps/s)",
+                _holds(
+                    aged["aged_over_fresh"] >= AGED_SHARE,
+                    aged["history"] >= TARGET_HISTORY,
+                    f"{aged['history']:,} flows",
+                ),
+            )
+        sweep = _ok(rows, db, "statesize")
+        target = f"state size: 16 KiB state ≥ {_percent(STATESIZE_SHARE)} of the 1 KiB rate"
+        share_16k = statesize_share(sweep) if sweep else None
+        if sweep is None or share_16k is None:
+            add(target, None)
+        else:
+            rates = {s["state_bytes"]: s["steps_per_s"] for s in sweep["sizes"]}
+            add(
+                target,
+                f"{_percent(share_16k)} ({_count(rates[STATESIZE_SIZE])} vs {_count(rates[1024])} steps/s)",
+                "yes" if share_16k >= STATESIZE_SHARE else "**no**",
+            )
+    return verdicts
+
+
+def _version_cells(before: str, after: str) -> dict[str, str]:
+    return {"before": f"before ({before})", "after": f"after ({after})"}
+
+
+def _short_engine(meta: dict[str, Any], default: str) -> str:
+    engine = str(meta.get("engine") or default)
+    return engine.removeprefix("commit ")
+
+
+def _method_of(rows: list[dict[str, Any]], workload: str) -> str:
+    for row in rows:
+        if row.get("workload") == workload and "method" in row:
+            return str(row["method"]).rstrip(".") + "."
+    return ""
+
+
+def _backlog_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    lines = [
+        "| database | engine | drain at 1,000 flows | drain at the large backlog | large ÷ 1,000 "
+        "| creates/s (large) | first / median flow done (large) | target holds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    from bench.report import DB_TITLES
+
+    for db in DBS:
+        for side, rows in sides:
+            share = backlog_share(rows, db)
+            if share is None:
+                continue
+            ratio, small, large = share
+            verdict = _holds(
+                ratio >= BACKLOG_SHARE, large["flows"] >= TARGET_BACKLOG, f"{large['flows']:,} flows"
+            )
+            done = (
+                f"{large['first_flow_done_s']:,.1f} s / {large['median_flow_done_s']:,.1f} s"
+                if "median_flow_done_s" in large
+                else "—"
+            )
+            lines.append(
+                f"| {DB_TITLES[db]} | {side} | {_count(small['drain_steps_per_s'])} steps/s "
+                f"| {_count(large['drain_steps_per_s'])} steps/s at {large['flows']:,} flows "
+                f"| {_percent(ratio)} | {_count(large['creates_per_s'])} | {done} "
+                f"| {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def _growing_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    from bench.report import DB_TITLES, TIMES
+
+    lines = [
+        f"| database | engine | turns | each turn adds by | first {EDGE_TURNS} turns "
+        f"| last {EDGE_TURNS} turns | last ÷ first | final state | database growth | growth ÷ state | targets hold (latency, bytes) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for db in DBS:
+        for side, rows in sides:
+            row = _ok(rows, db, "growing")
+            if row is None:
+                continue
+            at_size = row["turns"] >= TARGET_TURNS
+            turns = f"{row['turns']:,} turns"
+            grown = growing_bytes_ratio(row)
+            verdicts = (
+                _holds(row["late_over_early"] <= GROWING_LATENCY, at_size, turns),
+                _holds(grown <= GROWING_BYTES, at_size, turns),
+            )
+            lines.append(
+                f"| {DB_TITLES[db]} | {side} | {row['turns']:,} | {row['api']} "
+                f"| {row['early_turn_ms']:.2f} ms "
+                f"| {row['late_turn_ms']:.2f} ms | {row['late_over_early']:.2f}{TIMES} "
+                f"| {_mb(row['final_state_bytes'])} | {_mb(row['db_bytes_growth'])} | {grown:.1f}{TIMES} "
+                f"| {', '.join(verdicts)} |"
+            )
+    return "\n".join(lines)
+
+
+def _aged_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    from bench.report import DB_TITLES
+
+    lines = [
+        "| database | engine | completed flows | linear3, empty database | linear3 beside them | ratio "
+        "| database with them | autovacuum | target holds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for db in DBS:
+        for side, rows in sides:
+            row = _ok(rows, db, "aged")
+            if row is None:
+                continue
+            verdict = _holds(
+                row["aged_over_fresh"] >= AGED_SHARE,
+                row["history"] >= TARGET_HISTORY,
+                f"{row['history']:,} flows",
+            )
+            lines.append(
+                f"| {DB_TITLES[db]} | {side} | {row['history']:,} "
+                f"| {_count(row['fresh_steps_per_s'])} steps/s "
+                f"| {_count(row['aged_steps_per_s'])} steps/s | {_percent(row['aged_over_fresh'])} "
+                f"| {_mb(row['db_bytes_with_history'])} | {row.get('autovacuum') or '—'} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def _kib(size: int) -> str:
+    return f"{size // 1048576} MiB" if size >= 1048576 else f"{size // 1024} KiB"
+
+
+def _statesize_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    from bench.report import DB_TITLES
+
+    sizes = sorted(
+        {
+            s["state_bytes"]
+            for _, rows in sides
+            for row in rows
+            if row.get("label") == "statesize" and "error" not in row
+            for s in row["sizes"]
+        }
+    )
+    header = ["database", "engine", *(f"{_kib(size)} state" for size in sizes)]
+    header += [f"{_kib(STATESIZE_SIZE)} ÷ 1 KiB", "target holds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for db in DBS:
+        for side, rows in sides:
+            row = _ok(rows, db, "statesize")
+            if row is None:
+                continue
+            rates = {s["state_bytes"]: s for s in row["sizes"]}
+            cells = [DB_TITLES[db], side]
+            cells += [
+                f"{_count(rates[size]['steps_per_s'])} ({_percent(rates[size]['ratio_to_1k'])})"
+                if size in rates
+                else "—"
+                for size in sizes
+            ]
+            share = statesize_share(row)
+            cells += [
+                "—" if share is None else _percent(share),
+                "—" if share is None else ("yes" if share >= STATESIZE_SHARE else "**no**"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_sections(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    before_meta: dict[str, Any] | None = None,
+    after_meta: dict[str, Any] | None = None,
+) -> str:
+    """The report's flat-cost part: an introduction, then backlog, growing state, aged database and state
+    size, each with its method, a table of the before and after figures per database, and issue 14's
+    target with whether it holds."""
+    from bench.report import TIMES
+
+    before_meta, after_meta = before_meta or {}, after_meta or {}
+    names = _version_cells(_short_engine(before_meta, "?"), _short_engine(after_meta, "this page's commit"))
+    sides = [(names["before"], before), (names["after"], after)]
+    sides = [(side, rows) for side, rows in sides if rows]
+    failed = [(side, row) for side, rows in sides for row in rows if "error" in row]
+    parts = [
+        "## Flat cost at any size (issue 14)",
+        "",
+        "Does a step cost more when the database already holds more work? Four workloads "
+        "(`bench/flatcost.py`) answer it at the sizes issue 14 sets: a backlog of 100,000 queued flows "
+        "against 1,000, one flow of 1,000 turns whose state grows by 1 KiB a turn, linear3 beside "
+        "100,000 completed flows, and states of 1 KiB to 1 MiB. Each figure is one run (these runs take "
+        "seconds to minutes each), in its own process on a fresh database.",
+        "",
+    ]
+    if before:
+        parts += [
+            f"- **before**: the engine at {before_meta.get('engine', '?')}, the last commit before issue "
+            f"14's changes, measured {before_meta.get('measured') or 'earlier'} with this page's bench "
+            "code (the same workloads; `PYTHONPATH` pointing at that commit's `src`). Its rows are kept "
+            "in `bench/flatcost_before.json`.",
+        ]
+        parts += [f"  {note}" for note in before_meta.get("notes", [])]
+    if after:
+        parts += [
+            f"- **after**: the engine at {after_meta.get('engine', "this page's commit")}, measured "
+            f"{after_meta.get('measured') or 'with this page'}.",
+        ]
+        parts += [f"  {note}" for note in after_meta.get("notes", [])]
+    parts += [
+        "",
+        f"A shared 2-core machine makes single-run differences under about 20% noise; 1.00{TIMES} (or "
+        "100%) is flat.",
+        "",
+    ]
+    everything = before + after
+    parts += [
+        "## backlog: draining flows queued while no worker ran",
+        "",
+        "linear3 flows are created while no engine runs workers, then one engine with workers drains "
+        "them; the drain rate at a large backlog is compared with the rate at 1,000 flows. Method: "
+        + _method_of(everything, "backlog")
+        + " *first / median flow done*: seconds from the drain's start until the first and the median "
+        "flow completed (a drain that takes every flow's first step before any second step finishes "
+        "its first flow late).",
+        "",
+        f"Target: the drain rate with {TARGET_BACKLOG:,} queued flows ≥ {_percent(BACKLOG_SHARE)} of the "
+        "rate with 1,000, on SQLite and on PostgreSQL.",
+        "",
+        _backlog_table(sides),
+        "",
+    ]
+    apis = {side: _ok(rows, db, "growing") for side, rows in sides for db in DBS}
+    used = sorted({row["api"] for row in apis.values() if row})
+    api_note = ""
+    if before and after:
+        api_note = (
+            " *Before* adds each item with get + set of the whole list (that engine has no "
+            "`flow.append`); *after* uses `flow.append`, which records only the new item."
+        )
+    elif used:
+        api_note = f" Items are added by {' and '.join(used)}."
+    parts += [
+        "## growing state: one flow whose state grows every turn",
+        "",
+        "Method: " + _method_of(everything, "growing") + api_note + " *Database growth*: how much the "
+        "database grew while the measured flow ran (SQLite: file and WAL after a checkpoint; "
+        "PostgreSQL: `pg_database_size`), against the bytes of the flow's final state as JSON.",
+        "",
+        f"Targets: the last {EDGE_TURNS} of {TARGET_TURNS:,} turns within {GROWING_LATENCY:g}{TIMES} the "
+        f"latency of the first {EDGE_TURNS}, and the database holding the flow in ≤ {GROWING_BYTES:g}{TIMES} "
+        "the bytes of its final state.",
+        "",
+        _growing_table(sides),
+        "",
+        "## aged database: linear3 beside completed flows",
+        "",
+        "Method: "
+        + _method_of(everything, "aged")
+        + " The shared PostgreSQL server of this machine runs with autovacuum as the table says.",
+        "",
+        f"Target: linear3 beside {TARGET_HISTORY:,} completed flows keeps ≥ {_percent(AGED_SHARE)} of its "
+        "rate on an empty database.",
+        "",
+        _aged_table(sides),
+        "",
+        "## state size: linear3 with a large state",
+        "",
+        "Method: " + _method_of(everything, "statesize") + " Each cell: steps/s (share of the 1 KiB rate).",
+        "",
+        f"Target: a {_kib(STATESIZE_SIZE)} state keeps ≥ {_percent(STATESIZE_SHARE)} of the 1 KiB rate.",
+        "",
+        _statesize_table(sides),
+    ]
+    if failed:
+        parts += ["", "Flat-cost runs that failed:", ""]
+        parts += [f"- {side}: {row.get('label')} on {row.get('db')}: {row['error']}" for side, row in failed]
+    return "\n".join(parts)

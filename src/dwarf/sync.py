@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
+from dwarf.engine import serving
 from dwarf.engine.engine import Engine
 from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
@@ -111,6 +114,40 @@ class SyncEngine:
                 self._phase = _STOPPED
                 self._loop = self._thread = None
             self._stopped.set()
+
+    def serve(self, stop: threading.Event | None = None, **options: Unpack[serving.ServeOptions]) -> None:
+        """Run as a worker, blocking: start (unless started), run until SIGTERM/SIGINT or until ``stop`` is
+        set, then drain and shut down, thread included. The options are ``Engine.serve``'s; signals are
+        handled only when this is the main thread (another thread stops it with ``stop``).
+        """
+        _refuse_inside_event_loop()
+        stop = threading.Event() if stop is None else stop
+        reasons: builtins.list[str] = []
+
+        def on_signal(signum: int) -> None:
+            reasons.append(signal.Signals(signum).name)
+            stop.set()
+
+        handle = options.get("handle_signals", True)
+        options["handle_signals"] = False  # the service runs on the engine's thread: signals are handled here
+        service = serving.Service(self._engine, **options)
+        with serving.stop_on_signals(on_signal) if handle else contextlib.nullcontext(False):
+            try:
+                self.startup()
+                loop = self._loop
+                assert loop is not None
+                served = _submit(service.run(), loop)
+                try:
+                    # Bounded waits: a signal handler runs between them even where a blocked wait would
+                    # not let it.
+                    while not served.done() and not stop.wait(0.1):
+                        pass
+                finally:
+                    reason = reasons[0] if reasons else "stop requested"
+                    loop.call_soon_threadsafe(service.request_stop, reason)
+                    _wait_for(served)
+            finally:
+                self.shutdown()
 
     def __enter__(self) -> SyncEngine:
         self.startup()

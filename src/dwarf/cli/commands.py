@@ -1,7 +1,8 @@
 """The `dwarf` commands: inspect and steer the flows in a dwarf database from a shell.
 
 Every command that touches the database opens an operations-only engine (see ``session``) on ``--dsn``
-(env ``DWARF_DSN``) with ``--shards`` (env ``DWARF_SHARDS``). Exit codes: 0 success; 1 when the engine
+(env ``DWARF_DSN``) with ``--shards`` (env ``DWARF_SHARDS``), except ``worker``, which serves the
+application's host with workers (see ``worker``). Exit codes: 0 success; 1 when the engine
 refuses (not found, conflict, bad request) or the database cannot be opened; 2 for usage errors. Either
 way stderr gets exactly one line and never a traceback (see ``reporting``).
 """
@@ -20,9 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from dwarf.cli import worker
 from dwarf.cli.parsing import (
     check_dsn,
     load_graph_reference,
+    parse_age,
     parse_json_object,
     parse_optional_age,
     parse_overrides,
@@ -103,7 +106,8 @@ def _root(
         typer.Option("--debug", help="Show the traceback of an unexpected error (as DWARF_DEBUG=1 does)."),
     ] = False,
 ) -> None:
-    """Inspect and steer the flows of a dwarf database: list, show, history, resume, cancel, fork, purge.
+    """Inspect and steer the flows of a dwarf database: list, show, history, resume, cancel, fork, purge;
+    run your application's tasks with `dwarf worker`.
 
     Each command takes --dsn (or DWARF_DSN) naming the database; the default is the SQLite file dwarf.db
     in the working directory. Run `dwarf demo` first for some flows to look at.
@@ -604,6 +608,88 @@ def run_demo_command(
         with_engine(target, demo, host=build_demo_host(), workers=4, create_database=True)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
+
+
+@command("worker")
+def run_worker_command(
+    reference: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:HOST",
+            help="The application's host: a Host object (a LocalHost, say), or a zero-argument function or "
+            "class returning one, e.g. myapp.tasks:host.",
+        ),
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", envvar="DWARF_WORKERS", min=1, help="Steps run at once.")
+    ] = worker.DEFAULT_WORKERS,
+    relay: Annotated[
+        worker.Relay,
+        typer.Option(
+            "--relay",
+            envvar="DWARF_RELAY",
+            help="Wake the other workers within milliseconds: pg (LISTEN/NOTIFY on the database) or nats.",
+        ),
+    ] = worker.Relay.NONE,
+    nats_url: Annotated[
+        str,
+        typer.Option(
+            "--nats-url",
+            envvar="DWARF_NATS_URL",
+            show_default=False,
+            help=f"The NATS servers of --relay nats, comma-separated (default {worker.DEFAULT_NATS_URL}).",
+        ),
+    ] = "",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            envvar="DWARF_HEALTH_PORT",
+            min=0,
+            max=65535,
+            show_default=False,
+            help="Answer GET /healthz and /readyz on this port (none by default).",
+        ),
+    ] = None,
+    health_host: Annotated[
+        str,
+        typer.Option("--health-host", envvar="DWARF_HEALTH_HOST", help="The interface of the health port."),
+    ] = "0.0.0.0",
+    drain_timeout: Annotated[
+        str,
+        typer.Option(
+            "--drain-timeout",
+            envvar="DWARF_DRAIN_TIMEOUT",
+            help="How long running steps may finish after SIGTERM or SIGINT: seconds or 30s, 2m.",
+        ),
+    ] = f"{worker.DEFAULT_DRAIN_TIMEOUT:g}",
+    log_level: Annotated[
+        worker.LogLevel,
+        typer.Option("--log-level", envvar="DWARF_LOG_LEVEL", help="The least severe dwarf record logged."),
+    ] = worker.LogLevel.INFO,
+    dsn: DsnOption = DEFAULT_DSN,
+    shards: ShardsOption = 1,
+) -> None:
+    """Run the application's tasks: start an engine with workers on the database and serve until SIGTERM
+    or SIGINT, then let running steps finish (up to --drain-timeout) and exit 0.
+
+    Logs one line per phase (starting, ready, draining, stopped) on stderr. Start as many workers as you
+    like on one database; they share the work.
+    """
+    worker.run_worker(
+        worker.WorkerOptions(
+            reference=reference,
+            dsn=dsn,
+            shards=shards,
+            workers=workers,
+            relay=relay,
+            nats_url=nats_url,
+            health_port=health_port,
+            health_host=health_host,
+            drain_timeout=parse_age(drain_timeout, "--drain-timeout"),
+            log_level=log_level.value,
+        )
+    )
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -10,6 +10,7 @@ hands over to them.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import logging
@@ -17,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Unpack
 
-from dwarf.engine import listing, operations, waiting
+from dwarf.engine import listing, operations, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import parse_key
@@ -272,9 +273,13 @@ class Engine:
                 await stopped(self)
         await self._close()
 
+    async def serve(self, stop: asyncio.Event | None = None, **options: Unpack[serving.ServeOptions]) -> None:
+        """Run as a worker: start (unless started), run until SIGTERM/SIGINT or until ``stop`` is set, then
+        drain and shut down. ``options``: drain_timeout, health_port, ... (``serving.ServeOptions``)."""
+        await serving.serve(self, stop, **options)
+
     async def abandon(self) -> None:
-        """Stop at once as a killed process would: running steps are dropped without releasing their
-        leases (other replicas take them over once the leases expire). For tests of recovery."""
+        """Stop at once as a killed process would, keeping the leases of running steps (recovery tests)."""
         if self._phase != _STARTED:
             return
         self._phase = _STOPPED

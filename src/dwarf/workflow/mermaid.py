@@ -26,6 +26,10 @@ __all__ = ["escape_label", "graph_mermaid", "history_mermaid"]
 _SAFE_ASCII: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:/_-+*=!?@$^~"
 )
+# Mermaid draws a label holding "$$...$$" as a formula with KaTeX, which the dashboard does not ship (it
+# would be a quarter of the vendored Mermaid), and it looks for "$$" after decoding entities, so escaping
+# "$" does not help: an invisible zero-width space goes between two "$" instead.
+_DOLLAR_BREAK: Final = "#8203;"
 _NAMED: Final = {'"': "#quot;", "&": "#amp;", "<": "#lt;", ">": "#gt;"}
 _LINE_BREAK: Final = "<br/>"  # our own line separator between escaped parts; never built from user text
 _INDENT: Final = "    "
@@ -38,12 +42,17 @@ def escape_label(text: str) -> str:
     Letters, digits, space and a few inert punctuation marks pass through; every other ASCII character,
     line break, control or invisible character becomes a Mermaid entity (``#quot;``, ``#lt;``, ``#91;``),
     which Mermaid renders as the original character. The empty string becomes one space, because an
-    empty label renders badly.
+    empty label renders badly. A zero-width space separates two "$" in a row, so that no label reads as a
+    Mermaid formula.
     """
     if not text:
         return " "
     out: list[str] = []
+    previous = ""
     for char in text:
+        if char == "$" and previous == "$":
+            out.append(_DOLLAR_BREAK)
+        previous = char
         if char in _SAFE_ASCII or (char > "\x7f" and char.isprintable()):
             out.append(char)
         else:
