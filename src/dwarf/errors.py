@@ -13,6 +13,7 @@ __all__ = [
     "EngineStateError",
     "InvalidGraphError",
     "NotFoundError",
+    "StateValidationError",
     "StoreError",
     "SubgraphError",
 ]
@@ -32,6 +33,11 @@ class BadRequestError(DwarfError):
 
 class InvalidGraphError(BadRequestError):
     """A graph definition breaks one of the validation rules, or an expression does not parse."""
+
+
+class StateValidationError(BadRequestError):
+    """A flow's state does not fit the model a task asked for with ``Flow.state_as``: a required field is
+    missing or a value has the wrong type. Raised inside the task, it fails the step like any error."""
 
 
 class NotFoundError(DwarfError):

@@ -1,5 +1,6 @@
-"""The optional host methods (``signal_peers``, ``flow_stopped``, ``engine_started``, ``engine_stopped``):
-each is a small runtime-checkable protocol, and ``Engine.set_host`` resolves them once into ``HostHooks``."""
+"""The optional host methods (``signal_peers``, ``flow_stopped``, ``engine_started``, ``engine_stopped``,
+``serves``): each is a small runtime-checkable protocol, and ``Engine.set_host`` resolves them once into
+``HostHooks``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from dwarf.engine.host import (
     FlowStoppedHook,
     Host,
     HostHooks,
+    ServesHook,
     SignalPeersHook,
 )
 from dwarf.hosts.local import LocalHost
 
-HOOKS = ("signal_peers", "flow_stopped", "engine_started", "engine_stopped")
+HOOKS = ("signal_peers", "flow_stopped", "engine_started", "engine_stopped", "serves")
 
 
 class BareHost:
@@ -34,13 +36,13 @@ class BareHost:
 
 def test_a_host_with_only_the_required_methods_has_no_hooks() -> None:
     hooks = HostHooks.of(BareHost())
-    assert [getattr(hooks, name) for name in HOOKS] == [None, None, None, None]
+    assert [getattr(hooks, name) for name in HOOKS] == [None] * len(HOOKS)
 
 
 @pytest.mark.parametrize("host", [LocalHost(), TestProxy()], ids=["LocalHost", "TestProxy"])
-def test_the_in_process_hosts_have_all_four_hooks_bound_to_them(host: Any) -> None:
+def test_the_in_process_hosts_have_all_the_hooks_bound_to_them(host: Any) -> None:
     assert isinstance(host, Host)
-    for protocol in (SignalPeersHook, FlowStoppedHook, EngineStartedHook, EngineStoppedHook):
+    for protocol in (SignalPeersHook, FlowStoppedHook, EngineStartedHook, EngineStoppedHook, ServesHook):
         assert isinstance(host, protocol)
     hooks = HostHooks.of(host)
     assert all(getattr(hooks, name).__self__ is host for name in HOOKS)
@@ -64,3 +66,32 @@ def test_set_host_refuses_a_hook_that_is_not_callable_and_keeps_the_host_it_had(
     with pytest.raises(BadRequestError, match=name):
         engine.set_host(odd)
     assert engine.settings["host"] is first
+
+
+class _NullRelay:
+    async def start(self, deliver: Any) -> None:
+        pass
+
+    async def publish(self, op: str, payload: bytes) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_relay_host_forwards_serves_and_http_host_refuses_other_schemes() -> None:
+    from dwarf.hosts.relay import RelayHost
+
+    local = LocalHost()
+    local.add_task("known", lambda flow: None)
+    wrapped = RelayHost(local, _NullRelay())
+    assert (wrapped.serves("known"), wrapped.serves("unknown")) == (True, False)
+    assert HostHooks.of(wrapped).serves is not None
+    assert RelayHost(BareHost(), _NullRelay()).serves("anything") is None
+
+    pytest.importorskip("httpx")
+    from dwarf.hosts.http import HTTPHost
+
+    http = HTTPHost()
+    assert http.serves("https://tasks.example/charge") is None  # known only when it runs
+    assert http.serves("tasks/charge") is False

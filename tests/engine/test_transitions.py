@@ -300,3 +300,72 @@ def test_route_does_not_modify_the_state() -> None:
     graph.add_transition_when("Split", "Work", "x > 1")
     route_after_success(graph, "Split", state, None)
     assert state == {"items": [1, 2], "x": 3}
+
+
+# --- strict graphs (docs/graphs.md#strict-graphs) ---
+
+
+def _strict(*nodes: str) -> Graph:
+    graph = _graph(*nodes)
+    graph.set_strict()
+    return graph
+
+
+def test_strict_when_reading_a_missing_field_is_a_routing_error() -> None:
+    graph = _strict("A", "B")
+    graph.add_transition_when("A", "B", "aproved")
+    with pytest.raises(RoutingError, match=r"evaluating 'aproved': .*reads field 'aproved'"):
+        route_after_success(graph, "A", {"approved": True}, None)
+    graph.set_strict(False)
+    assert route_after_success(graph, "A", {"approved": True}, None) == Route()
+
+
+def test_strict_when_with_every_field_present_routes_as_before() -> None:
+    graph = _strict("A", "B", "C")
+    graph.add_transition_when("A", "B", "approved")
+    graph.add_transition_when("A", "C", "reviewer == null")
+    assert _nodes(route_after_success(graph, "A", {"approved": False}, None)) == ["C"]
+
+
+def test_strict_switch_reading_a_missing_field_is_a_routing_error() -> None:
+    graph = _strict("A", "B", "C")
+    graph.add_transition_switch("A", "B", "score >= 8")
+    graph.add_transition_switch("A", "C", "true")
+    with pytest.raises(RoutingError, match="reads field 'score'"):
+        route_after_success(graph, "A", {}, None)
+    assert _nodes(route_after_success(graph, "A", {"score": 3}, None)) == ["C"]
+
+
+@pytest.mark.parametrize(
+    ("state", "fragment"),
+    [
+        ({}, "the state has no field 'items'"),
+        ({"items": None}, "the state has no field 'items'"),
+        ({"items": "abc"}, "holds a string, not an array"),
+        ({"items": {"a": 1}}, "holds an object, not an array"),
+    ],
+)
+def test_strict_for_each_over_a_missing_or_non_array_field_is_a_routing_error(
+    state: dict[str, object], fragment: str
+) -> None:
+    graph = _strict("A", "B")
+    graph.add_transition_for_each("A", "B", "items", "item")
+    with pytest.raises(RoutingError, match=fragment):
+        route_after_success(graph, "A", state, None)
+    graph.set_strict(False)
+    assert route_after_success(graph, "A", state, None).branches == ()
+
+
+def test_strict_for_each_over_an_empty_array_starts_no_branch() -> None:
+    graph = _strict("A", "B")
+    graph.add_transition_for_each("A", "B", "items", "item")
+    assert route_after_success(graph, "A", {"items": []}, None).branches == ()
+    assert len(route_after_success(graph, "A", {"items": [1, 2]}, None).branches) == 2
+
+
+def test_strict_goto_and_plain_transitions_read_nothing() -> None:
+    graph = _strict("A", "B")
+    graph.add_transition_goto("A", "B")
+    graph.add_transition("A", END)
+    assert route_after_success(graph, "A", {}, "B") == Route(branches=(Branch("B"),))
+    assert route_after_success(graph, "A", {}, None).ends == 1

@@ -21,14 +21,16 @@ from dwarf import (
     Graph,
     InvalidGraphError,
     NotFoundError,
+    Retry,
     Status,
     current_baggage,
 )
-from dwarf.engine import Engine
+from dwarf.engine import Engine, TestProxy
 from dwarf.hosts.local import LocalHost
 from dwarf.testing import engine_factory
 from dwarf.testing import test_name_for as isolated_name
 from tests.engine.graphs import WAIT, chain, fan_out, record_signals, until
+from tests.workflow.test_flow import make_flow
 
 
 @pytest_asyncio.fixture
@@ -413,3 +415,161 @@ async def test_a_relay_that_cannot_start_aborts_the_engine_startup(sqlite_engine
     with pytest.raises(ConnectionError):
         await engine.startup()
     assert relay.closes == 1
+
+
+# --- task references, derived URLs, serves (docs/hosts.md#localhost) ---
+
+
+def test_the_decorator_without_a_url_registers_the_qualified_name_and_refuses_a_taken_one() -> None:
+    host = LocalHost()
+
+    @host.task
+    def plan(flow: Flow) -> None:
+        pass
+
+    qualified = "test_the_decorator_without_a_url_registers_the_qualified_name_and_refuses_a_taken_one"
+    assert host.serves(f"{qualified}.<locals>.plan") is True
+    with pytest.raises(BadRequestError, match="already registered"):
+        host.task()(plan)
+
+
+def test_a_url_cannot_be_derived_from_a_lambda_or_a_partial() -> None:
+    host = LocalHost()
+    for handler in (lambda flow: None, functools.partial(print)):
+        with pytest.raises(BadRequestError, match="cannot derive a task URL"):
+            host.task()(handler)
+        with pytest.raises(BadRequestError, match="cannot derive a task URL"):
+            host.task(handler)
+
+
+def test_serves_answers_none_until_a_task_is_registered() -> None:
+    host = LocalHost()
+    host.add_workflow("flow", chain("Flow", "A"))
+    assert host.serves("A") is None  # a host that only publishes workflows cannot tell
+    host.add_task("A", lambda flow: None)
+    assert (host.serves("A"), host.serves("B")) == (True, False)
+
+
+def test_a_subclass_that_runs_tasks_its_own_way_cannot_tell() -> None:
+    class Dispatching(LocalHost):
+        async def execute_task(self, task_url: str, flow: Flow) -> None:
+            if not task_url.startswith("remote/"):
+                await super().execute_task(task_url, flow)
+
+    host = Dispatching()
+    host.add_task("local", lambda flow: None)
+    assert (host.serves("remote/x"), host.serves("nowhere")) == (None, None)
+
+
+async def test_create_refuses_a_graph_naming_a_task_the_host_does_not_serve(sqlite_engine: Any) -> None:
+    host = _host_with_chain("Plan", "Act")
+    host.add_task("Plan", lambda flow: None)
+    engine = await sqlite_engine(host)
+    with pytest.raises(InvalidGraphError, match=r"serves no task for node\(s\) 'Act' \('Act'\)"):
+        await engine.create("flow")
+    summaries, _ = await engine.list()
+    assert summaries == []  # nothing written
+    host.add_task("Act", lambda flow: None)
+    _, outcome = await engine.run("flow", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+
+
+# --- retry policies (docs/tasks.md#a-retry-policy-per-task) ---
+
+
+def _carrier(attempt: int = 0) -> Flow:
+    return make_flow({}, attempt=attempt)
+
+
+async def test_execute_task_schedules_the_policys_retry_and_reraises() -> None:
+    host = LocalHost()
+
+    @host.task("flaky", retry=Retry(attempts=3, initial_delay=2, backoff=3))
+    async def flaky(flow: Flow) -> None:
+        raise ConnectionError("down")
+
+    for attempt, delay in ((0, 2.0), (1, 6.0), (2, None)):
+        flow = _carrier(attempt)
+        with pytest.raises(ConnectionError):
+            await host.execute_task("flaky", flow)
+        assert flow.retry_delay == delay
+
+
+async def test_a_sync_handler_is_retried_too_and_success_schedules_nothing() -> None:
+    host = LocalHost()
+    failures = [RuntimeError("once")]
+
+    @host.task("sync", retry=Retry(initial_delay=0.5))
+    def sync(flow: Flow) -> None:
+        if failures:
+            raise failures.pop()
+
+    flow = _carrier()
+    with pytest.raises(RuntimeError):
+        await host.execute_task("sync", flow)
+    assert flow.retry_delay == 0.5
+    flow = _carrier(1)
+    await host.execute_task("sync", flow)
+    assert flow.retry_delay is None
+    host.close()
+
+
+async def test_an_explicit_flow_retry_takes_precedence_over_the_policy() -> None:
+    host = LocalHost()
+
+    @host.task("gives-up", retry=Retry(attempts=5))
+    async def gives_up(flow: Flow) -> None:
+        if not flow.retry(1, 1, 0, 0.001):  # a horizon already passed: False
+            raise RuntimeError("decided to fail")
+
+    @host.task("own-delay", retry=Retry(attempts=5, initial_delay=30))
+    async def own_delay(flow: Flow) -> None:
+        flow.retry(7, 1, 0, 0)
+        raise RuntimeError("retry in 7s")
+
+    flow = _carrier()
+    with pytest.raises(RuntimeError, match="decided to fail"):
+        await host.execute_task("gives-up", flow)
+    assert flow.retry_delay is None and flow.retry_asked
+    flow = _carrier()
+    with pytest.raises(RuntimeError):
+        await host.execute_task("own-delay", flow)
+    assert flow.retry_delay == 7.0
+
+
+async def test_errors_outside_retry_on_or_in_give_up_on_are_not_retried() -> None:
+    host = LocalHost()
+    errors: list[Exception] = []
+
+    async def raise_next(flow: Flow) -> None:
+        raise errors.pop()
+
+    host.add_task("narrow", raise_next, retry=Retry(retry_on=(ConnectionError,)))
+    for error, retried in (
+        (ValueError("bad input"), False),
+        (ConnectionResetError("reset"), True),
+        (BadRequestError("not JSON"), False),
+    ):
+        errors.append(error)
+        flow = _carrier()
+        with pytest.raises(type(error)):
+            await host.execute_task("narrow", flow)
+        assert (flow.retry_delay is not None) is retried, error
+
+
+def test_a_retry_policy_must_be_a_retry() -> None:
+    with pytest.raises(BadRequestError, match="must be a Retry"):
+        LocalHost().add_task("x", lambda flow: None, retry={"attempts": 3})  # type: ignore[arg-type]
+
+
+def test_registering_again_without_a_policy_drops_the_old_one() -> None:
+    proxy = TestProxy()
+    proxy.handle_task("x", lambda flow: None, retry=Retry())
+    proxy.handle_task("x", lambda flow: None)
+    assert "x" not in proxy._retries
+
+    @proxy.task("x", retry=Retry(attempts=2))  # the decorator replaces, as handle_task does
+    def again(flow: Flow) -> None:
+        pass
+
+    assert proxy._retries["x"] == Retry(attempts=2)

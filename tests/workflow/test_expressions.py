@@ -1071,3 +1071,78 @@ def test_literal_patterns_never_escape_as_other_errors(pattern: str) -> None:
     except InvalidGraphError:
         return
     assert isinstance(expression.evaluate({"x": pattern}), bool)
+
+
+# --- strict evaluation (docs/graphs.md#strict-graphs) ---
+
+STRICT_CASES = [
+    # (expression, state, verdict): every field the decision reads is there.
+    ("a > 1", {"a": 2}, True),
+    ("a == null", {}, True),
+    ("null == a", {}, True),
+    ("a != null", {}, False),
+    ("a != null && a > 1", {}, False),  # the guard short-circuits the read
+    ("a == null || a > 1", {}, True),
+    ("a == null", {"a": None}, True),  # present as null: null, not missing
+    ("a", {"a": None}, False),
+    ("roles.admin", {"roles": ["user"]}, False),  # membership: never missing
+    ("roles.admin", {"roles": ["admin"]}, True),
+    ("order.tier == 'gold'", {"order": {"tier": "gold"}}, True),
+    ("order.tier == null", {"order": {}}, True),
+    ("true", {}, True),
+    ("null", {}, False),
+    ("null == 1", {"null": 1}, True),  # a field named null is read like any other
+]
+
+
+@pytest.mark.parametrize(("expression", "state", "verdict"), STRICT_CASES)
+def test_strict_evaluation_agrees_when_every_field_is_there(
+    expression: str, state: dict[str, Any], verdict: bool
+) -> None:
+    parsed = parse_expression(expression)
+    assert parsed.evaluate_strict(state) is verdict
+    assert parsed.evaluate(state) is verdict
+
+
+STRICT_REFUSALS = [
+    ("approved", {}, "approved"),
+    ("!approved", {}, "approved"),
+    ("a > 1", {}, "a"),
+    ("1 < a", {}, "a"),
+    ("a == 1", {}, "a"),
+    ("a != 'x'", {}, "a"),
+    ("a == b", {}, "a"),
+    ("a =~ 'x'", {}, "a"),
+    ("order.tier == 'gold'", {}, "order.tier"),
+    ("order.tier == 'gold'", {"order": {}}, "order.tier"),
+    ("order.tier == 'gold'", {"order": "gold"}, "order.tier"),  # through a string: names nothing
+    ("order.tier == 'gold'", {"order": None}, "order.tier"),
+    ("ok || missing", {"ok": False}, "missing"),
+    ("(a == null) == b", {}, "b"),
+]
+
+
+@pytest.mark.parametrize(("expression", "state", "field"), STRICT_REFUSALS)
+def test_strict_evaluation_refuses_a_decision_on_a_missing_field(
+    expression: str, state: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidGraphError) as caught:
+        parse_expression(expression).evaluate_strict(state)
+    message = str(caught.value)
+    assert f"reads field {field!r}, which the state does not have" in message
+    assert f"'{field} == null'" in message
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rendered_trees(), STATES)
+def test_strict_evaluation_agrees_with_the_lenient_one_or_refuses(
+    tree: tuple[Any, str], state: dict[str, Any]
+) -> None:
+    _, text = tree
+    parsed = parse_expression(text)
+    try:
+        verdict = parsed.evaluate_strict(state)
+    except InvalidGraphError as error:
+        assert "which the state does not have" in str(error) or "regular expression" in str(error)
+        return
+    assert verdict is parsed.evaluate(state)

@@ -168,6 +168,7 @@ def step_view(step: FlowStep) -> RenderableType:
     rows: list[tuple[str, RenderableType | str]] = [
         ("step", step.step_key),
         ("task", step.task_name),
+        ("task url", step.task_url or "-"),
         ("status", status),
         ("attempt", str(step.attempt)),
         ("depth", str(step.step_depth)),

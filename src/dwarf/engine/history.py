@@ -38,6 +38,7 @@ def step_record(
         step_id=row.step_id,
         step_depth=row.step_depth,
         task_name=row.task_name,
+        task_url=row.task_url,
         attempt=row.attempt,
         predecessor_id=predecessor,
         successor_id=successor,

@@ -24,6 +24,7 @@ __all__ = [
     "FlowStoppedHook",
     "Host",
     "HostHooks",
+    "ServesHook",
     "SignalPeersHook",
 ]
 
@@ -33,8 +34,9 @@ class Host(Protocol):
     """What the engine needs from its surroundings.
 
     ``load_graph`` and ``execute_task`` are required. ``flow_stopped`` (called only for flows created with
-    ``notify_on_stop``), ``signal_peers`` (needed only with several replicas) and the lifecycle hooks
-    ``engine_started``/``engine_stopped`` (a signal relay starts and stops listening there) are optional,
+    ``notify_on_stop``), ``signal_peers`` (needed only with several replicas), the lifecycle hooks
+    ``engine_started``/``engine_stopped`` (a signal relay starts and stops listening there) and
+    ``serves`` (whether a task URL has code behind it, checked when a graph is loaded) are optional,
     each described by its own small protocol below: ``set_host`` looks them up once (``HostHooks.of``)
     and the engine treats a missing one as a no-op.
 
@@ -81,6 +83,18 @@ class EngineStoppedHook(Protocol):
     async def engine_stopped(self, engine: Engine) -> None: ...
 
 
+@runtime_checkable
+class ServesHook(Protocol):
+    """A host that can tell whether it runs a task URL: True or False, or None when it cannot tell.
+
+    The engine asks for every node of a graph it loads (create, continue_thread, a subgraph) and refuses
+    the graph with InvalidGraphError, writing nothing, when any answer is False. It is called on the
+    event loop, so it must answer at once (no I/O).
+    """
+
+    def serves(self, task_url: str) -> bool | None: ...
+
+
 @dataclass(frozen=True)
 class HostHooks:
     """The optional methods of a host, looked up once (``Engine.set_host``); None where the host has none."""
@@ -89,12 +103,13 @@ class HostHooks:
     flow_stopped: Callable[[str, FlowOutcome], Awaitable[None]] | None = None
     engine_started: Callable[[Engine], Awaitable[None]] | None = None
     engine_stopped: Callable[[Engine], Awaitable[None]] | None = None
+    serves: Callable[[str], bool | None] | None = None
 
     @classmethod
     def of(cls, host: object) -> HostHooks:
         """The hooks ``host`` has; BadRequestError if one of those names holds something not callable
         (a method set to None counts as absent, the usual way to switch a protocol method off)."""
-        for name in ("signal_peers", "flow_stopped", "engine_started", "engine_stopped"):
+        for name in ("signal_peers", "flow_stopped", "engine_started", "engine_stopped", "serves"):
             member = getattr(host, name, None)
             if member is not None and not callable(member):
                 raise BadRequestError(f"the host's {name} is not callable")
@@ -103,4 +118,5 @@ class HostHooks:
             flow_stopped=host.flow_stopped if isinstance(host, FlowStoppedHook) else None,
             engine_started=host.engine_started if isinstance(host, EngineStartedHook) else None,
             engine_stopped=host.engine_stopped if isinstance(host, EngineStoppedHook) else None,
+            serves=host.serves if isinstance(host, ServesHook) else None,
         )

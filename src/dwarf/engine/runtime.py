@@ -209,7 +209,21 @@ class Runtime:
                 f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph"
             )
         graph.validate()
+        self._check_served(workflow_url, graph)
         return Graph.from_json(graph.to_json())
+
+    def _check_served(self, workflow_url: str, graph: Graph) -> None:
+        """InvalidGraphError naming every node whose task URL the host says it does not serve."""
+        serves = self.hooks.serves
+        if serves is None:
+            return
+        unserved = [node for node in graph.nodes if serves(node.url) is False]
+        if unserved:
+            listed = ", ".join(f"{node.name!r} ({node.url!r})" for node in unserved)
+            raise InvalidGraphError(
+                f"workflow {workflow_url!r}: the host serves no task for node(s) {listed}; register them "
+                "on the host (@host.task / add_task) or fix the URLs"
+            )
 
     async def execute_task(self, task_url: str, flow: Flow, run: TaskRun | None = None) -> None:
         """Have the host run a task on the flow carrier (inside the task's span when tracing)."""

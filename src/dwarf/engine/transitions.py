@@ -13,6 +13,7 @@ from typing import Any
 from dwarf.errors import DwarfError, InvalidGraphError
 from dwarf.workflow.expressions import compile_expression
 from dwarf.workflow.graph import END, Graph
+from dwarf.workflow.jsonvalue import json_kind
 
 __all__ = ["Branch", "Route", "RoutingError", "route_after_success"]
 
@@ -55,16 +56,37 @@ class Route:
         return (self.cohort or len(self.branches) + self.ends > 1) and bool(self.branches or self.ends)
 
 
-def _holds(expression: str, state: Mapping[str, Any]) -> bool:
+def _holds(expression: str, state: Mapping[str, Any], strict: bool) -> bool:
     try:
-        return compile_expression(expression).evaluate(state)
+        compiled = compile_expression(expression)
+        return compiled.evaluate_strict(state) if strict else compiled.evaluate(state)
     except InvalidGraphError as error:
         raise RoutingError(f"evaluating {expression!r}: {error}") from error
 
 
+def _strict_items(node: str, field: str, items: Any) -> None:
+    """A strict graph's forEach needs its array: RoutingError when the field is missing or not one."""
+    if items is None:
+        raise RoutingError(
+            f"forEach of {node!r} over {field!r}: the state has no field {field!r} (a strict graph refuses "
+            "to start no branch for a missing array; set it to [] for none)"
+        )
+    if not isinstance(items, list):
+        kind = json_kind(items)
+        raise RoutingError(
+            f"forEach of {node!r} over {field!r}: the field holds {'an' if kind[0] in 'aeiou' else 'a'} "
+            f"{kind}, not an array"
+        )
+
+
 def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto: str | None) -> Route:
-    """Decide the successors of ``node`` once its task succeeded with ``state`` as the merged state."""
+    """Decide the successors of ``node`` once its task succeeded with ``state`` as the merged state.
+
+    In a strict graph a condition reading a missing field, or a forEach over a missing or non-array
+    field, raises RoutingError instead of not firing (docs/graphs.md#strict-graphs).
+    """
     transitions = graph.outgoing(node)
+    strict = graph.strict
     if goto is not None:
         for transition in transitions:
             if transition.with_goto and transition.to == goto:
@@ -74,7 +96,7 @@ def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto:
     switches = [t for t in transitions if t.switch]
     if switches:
         for transition in switches:
-            if _holds(transition.when, state):
+            if _holds(transition.when, state, strict):
                 return Route(ends=1) if transition.to == END else Route(branches=(Branch(transition.to),))
         return Route()
 
@@ -87,6 +109,8 @@ def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto:
         if transition.for_each:
             for_each = True
             items = state.get(transition.for_each)
+            if strict:
+                _strict_items(node, transition.for_each, items)
             if not isinstance(items, list):
                 continue
             count = len(items)
@@ -98,7 +122,7 @@ def route_after_success(graph: Graph, node: str, state: Mapping[str, Any], goto:
                 }
                 branches.append(Branch(transition.to, extra, transition.for_each))
             continue
-        if transition.when and not _holds(transition.when, state):
+        if transition.when and not _holds(transition.when, state, strict):
             continue
         if transition.to == END:
             ends += 1

@@ -246,6 +246,11 @@ class HTTPHost:
             )
         return Graph.from_json(answer.body)
 
+    def serves(self, task_url: str) -> bool | None:
+        """False for a URL that is not http(s), which ``execute_task`` refuses (so ``create`` refuses the
+        graph); None otherwise: whether the service answers is known only when the task runs."""
+        return None if _is_http_url(task_url) else False
+
     async def execute_task(self, task_url: str, flow: Flow) -> None:
         if not _is_http_url(task_url):
             raise BadRequestError(f"HTTPHost runs tasks at http(s) URLs, not at {task_url!r}")

@@ -15,9 +15,22 @@ the engines of several processes sharing one database wake each other up::
         graph.add_transition("Charge", END)
         return graph
 
-    @host.task("charge")
+    @host.task("charge", retry=Retry(attempts=5, backoff=2.0, max_delay=60))
     async def charge(flow: Flow) -> None:
         flow.set("charged", True)
+
+A registered handler can stand for its URL in a graph (``graph.add_task("Charge", charge)``): the host
+records the URL on the function (``dwarf.workflow.taskref``). ``@host.task()`` without a URL registers
+the function under its ``__qualname__`` (``charge``, ``Billing.charge``).
+
+A ``retry`` policy (``dwarf.workflow.retry.Retry``) makes ``execute_task`` schedule the next attempt when
+the handler raises and attempts remain, as ``flow.retry`` would with the policy's delay, and then let the
+error propagate; a handler that calls ``flow.retry`` itself decides alone.
+
+``serves(url)`` tells the engine whether a task URL has a handler here, so that ``Engine.create`` refuses
+a graph naming a task this host cannot run. A host with no task registered at all answers None (cannot
+tell): it may be a process that only starts flows, whose tasks another process runs; so does a subclass
+that overrides ``execute_task`` (and not ``serves``), which may run URLs it never registered.
 
 Several engines may share one host (replicas of one process, or engines on different event loops): the
 host keeps track of them, hands each peer signal to the others and to the relay, and starts the relay
@@ -35,18 +48,20 @@ import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from dwarf.errors import BadRequestError, InvalidGraphError, NotFoundError
 from dwarf.hosts.relay import SignalRelay
 from dwarf.workflow.flow import Flow
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.records import FlowOutcome
+from dwarf.workflow.retry import Retry
+from dwarf.workflow.taskref import remember_task_url
 
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["GraphFactory", "LocalHost", "StoppedCallback", "TaskHandler"]
+__all__ = ["GraphFactory", "LocalHost", "StoppedCallback", "TaskHandler", "derived_task_url"]
 
 TaskHandler = Callable[[Flow], Awaitable[None] | None]
 GraphFactory = Callable[[], Graph]
@@ -221,33 +236,47 @@ class LocalHost:
     the host only links the engines of this process.
     """
 
+    # Whether ``@task`` replaces an earlier handler of its URL (TestProxy) instead of refusing it.
+    _decorator_replaces: ClassVar[bool] = False
+
     def __init__(self, *, max_threads: int = 16, relay: SignalRelay | None = None) -> None:
         self._threads = SyncRunner(max_threads, "dwarf-task")
         self._links = EngineLinks(relay)
         self._tasks: dict[str, TaskHandler] = {}
+        self._retries: dict[str, Retry] = {}
         self._workflows: dict[str, Graph | GraphFactory] = {}
         self._graphs: dict[str, Graph] = {}
         self._stopped_callbacks: list[StoppedCallback] = []
 
     # --- registration ---
 
-    def add_task(self, url: str, handler: TaskHandler) -> None:
+    def add_task(self, url: str, handler: TaskHandler, *, retry: Retry | None = None) -> None:
         """Serve the task URL ``url`` (the one given in ``Graph.add_task``) with ``handler``, a sync or
-        async function of the ``Flow``. BadRequestError if the URL is taken."""
-        self._register_task(url, handler, replace=False)
+        async function of the ``Flow``, retried by the policy ``retry`` if given. The handler can then
+        stand for ``url`` in ``Graph.add_task``. BadRequestError if the URL is taken."""
+        self._register_task(url, handler, replace=False, retry=retry)
 
     def add_workflow(self, url: str, graph: Graph | GraphFactory) -> None:
         """Publish a workflow under ``url``: a Graph, or a zero-argument function returning one, called
         on the first load (then validated and cached). BadRequestError if the URL is taken."""
         self._register_workflow(url, graph, replace=False)
 
-    def _register_task(self, url: str, handler: TaskHandler, *, replace: bool) -> None:
+    def _register_task(
+        self, url: str, handler: TaskHandler, *, replace: bool, retry: Retry | None = None
+    ) -> None:
         _check_url(url, "task")
         if not callable(handler):
             raise BadRequestError(f"the handler of task {url!r} is not callable")
+        if retry is not None and not isinstance(retry, Retry):
+            raise BadRequestError(f"the retry policy of task {url!r} must be a Retry, not {retry!r}")
         if url in self._tasks and not replace:
             raise BadRequestError(f"task {url!r} is already registered")
         self._tasks[url] = handler
+        if retry is None:
+            self._retries.pop(url, None)
+        else:
+            self._retries[url] = retry
+        remember_task_url(handler, url)
 
     def _register_workflow(self, url: str, graph: Graph | GraphFactory, *, replace: bool) -> None:
         _check_url(url, "workflow")
@@ -258,11 +287,27 @@ class LocalHost:
         self._workflows[url] = graph
         self._graphs.pop(url, None)  # a replaced workflow's cached graph must not outlive it
 
-    def task(self, url: str) -> Callable[[_Handler], _Handler]:
-        """Decorator form of ``add_task``; the function stays usable as it was."""
+    @overload
+    def task(self, url: _Handler, /) -> _Handler: ...
+
+    @overload
+    def task(
+        self, url: str | None = None, *, retry: Retry | None = None
+    ) -> Callable[[_Handler], _Handler]: ...
+
+    def task(
+        self, url: str | _Handler | None = None, *, retry: Retry | None = None
+    ) -> Callable[[_Handler], _Handler] | _Handler:
+        """Decorator form of ``add_task``; the function stays usable as it was, and stands for its URL in
+        ``Graph.add_task``. Without a URL (``@host.task``, ``@host.task()``, ``@host.task(retry=...)``)
+        the function's ``__qualname__`` is its URL."""
+        if callable(url):
+            self._register_task(derived_task_url(url), url, replace=self._decorator_replaces)
+            return url
 
         def register(handler: _Handler) -> _Handler:
-            self.add_task(url, handler)
+            task_url = url if url is not None else derived_task_url(handler)
+            self._register_task(task_url, handler, replace=self._decorator_replaces, retry=retry)
             return handler
 
         return register
@@ -306,16 +351,34 @@ class LocalHost:
         self._graphs[workflow_url] = graph
         return graph
 
+    def serves(self, task_url: str) -> bool | None:
+        """Whether a handler is registered for ``task_url``; None while no task is registered at all (a
+        host that only publishes workflows cannot tell which tasks other processes serve), and None in a
+        subclass that overrides ``execute_task`` without overriding ``serves`` (it may run more URLs than
+        it registered)."""
+        if not self._tasks or type(self).execute_task is not LocalHost.execute_task:
+            return None
+        return task_url in self._tasks
+
     async def execute_task(self, task_url: str, flow: Flow) -> None:
         handler = self._tasks.get(task_url)
         if handler is None:
             raise NotFoundError(f"no task is registered for {task_url!r} on this host")
-        if not _is_async_callable(handler):
-            await self._threads.call(handler, flow)
-            return
-        result = handler(flow)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            if not _is_async_callable(handler):
+                await self._threads.call(handler, flow)
+                return
+            result = handler(flow)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as error:
+            # Looked up only on failure: the policy costs a successful run nothing.
+            policy = self._retries.get(task_url)
+            if policy is not None and not flow.retry_asked and policy.retries(error, flow.attempt):
+                # What flow.retry would request with the policy's delay and no horizon; the engine then
+                # records this run as retried, with the error's text.
+                flow.retry(policy.delay_for(flow.attempt), 1.0, 0, 0)
+            raise
 
     async def flow_stopped(self, flow_key: str, outcome: FlowOutcome) -> None:
         first_error: Exception | None = None
@@ -345,6 +408,17 @@ class LocalHost:
         finally:
             if not self._links.engines:
                 self._threads.close()
+
+
+def derived_task_url(handler: Any) -> str:
+    """The URL of a task registered without one: its function's ``__qualname__``."""
+    name = getattr(handler, "__qualname__", None)
+    if not isinstance(name, str) or not name or "<lambda>" in name:
+        raise BadRequestError(
+            f"cannot derive a task URL from {handler!r}: give it one (@host.task('url') or "
+            "host.add_task('url', handler))"
+        )
+    return name
 
 
 def _check_url(url: str, what: str) -> None:

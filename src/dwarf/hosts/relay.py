@@ -104,7 +104,7 @@ class Backoff:
 class RelayHost:
     """Wrap any host so that the engine's signals travel through ``relay`` to the other replicas.
 
-    Graph loading, task execution and ``flow_stopped`` are forwarded to ``host``; ``signal_peers``
+    Graph loading, task execution, ``serves`` and ``flow_stopped`` are forwarded to ``host``; ``signal_peers``
     publishes on the relay (the wrapped host's own ``signal_peers``, if any, is not called); the relay
     starts listening when the engine has started (a relay that cannot connect makes ``startup`` raise
     ``RelayError``) and closes when the engine stops. The wrapped host's own ``engine_started`` and
@@ -141,6 +141,13 @@ class RelayHost:
 
     async def execute_task(self, task_url: str, flow: Flow) -> None:
         await self._host.execute_task(task_url, flow)
+
+    def serves(self, task_url: str) -> bool | None:
+        serves = getattr(self._host, "serves", None)
+        if serves is None:
+            return None
+        answer: bool | None = serves(task_url)
+        return answer
 
     async def flow_stopped(self, flow_key: str, outcome: FlowOutcome) -> None:
         notify = getattr(self._host, "flow_stopped", None)

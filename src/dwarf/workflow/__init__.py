@@ -10,6 +10,7 @@ from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import END, Graph, Node, Transition
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
 from dwarf.workflow.reducers import Reducer
+from dwarf.workflow.retry import Retry
 from dwarf.workflow.status import Status
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Park",
     "Query",
     "Reducer",
+    "Retry",
     "ShardSummary",
     "Status",
     "SubgraphError",

@@ -53,6 +53,12 @@ text splitting. The choices below are either the reference's behaviour or, where
   as is before anything else, so regexps such as ``'^\\d+$'`` read naturally; backtick strings are raw.
 - Bare operands are truthiness tests: null, false, ``""`` and zero are false; everything else, empty
   arrays and objects included, is true.
+- ``evaluate_strict`` (the evaluation of a strict graph's conditions) refuses to read a field the state
+  does not have: a path whose segment is absent from its object, or that continues through a string,
+  number, bool or null, raises InvalidGraphError when its value is used, except as an operand of ``==``
+  or ``!=`` whose other side is null (so ``x == null`` still tests for absence). A path that meets an
+  array is a membership test and always has a value; a field present with the value null is null; the
+  path ``null`` is null unless the state has a field of that name.
 
 Nothing here recurses on the Python stack: the parser is an operator-precedence (shunting-yard) loop and
 an expression compiles to a flat instruction list run by a small stack machine, with jumps giving
@@ -409,6 +415,40 @@ def _resolve(state: Any, path: tuple[str, ...]) -> Any:
     return current
 
 
+class _Missing:
+    """What ``evaluate_strict`` pushes for a path that names nothing in the state."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self.path = path
+
+
+_NULL_PATH: Final = ("null",)
+
+
+def _resolve_strict(state: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    current: Any = state
+    for index, segment in enumerate(path):
+        if isinstance(current, Mapping):
+            if segment not in current:
+                return None if path == _NULL_PATH else _Missing(path)
+            current = current[segment]
+        elif isinstance(current, list | tuple):
+            return True if _has_element(current, ".".join(path[index:])) else None
+        else:
+            return _Missing(path)
+    return current
+
+
+def _missing_field(source: str, missing: _Missing) -> InvalidGraphError:
+    field = ".".join(missing.path)
+    return InvalidGraphError(
+        f"expression {source!r} reads field {field!r}, which the state does not have (a strict graph "
+        f"refuses to guess; test for absence with '{field} == null')"
+    )
+
+
 def _has_element(array: list[Any] | tuple[Any, ...], text: str) -> bool:
     return any(_element_text(element) == text for element in array)
 
@@ -549,6 +589,45 @@ class Expression:
                 decided = stack[-1] if op is _Op.JUMP_IF_TRUE else not stack[-1]
                 if decided:
                     # The left side settles the junction: it stays on the stack as the junction's value.
+                    pc = instr.target
+                    continue
+                stack.pop()
+            pc += 1
+        return bool(stack[-1])
+
+    def evaluate_strict(self, state: Mapping[str, Any]) -> bool:
+        """``evaluate`` for a strict graph: InvalidGraphError when the decision depends on a field the
+        state does not have (see the module docstring), besides the regexp errors ``evaluate`` raises."""
+        code = self._code
+        stack: list[Any] = []
+        pc = 0
+        while pc < len(code):
+            instr = code[pc]
+            op = instr.op
+            if op is _Op.PUSH_LITERAL:
+                stack.append(instr.value)
+            elif op is _Op.PUSH_PATH:
+                stack.append(_resolve_strict(state, instr.path))
+            elif op is _Op.TRUTH:
+                if isinstance(stack[-1], _Missing):
+                    raise _missing_field(self.source, stack[-1])
+                stack[-1] = _truthy(stack[-1])
+            elif op is _Op.NOT:
+                stack[-1] = not stack[-1]
+            elif op is _Op.COMPARE:
+                right = stack.pop()
+                left = stack[-1]
+                if isinstance(left, _Missing) or isinstance(right, _Missing):
+                    missing = left if isinstance(left, _Missing) else right
+                    other = right if missing is left else left
+                    if instr.operator not in ("==", "!=") or other is not None:
+                        raise _missing_field(self.source, missing)
+                    left = None if left is missing else left
+                    right = None if right is missing else right
+                stack[-1] = _compare(instr, left, right, self.source)
+            else:
+                decided = stack[-1] if op is _Op.JUMP_IF_TRUE else not stack[-1]
+                if decided:
                     pc = instr.target
                     continue
                 stack.pop()

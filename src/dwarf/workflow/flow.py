@@ -1,10 +1,11 @@
 """The ``Flow`` carrier a task receives: its view of the state, its changes and its control signals.
 
-A task reads the step's input state merged with its own changes so far, writes changes (``set``,
-``delete``, ``clear``), appends to array fields (``append``) and may signal the engine (``goto``,
-``sleep``, ``retry``, ``interrupt``, ``subgraph``). After the task returns (or raises ``Park``) the
-engine reads the outcome through the engine-facing properties (``changes``, ``appends``,
-``goto_target``, ``sleep_seconds``, ``retry_delay``, ``interrupt_payload``, ``subgraph_request``).
+A task reads the step's input state merged with its own changes so far (field by field, or as a typed
+model with ``state_as``), writes changes (``set``, ``delete``, ``clear``, ``set_from``), appends to array
+fields (``append``) and may signal the engine (``goto``, ``sleep``, ``retry``, ``interrupt``,
+``subgraph``). After the task returns (or raises ``Park``) the engine reads the outcome through the
+engine-facing properties (``changes``, ``appends``, ``goto_target``, ``sleep_seconds``, ``retry_delay``,
+``interrupt_payload``, ``subgraph_request``); a host's retry policy also reads ``retry_asked``.
 docs/tasks.md is the contract.
 
 Decisions where the spec is silent (following the reference unless marked):
@@ -41,15 +42,25 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from dwarf.errors import BadRequestError, SubgraphError
 from dwarf.workflow.durations import Duration, to_seconds
-from dwarf.workflow.jsonvalue import check_json, checked_json_object, json_copy, json_copy_object, json_kind
+from dwarf.workflow.jsonvalue import (
+    canonical_json,
+    check_json,
+    checked_json_object,
+    json_copy,
+    json_copy_object,
+    json_kind,
+)
+from dwarf.workflow.typed import model_values, state_view
 
 __all__ = ["Flow", "Park", "ParkKind"]
 
 ParkKind = Literal["interrupt", "subgraph"]
+
+_Model = TypeVar("_Model")
 
 # Longer delays mean "never" in practice; the clamp keeps the engine's now + delay inside datetime's range.
 _LONGEST_DELAY_SECONDS = 100 * 365.25 * 86400.0
@@ -116,6 +127,7 @@ class Flow:
         "_interrupt_payload",
         "_now",
         "_resume_data",
+        "_retry_asked",
         "_retry_delay",
         "_sleep_seconds",
         "_state",
@@ -173,6 +185,7 @@ class Flow:
         self._goto_target: str | None = None
         self._sleep_seconds = 0.0
         self._retry_delay: float | None = None
+        self._retry_asked = False
         self._interrupt_payload: dict[str, Any] | None = None
         self._subgraph_request: tuple[str, dict[str, Any]] | None = None
 
@@ -302,6 +315,37 @@ class Flow:
         merged = {key: self._lookup(key) for key in _unique(self._state, self._changes, self._appends)}
         return json_copy_object({key: value for key, value in merged.items() if value is not None})
 
+    def state_as(self, model: type[_Model]) -> _Model:
+        """The merged state (``snapshot``) as an instance of ``model``: a TypedDict (a dict of the keys it
+        declares), a dataclass (built from its fields) or a pydantic model (``model_validate``).
+
+        Fields the model does not declare are left out; values are copies, so changing the view changes
+        nothing until ``set_from`` writes it back. Raises StateValidationError, naming every field that
+        does not fit (missing and required, or of another type), and BadRequestError for a model whose
+        annotations cannot be checked; docs/tasks.md#typed-state lists the types and the limits.
+        """
+        view: _Model = state_view(model, self.snapshot())
+        return view
+
+    def set_from(self, model: Any) -> None:
+        """Write a model's fields back as changes: a dataclass or pydantic instance, or a mapping (a
+        TypedDict). Only fields whose value differs from the merged state are recorded, so writing back
+        a view with one field changed records one change; a field whose value is None is deleted.
+
+        Raises BadRequestError, recording nothing, when a value is not JSON (as ``set`` does).
+        """
+        values = model_values(model)
+        for key, value in values.items():
+            _check_key(key)
+            check_json(value, f"the value of state field {key!r}")
+        for key, value in values.items():
+            current = self._lookup(key)
+            if value is None:
+                if current is not None:
+                    self.delete(key)
+            elif current is None or canonical_json(current) != canonical_json(value):
+                self.set(key, value)
+
     # --- writing state ---
 
     def set(self, key: str, value: Any) -> None:
@@ -395,6 +439,7 @@ class Flow:
             raise BadRequestError(f"retry multiplier must be finite, not {multiplier!r}")
         cap = to_seconds(max_delay, what="max_delay")
         horizon = to_seconds(give_up_after, what="give_up_after")
+        self._retry_asked = True
 
         delay = 0.0
         if initial > 0:
@@ -484,6 +529,12 @@ class Flow:
     def retry_delay(self) -> float | None:
         """Seconds until the next attempt when ``retry`` returned True; None when no retry is requested."""
         return self._retry_delay
+
+    @property
+    def retry_asked(self) -> bool:
+        """True when the task called ``retry`` in this run, whatever it answered: a host's retry policy
+        (``dwarf.workflow.retry.Retry``) then leaves the decision to the task."""
+        return self._retry_asked
 
     @property
     def interrupt_payload(self) -> dict[str, Any] | None:

@@ -33,6 +33,12 @@ A *fan-out source* is a node with two or more plain/when transitions (duplicates
 forEach transition; switch, goto and onError transitions never fan out. Its *siblings* are the branches
 those transitions start. Every sibling path must pop the fan-out's frame at one and the same fan-in node
 before anything reaches END, so the fan-in outcome cannot depend on which sibling finishes last.
+
+``add_task`` takes a task URL or a handler a host registered, which stands for its URL
+(``dwarf.workflow.taskref``); the graph holds URLs only. The ``strict`` option is no validation rule:
+what it refuses (a condition on a missing field, a forEach over a missing array) depends on the state,
+so the engine checks it when it routes (``dwarf.engine.transitions``). It is written to the JSON only
+when set, so the frozen text of every other graph is what it was before the option existed.
 """
 
 from __future__ import annotations
@@ -40,22 +46,27 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from dwarf.errors import InvalidGraphError
 from dwarf.workflow.expressions import parse_expression
 from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.reducers import Reducer, parse_reducer
+from dwarf.workflow.taskref import task_url_of
 
-__all__ = ["END", "GRAPH_FORMAT_VERSION", "Graph", "Node", "Transition"]
+__all__ = ["END", "GRAPH_FORMAT_VERSION", "Graph", "Node", "TaskRef", "Transition"]
 
 END: Final = "END"
 """The terminal pseudo-node: a transition to it ends the flow. It is never a task."""
 
 GRAPH_FORMAT_VERSION: Final = 1
 """The ``formatVersion`` written by ``Graph.to_json``; ``from_json`` refuses any other."""
+
+TaskRef: TypeAlias = str | Callable[..., Any]
+"""What ``Graph.add_task`` takes for a node's task: its URL, or a handler a host registered (whose URL
+the registration recorded, see ``dwarf.workflow.taskref``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +124,7 @@ _TRANSITION_FIELDS: Final[tuple[tuple[str, str, type], ...]] = (
     ("switch", "switch", bool),
 )
 _GRAPH_REQUIRED_KEYS: Final = frozenset({"formatVersion", "name", "entryPoint", "nodes", "transitions"})
-_GRAPH_OPTIONAL_KEYS: Final = frozenset({"fanIn", "reducers"})
+_GRAPH_OPTIONAL_KEYS: Final = frozenset({"fanIn", "reducers", "strict"})
 
 
 def _require_name(value: object, what: str) -> str:
@@ -124,6 +135,12 @@ def _require_name(value: object, what: str) -> str:
     # Names and URLs land in plain text columns of every step: refuse what a store cannot hold here,
     # or a flow of this graph would fail at its first commit instead of at validation.
     return check_text(value, what, InvalidGraphError)
+
+
+def _require_bool(value: object, what: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidGraphError(f"{what} must be a boolean, not {type(value).__name__}")
+    return value
 
 
 def _require_str(value: object, what: str) -> str:
@@ -142,13 +159,18 @@ class Graph:
         g.add_task("Charge", "billing.charge")
         g.add_transition_chain("Reserve", "Charge", END)
         g.validate()
+
+    With ``strict=True`` (or ``set_strict()``) routing refuses to guess: a ``when``/``switch`` expression
+    that reads a field the state does not have, or a forEach whose array field is missing or not an
+    array, fails the step instead of evaluating to false or starting no branch (docs/graphs.md#strict-graphs).
     """
 
     # A mutable object whose equality follows its content must not be hashable.
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, strict: bool = False) -> None:
         self._name = _require_str(name, "graph name")
+        self._strict = _require_bool(strict, "strict")
         self._entry_point = ""
         self._nodes: dict[str, str] = {}
         self._transitions: list[Transition] = []
@@ -163,6 +185,11 @@ class Graph:
     def name(self) -> str:
         """The graph's display name (not the workflow URL the host resolves it by)."""
         return self._name
+
+    @property
+    def strict(self) -> bool:
+        """Whether routing treats a missing ``when`` field or forEach array as an error (``set_strict``)."""
+        return self._strict
 
     @property
     def entry_point(self) -> str:
@@ -186,23 +213,28 @@ class Graph:
 
     # ----------------------------------------------------------------- builders
 
-    def set_endpoint(self, name: str, url: str) -> None:
+    def set_endpoint(self, name: str, url: TaskRef) -> None:
         """Declare the task node ``name`` dispatched to ``url``, or change the URL of an existing one.
+
+        ``url`` is the task's URL, or a handler function registered on a host (``@host.task``), which
+        stands for the URL it was registered under; InvalidGraphError for a function no host registered
+        or one registered under several URLs. The graph keeps only the URL.
 
         The first node declared becomes the entry point unless ``set_entry_point`` is called. The same URL
         may serve several node names (one task at several positions of the graph).
         """
         _require_name(name, "node name")
-        _require_name(url, f"url of node {name!r}")
+        resolved = url if isinstance(url, str) or not callable(url) else task_url_of(url, name)
+        checked = _require_name(resolved, f"url of node {name!r}")
         if name == END:
             raise InvalidGraphError(f"{END!r} is the terminal pseudo-node and cannot be declared as a task")
         self._touch()
-        self._nodes[name] = url
+        self._nodes[name] = checked
         if not self._entry_point:
             self._entry_point = name
 
-    def add_task(self, name: str, url: str) -> None:
-        """Same as ``set_endpoint``."""
+    def add_task(self, name: str, url: TaskRef) -> None:
+        """Same as ``set_endpoint``: ``url`` is a task URL or a registered handler standing for its URL."""
         self.set_endpoint(name, url)
 
     def url_of(self, name: str) -> str:
@@ -210,6 +242,10 @@ class Graph:
         if name == END:
             return END
         return self._nodes.get(name, "")
+
+    def set_strict(self, strict: bool = True) -> None:
+        """Make routing strict (or not again): see the class docstring and docs/graphs.md#strict-graphs."""
+        self._strict = _require_bool(strict, "strict")
 
     def set_entry_point(self, name: str) -> None:
         """Start flows at ``name`` instead of the first task added (checked by ``validate``)."""
@@ -561,6 +597,9 @@ class Graph:
             "fanIn": sorted(self._fan_in),
             "reducers": {field: str(reducer) for field, reducer in self._reducers.items()},
         }
+        if self._strict:
+            # Written only when set, so that the frozen text of every graph without it stays as it was.
+            document["strict"] = True
         # ASCII output: a lone surrogate in a name must not make the frozen text unencodable.
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -590,7 +629,10 @@ class Graph:
             raise InvalidGraphError(
                 f"graph JSON formatVersion {version!r} is not supported (expected {GRAPH_FORMAT_VERSION})"
             )
-        graph = cls(_require_str(document["name"], "graph JSON name"))
+        strict = document.get("strict", False)
+        if type(strict) is not bool:
+            raise InvalidGraphError("graph JSON strict must be a boolean")
+        graph = cls(_require_str(document["name"], "graph JSON name"), strict=strict)
         graph._entry_point = _require_str(document["entryPoint"], "graph JSON entryPoint")
         for index, item in enumerate(_require_list(document["nodes"], "graph JSON nodes")):
             where = f"graph JSON nodes[{index}]"
@@ -634,9 +676,10 @@ class Graph:
         return self.to_json() == other.to_json()
 
     def __repr__(self) -> str:
+        strict = ", strict=True" if self._strict else ""
         return (
             f"Graph(name={self._name!r}, nodes={len(self._nodes)}, transitions={len(self._transitions)}, "
-            f"entry_point={self._entry_point!r})"
+            f"entry_point={self._entry_point!r}{strict})"
         )
 
     # ----------------------------------------------------------------- internals

@@ -88,6 +88,8 @@ class FlowStep:
     step_id: int = 0
     step_depth: int = 0
     task_name: str = ""
+    # The URL the task ran at (a task given by reference gets one derived at registration).
+    task_url: str = ""
     attempt: int = 0
     predecessor_id: int = 0
     successor_id: int = 0
