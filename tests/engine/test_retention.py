@@ -243,6 +243,17 @@ async def test_delete_on_completion_deletes_a_completed_flow(make_engine: Any) -
     assert await summaries(engine, Query(include_subgraphs=True)) == []
 
 
+async def test_run_with_delete_on_completion_returns_the_outcome_of_the_deleted_flow(
+    make_engine: Any,
+) -> None:
+    # The waiter of a flow that completed on this engine gets the committed final state handed over, so
+    # the deletion that follows the completion does not take the outcome from it.
+    engine = await make_engine(proxy_with("short", chain("Short", "A", "B"), A=noop, B=noop))
+    key, outcome = await engine.run("short", {"x": 1}, FlowOptions(delete_on_completion=True), timeout=WAIT)
+    assert outcome.status == Status.COMPLETED and outcome.state == {"x": 1}
+    await wait_until_gone(engine, key)
+
+
 async def test_delete_on_completion_keeps_a_failed_flow(make_engine: Any) -> None:
     engine = await make_engine(proxy_with("fails", single("Fails", "F"), F=failing("boom")))
     key, outcome = await engine.run("fails", options=FlowOptions(delete_on_completion=True), timeout=WAIT)

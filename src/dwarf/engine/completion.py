@@ -60,6 +60,8 @@ class Effects:
 
     new_work: bool = False
     stopped: Status | None = None
+    # The final state of a flow this transaction completed (handed to local waiters).
+    final_state: dict[str, Any] | None = None
     # Other flows of the tree whose waiters must wake (ancestors an interrupt surfaced on).
     woken: list[int] = field(default_factory=list)
     created: list[FlowInfo] = field(default_factory=list)
@@ -78,6 +80,7 @@ class Effects:
         """Add the effects of a later transaction of the same step (its deferred cohort join)."""
         self.new_work = self.new_work or later.new_work
         self.stopped = later.stopped or self.stopped
+        self.final_state = later.final_state or self.final_state
         self.woken.extend(later.woken)
         self.created.extend(later.created)
         self.due_in.extend(later.due_in)
@@ -277,6 +280,8 @@ class StepCommit:
         if count != 1:
             return
         self.effects.stopped = status
+        if status == Status.COMPLETED:
+            self.effects.final_state = dict(final_state or {})
         info = self.info
         if not info.parent_flow_id:
             return
@@ -508,6 +513,7 @@ class StepCommit:
             raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
         if int(row["stopped"]):
             self.effects.stopped = Status.COMPLETED
+            self.effects.final_state = dict(merged)
 
     # --- fan-out and fan-in ---
 

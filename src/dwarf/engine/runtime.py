@@ -249,16 +249,16 @@ class Runtime:
         for flow_id in effects.woken:
             self.wake(info.shard, flow_id)
         if effects.stopped is not None:
-            await self.flow_stopped(info, effects.stopped)
+            await self.flow_stopped(info, effects.stopped, effects.final_state)
 
     def ring(self, shard: int) -> None:
         """New due work on ``shard``: wake its claimer here and tell the peers."""
         self.doorbells.ring(shard)
         self.signal(Signal(DOORBELL, shard))
 
-    def wake(self, shard: int, flow_id: int) -> None:
-        """A flow stopped: return the waits on it, here and at the peers."""
-        self.waiters.wake(shard, flow_id)
+    def wake(self, shard: int, flow_id: int, outcome: FlowOutcome | None = None) -> None:
+        """A flow stopped: return the waits on it, here (with ``outcome`` when known) and at the peers."""
+        self.waiters.wake(shard, flow_id, outcome)
         self.signal(Signal(FLOW_STOPPED, shard, flow_id))
 
     def signal(self, signal: Signal) -> None:
@@ -285,8 +285,15 @@ class Runtime:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def flow_stopped(self, info: FlowInfo, status: Status) -> None:
-        """A flow stopped: record it, run the host's hook, delete it if it asked, wake its waiters."""
+    async def flow_stopped(
+        self, info: FlowInfo, status: Status, final_state: dict[str, Any] | None = None
+    ) -> None:
+        """A flow stopped: record it, run the host's hook, delete it if it asked, wake its waiters.
+
+        ``final_state`` is the state a completion committed, when the caller has it: local waiters then
+        return without reading the flow back (one round trip less for every create-and-wait), and a flow
+        deleted on completion still gives its waiters the outcome.
+        """
         self.telemetry.flow_stopped(info, status)
         self.log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
         notify = self.hooks.flow_stopped
@@ -299,7 +306,10 @@ class Runtime:
                 outcome = FlowOutcome(status=status, state={})
         if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
             await self.delete_finished_tree(self.store(info.shard), info.flow_id)
-        self.wake(info.shard, info.flow_id)
+        completed = None
+        if status == Status.COMPLETED and final_state is not None:
+            completed = FlowOutcome(status=status, state=final_state)
+        self.wake(info.shard, info.flow_id, completed)
         if outcome is not None and notify is not None:
             try:
                 with baggage_scope(info.baggage):

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
+    from dwarf.workflow.records import FlowOutcome
 
 __all__ = [
     "DOORBELL",
     "FLOW_STOPPED",
     "FlowWaiters",
     "Signal",
+    "Waiter",
     "decode_signal",
     "encode_signal",
     "sending_engine",
@@ -79,30 +82,45 @@ def decode_signal(op: str, payload: bytes) -> Signal:
     return Signal(op, shard, flow_id)
 
 
-class FlowWaiters:
-    """Futures of callers waiting for a flow to stop, keyed by (shard, flow_id)."""
+class Waiter:
+    """One caller waiting for a flow to stop: an event, and the outcome when the stop happened here."""
+
+    __slots__ = ("event", "outcome")
 
     def __init__(self) -> None:
-        self._waiters: dict[tuple[int, int], set[asyncio.Event]] = {}
+        self.event = asyncio.Event()
+        # Set by a wake that knows the flow completed and its final state (a step commit on this engine):
+        # the waiter returns it without reading the flow back.
+        self.outcome: FlowOutcome | None = None
 
-    def register(self, shard: int, flow_id: int) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiters.setdefault((shard, flow_id), set()).add(event)
-        return event
 
-    def unregister(self, shard: int, flow_id: int, event: asyncio.Event) -> None:
-        events = self._waiters.get((shard, flow_id))
-        if events is None:
+class FlowWaiters:
+    """Callers waiting for a flow to stop, keyed by (shard, flow_id)."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[int, int], set[Waiter]] = {}
+
+    def register(self, shard: int, flow_id: int) -> Waiter:
+        waiter = Waiter()
+        self._waiters.setdefault((shard, flow_id), set()).add(waiter)
+        return waiter
+
+    def unregister(self, shard: int, flow_id: int, waiter: Waiter) -> None:
+        waiters = self._waiters.get((shard, flow_id))
+        if waiters is None:
             return
-        events.discard(event)
-        if not events:
+        waiters.discard(waiter)
+        if not waiters:
             del self._waiters[(shard, flow_id)]
 
-    def wake(self, shard: int, flow_id: int) -> None:
-        for event in self._waiters.get((shard, flow_id), ()):
-            event.set()
+    def wake(self, shard: int, flow_id: int, outcome: FlowOutcome | None = None) -> None:
+        """Wake the flow's waiters; ``outcome``, when given, is handed to them (a copy to all but one)."""
+        for index, waiter in enumerate(self._waiters.get((shard, flow_id), ())):
+            if outcome is not None:
+                waiter.outcome = outcome if index == 0 else copy.deepcopy(outcome)
+            waiter.event.set()
 
     def wake_all(self) -> None:
-        for events in self._waiters.values():
-            for event in events:
-                event.set()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.event.set()

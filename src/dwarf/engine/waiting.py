@@ -38,7 +38,8 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
     flow_id = row.flow_id
     loop = asyncio.get_running_loop()
     deadline = None if limit is None else loop.time() + limit
-    event = rt.waiters.register(store.shard, flow_id)
+    waiter = rt.waiters.register(store.shard, flow_id)
+    event = waiter.event
     try:
         # Pushed wake-ups (local, or a peer's flow-stopped signal) end the wait; this slow poll only
         # covers signals that were lost.
@@ -47,6 +48,9 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
         while True:
             rt.require_running()
             event.clear()
+            if waiter.outcome is not None:
+                # A completion committed on this engine handed its outcome over: nothing to read back.
+                return waiter.outcome
             if current is None:
                 rows = await store.read("get_flow", flow_id=flow_id)
                 if not rows:
@@ -64,7 +68,7 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
                     await event.wait()
             poll = min(poll * 2, 2.0)
     finally:
-        rt.waiters.unregister(store.shard, flow_id, event)
+        rt.waiters.unregister(store.shard, flow_id, waiter)
 
 
 async def bounded(work: Awaitable[T], limit: float, message: str) -> T:
