@@ -3,6 +3,7 @@ refusing out-of-bounds keys with the same NotFoundError on both backends."""
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +34,27 @@ def test_new_token_is_16_url_safe_characters() -> None:
 
 def test_new_tokens_differ() -> None:
     assert len({new_token() for _ in range(200)}) == 200
+
+
+def test_tokens_differ_across_many_calls_past_the_random_pool() -> None:
+    # 100,000 tokens take the pool's 4 KiB over and over; no refill may repeat a token.
+    tokens = {new_token() for _ in range(100_000)}
+    assert len(tokens) == 100_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_hand_out_its_parents_tokens() -> None:
+    new_token()  # the pool holds unused bytes now
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_token().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    child_token = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child_token) == 16 and child_token != new_token()
 
 
 def test_format_key_is_shard_id_token() -> None:

@@ -20,7 +20,6 @@ turn, at the enclosing cohort). See docs/design.md#cohorts-and-fan-in.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -257,8 +256,7 @@ class StepCommit:
         if row is None:
             raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
         # Not parsed back from the row: this worker holds the state already.
-        inline = StepRow.of({**row, "state": ""})
-        self.effects.inline_step = dataclasses.replace(inline, state=dict(state))
+        self.effects.inline_step = StepRow.of(row, dict(state))
 
     async def _stop_flow(
         self,

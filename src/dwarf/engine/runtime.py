@@ -43,7 +43,10 @@ from dwarf.workflow.status import Status
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["CohortArrivals", "Doorbells", "Runtime"]
+__all__ = ["FROZEN_GRAPHS", "CohortArrivals", "Doorbells", "Runtime"]
+
+FROZEN_GRAPHS = 256
+"""How many frozen graphs (distinct graph texts) an engine keeps for reuse by later creates."""
 
 
 class Doorbells:
@@ -125,6 +128,9 @@ class Runtime:
         self.log = log
         self.telemetry = telemetry
         self.flow_cache = FlowInfoCache()
+        # Frozen copies of the graphs flows start with, by their JSON text: parsing the text back at every
+        # create cost a quarter of a short flow's CPU. Oldest first out.
+        self._frozen_graphs: dict[str, Graph] = {}
         self.waiters = FlowWaiters()
         shards = [store.shard for store in stores]
         self.doorbells = Doorbells(shards)
@@ -208,9 +214,19 @@ class Runtime:
             raise InvalidGraphError(
                 f"the host returned a {type(graph).__name__} for {workflow_url!r}, not a Graph"
             )
+        text = graph.to_json()
+        frozen = self._frozen_graphs.get(text)
+        if frozen is not None:
+            # The same text was validated and checked before: the same graph. Flows share the copy,
+            # which nothing in the engine changes.
+            return frozen
         graph.validate()
         self._check_served(workflow_url, graph)
-        return Graph.from_json(graph.to_json())
+        frozen = Graph.from_json(text)
+        if len(self._frozen_graphs) >= FROZEN_GRAPHS:
+            del self._frozen_graphs[next(iter(self._frozen_graphs))]
+        self._frozen_graphs[text] = frozen
+        return frozen
 
     def _check_served(self, workflow_url: str, graph: Graph) -> None:
         """InvalidGraphError naming every node whose task URL the host says it does not serve."""

@@ -178,8 +178,9 @@ class StepRow:
     updated_at: float
 
     @classmethod
-    def of(cls, row: Row) -> StepRow:
-        """The record of a whole dwarf_steps row."""
+    def of(cls, row: Row, state: dict[str, Any] | None = None) -> StepRow:
+        """The record of a whole dwarf_steps row; ``state`` is the input state when the caller holds it
+        already (its column is then not parsed)."""
         return cls(
             step_id=int(row["step_id"]),
             flow_id=int(row["flow_id"]),
@@ -188,7 +189,7 @@ class StepRow:
             task_name=row["task_name"],
             task_url=row["task_url"],
             # '' is a delta's state (008_state_deltas.sql): not JSON, and not an empty state either.
-            state=_json(row["state"]),
+            state=_json(row["state"]) if state is None else state,
             changes=_json(row["changes"]) or {},
             appends=_json(row["appends"]) or {},
             state_base=int(row["state_base"]),
