@@ -11,6 +11,7 @@ __all__ = [
     "ConflictError",
     "DwarfError",
     "EngineStateError",
+    "FlowExistsError",
     "InvalidGraphError",
     "NotFoundError",
     "StateValidationError",
@@ -50,6 +51,16 @@ class ConflictError(DwarfError):
     """The flow is in the wrong status for the operation, e.g. resuming a flow that is not interrupted."""
 
     status_code = 409
+
+
+class FlowExistsError(ConflictError):
+    """A create with ``idempotency_policy="fail"`` met a flow of the same workflow URL holding its
+    idempotency key. ``flow_key`` is that flow's key: the idempotency key stands for it (see
+    docs/flows.md#idempotent-create). The message names the flow by its token-free correlation id."""
+
+    def __init__(self, message: str, flow_key: str) -> None:
+        super().__init__(message)
+        self.flow_key = flow_key
 
 
 class EngineStateError(DwarfError):

@@ -33,6 +33,7 @@ from dwarf.engine.engine import Engine
 from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
 from dwarf.workflow.durations import Duration
+from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
 
 __all__ = ["SyncEngine"]
@@ -237,6 +238,14 @@ class SyncEngine:
     def history_mermaid(self, flow_key: str) -> str:
         """The executed steps of the flow as a Mermaid flowchart."""
         return self._call(lambda: self._engine.history_mermaid(flow_key))
+
+    def why(self, flow_key: str) -> builtins.list[FlowWait]:
+        """Why the flow is not moving (``Engine.why``)."""
+        return self._call(lambda: self._engine.why(flow_key))
+
+    def activity(self, window: Duration = 86400.0, *, buckets: int = 24) -> FlowActivity:
+        """Root flows created lately, by status and over time (``Engine.activity``)."""
+        return self._call(lambda: self._engine.activity(window, buckets=buckets))
 
     def step(self, step_key: str) -> FlowStep:
         """One step by its key."""

@@ -21,6 +21,13 @@ FAILING = "failing"
 PARENT = "parent"
 """Call runs the child workflow ``child`` (node Child sets ``done``) and stores its result."""
 
+THUMBNAILS = "thumbnails"
+"""A wide fan-out: Split makes ``items`` (``n`` of them, default 5,000), each runs Resize then Upload, and
+Collect joins them. Resize of every 1,000th item (999, 1999, ...) backs off for an hour, so the flow stays
+running with those branches waiting for their retry."""
+
+RETRY_EVERY = 1000
+
 
 def _expense() -> Graph:
     graph = graph_of("Expense", "Submit", "Approve", "Pay")
@@ -65,6 +72,30 @@ def child(flow: Flow) -> None:
     flow.set("done", True)
 
 
+def _thumbnails() -> Graph:
+    graph = graph_of("Thumbnails", "Split", "Resize", "Upload", "Collect")
+    graph.add_transition_for_each("Split", "Resize", "items", "item")
+    graph.add_transition("Resize", "Upload")
+    graph.add_transition("Upload", "Collect")
+    graph.set_fan_in("Collect")
+    graph.add_transition("Collect", END)
+    return graph
+
+
+def split(flow: Flow) -> None:
+    flow.set("items", list(range(flow.get_int("n") or 5000)))
+
+
+def resize(flow: Flow) -> None:
+    if flow.get_int("item") % RETRY_EVERY == RETRY_EVERY - 1 and flow.retry(3600, 2.0, 0, 0):
+        return
+    flow.set("size", "256x256")
+
+
+def upload(flow: Flow) -> None:
+    flow.set("uploaded", True)
+
+
 def dashboard_proxy() -> TestProxy:
     """A host serving every workflow of this module."""
     proxy = TestProxy()
@@ -73,6 +104,7 @@ def dashboard_proxy() -> TestProxy:
     proxy.handle_graph(FAILING, chain("Failing", "Charge"))
     proxy.handle_graph(PARENT, chain("Parent", "Call"))
     proxy.handle_graph("child", chain("ChildFlow", "Child"))
+    proxy.handle_graph(THUMBNAILS, _thumbnails())
     for name, handler in {
         "Submit": submit,
         "Approve": approve,
@@ -82,6 +114,10 @@ def dashboard_proxy() -> TestProxy:
         "Charge": charge,
         "Call": call_child,
         "Child": child,
+        "Split": split,
+        "Resize": resize,
+        "Upload": upload,
+        "Collect": pay,
     }.items():
         proxy.handle_task(name, handler)
     return proxy

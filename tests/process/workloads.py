@@ -136,3 +136,24 @@ def growing_host(markers: Path) -> TestProxy:
             flow.goto("Turn")
 
     return host
+
+
+def keyed_graph() -> Graph:
+    graph = Graph("keyed")
+    graph.add_task("Work", "keyed/work")
+    graph.add_transition("Work", END)
+    return graph
+
+
+def keyed_host(markers: Path) -> TestProxy:
+    """One task that counts its runs (``runs``) and takes ``workSeconds`` (from the state): the flows of
+    the idempotent-create race, which replicas create with ``--keyed-creates``."""
+    host = TestProxy()
+    host.handle_graph("keyed", keyed_graph())
+
+    @host.task("keyed/work")
+    async def work(flow: Flow) -> None:
+        flow.set("runs", flow.get_int("runs") + 1)
+        await asyncio.sleep(flow.get_float("workSeconds"))
+
+    return host

@@ -41,6 +41,7 @@ POSTGRES_LOOKUPS = [
     "flow_steps",
     "latest_step",
     "get_step",
+    "flow_holding_idempotency_key",
 ]
 
 

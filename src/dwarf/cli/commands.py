@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import functools
 import importlib
 import sys
@@ -38,12 +39,13 @@ from dwarf.cli.render import (
     outcome_view,
     shards_table,
     step_view,
+    waits_json,
 )
 from dwarf.cli.reporting import ReportingGroup, refuse
 from dwarf.cli.session import DEFAULT_DSN, CommandError, Target, missing_sqlite_files, redact, with_engine
 from dwarf.errors import DwarfError
-from dwarf.workflow.records import FlowSummary, Query
-from dwarf.workflow.status import Status
+from dwarf.workflow.progress import FlowWait
+from dwarf.workflow.records import FlowOutcome, FlowSummary, Query
 
 if TYPE_CHECKING:
     from dwarf.engine import Engine
@@ -130,7 +132,19 @@ ShardsOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
-StatusFilter = Annotated[Status | None, typer.Option("--status", help="Only flows with this status.")]
+
+class FlowStatus(enum.StrEnum):
+    """The statuses ``--status`` offers: those a flow can have (dwarf.workflow.status.FLOW_STATUSES);
+    created and pending are statuses of steps only."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+StatusFilter = Annotated[FlowStatus | None, typer.Option("--status", help="Only flows with this status.")]
 UrlFilter = Annotated[str, typer.Option("--workflow-url", help="Only flows of this workflow URL.")]
 NameFilter = Annotated[str, typer.Option("--workflow-name", help="Only flows of graphs with this name.")]
 ThreadFilter = Annotated[str, typer.Option("--thread-key", help="Only flows of this thread.")]
@@ -167,7 +181,7 @@ SearchFilter = Annotated[
 
 
 def _query(
-    status: Status | None,
+    status: FlowStatus | None,
     workflow_url: str,
     workflow_name: str,
     thread_key: str,
@@ -223,6 +237,10 @@ def list_flows(
         str, typer.Option("--cursor", help="Continue after a page: the cursor it printed.")
     ] = "",
     all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page.")] = False,
+    why: Annotated[
+        bool,
+        typer.Option("--why", help="Say why each running or interrupted flow listed is not moving."),
+    ] = False,
     as_json: JsonOption = False,
     dsn: DsnOption = DEFAULT_DSN,
     shards: ShardsOption = 1,
@@ -235,20 +253,28 @@ def list_flows(
     query.limit = limit
     query.cursor = cursor
 
-    async def fetch(engine: Engine) -> tuple[list[FlowSummary], str]:
+    async def fetch(engine: Engine) -> tuple[list[FlowSummary], str, dict[str, list[FlowWait]]]:
         flows, next_cursor = await engine.list(query)
         while all_pages and next_cursor:
             page, next_cursor = await engine.list(dataclasses.replace(query, cursor=next_cursor))
             flows.extend(page)
-        return flows, next_cursor
+        waits: dict[str, list[FlowWait]] = {}
+        if why:  # a few reads per flow listed, and only for the flows that have not stopped
+            for flow in flows:
+                if not flow.status.is_terminal:
+                    waits[flow.flow_key] = await engine.why(flow.flow_key)
+        return flows, next_cursor, waits
 
-    flows, next_cursor = with_engine(Target(dsn, shards), fetch)
+    flows, next_cursor, waits = with_engine(Target(dsn, shards), fetch)
     if as_json:
-        echo_json({"flows": flows, "next_cursor": next_cursor})
+        document: dict[str, Any] = {"flows": flows, "next_cursor": next_cursor}
+        if why:
+            document["waits"] = {key: waits_json(found) for key, found in waits.items()}
+        echo_json(document)
         return
     out = console()
     if flows:
-        out.print(flows_table(flows))
+        out.print(flows_table(flows, waits if why else None))
     else:
         out.print("no flows match")
     if next_cursor:
@@ -262,12 +288,18 @@ def show_flow(
     dsn: DsnOption = DEFAULT_DSN,
     shards: ShardsOption = 1,
 ) -> None:
-    """Show where a flow stands: status, state, error, interrupt payload, cancel reason."""
-    outcome = with_engine(Target(dsn, shards), lambda engine: engine.snapshot(key))
+    """Show where a flow stands: status, why it is not moving, state, error, interrupt, cancel reason."""
+
+    async def fetch(engine: Engine) -> tuple[FlowOutcome, list[FlowWait]]:
+        outcome = await engine.snapshot(key)
+        waits = [] if outcome.status.is_terminal else await engine.why(key)
+        return outcome, waits
+
+    outcome, waits = with_engine(Target(dsn, shards), fetch)
     if as_json:
-        echo_json({"flow_key": key, **dataclasses.asdict(outcome)})
+        echo_json({"flow_key": key, **dataclasses.asdict(outcome), "waits": waits_json(waits)})
         return
-    console().print(outcome_view(key, outcome))
+    console().print(outcome_view(key, outcome, waits))
 
 
 @command("history")

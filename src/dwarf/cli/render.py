@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from dwarf.workflow.progress import FlowWait
 from dwarf.workflow.records import FlowOutcome, FlowStep, FlowSummary, ShardSummary
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
@@ -34,6 +35,7 @@ __all__ = [
     "shards_table",
     "status_text",
     "step_view",
+    "waits_json",
 ]
 
 _PIPE_WIDTH = 1000
@@ -104,8 +106,14 @@ def _parked(step: FlowStep) -> bool:
     return step.parked and step.status not in TERMINAL_STATUSES
 
 
-def flows_table(flows: Sequence[FlowSummary]) -> Table:
-    """One row per flow: key, workflow, status, current task, creation time, and why it stopped."""
+def waits_json(waits: Sequence[FlowWait]) -> list[dict[str, Any]]:
+    """``Engine.why``'s waits as JSON objects, each with its one-line ``text`` as ``dwarf show`` prints it."""
+    return [{**jsonable(wait), "text": wait.describe()} for wait in waits]
+
+
+def flows_table(flows: Sequence[FlowSummary], waits: Mapping[str, Sequence[FlowWait]] | None = None) -> Table:
+    """One row per flow: key, workflow URL, status, current task, creation time, and why it stopped (or,
+    with ``waits`` from ``Engine.why``, why it is not moving)."""
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     # Keys and times are never cut (a cut key cannot be pasted into the next command); prose columns fold.
     key_width = max((len(flow.flow_key) for flow in flows), default=8)
@@ -117,7 +125,11 @@ def flows_table(flows: Sequence[FlowSummary]) -> Table:
     table.add_column("note", overflow="fold")
     for flow in flows:
         note = flow.error or (f"cancelled: {flow.cancel_reason}" if flow.cancel_reason else "")
-        workflow = flow.workflow_name or flow.workflow_url
+        if flow.status == Status.INTERRUPTED and not note:
+            note = f"interrupted since {_short_iso(flow.updated_at)}"
+        if waits is not None and flow.flow_key in waits:
+            note = "; ".join(wait.describe() for wait in waits[flow.flow_key]) or note
+        workflow = flow.workflow_url or flow.workflow_name
         if flow.subgraph:
             workflow += " (child)"
         table.add_row(
@@ -144,12 +156,18 @@ def _json_block(value: Any) -> JSON:
     return JSON(json.dumps(value, ensure_ascii=False), indent=2)
 
 
-def outcome_view(flow_key: str, outcome: FlowOutcome) -> RenderableType:
-    """A flow's outcome: status, the reason it stopped, the interrupt payload, the state."""
+def outcome_view(flow_key: str, outcome: FlowOutcome, waits: Sequence[FlowWait] = ()) -> RenderableType:
+    """A flow's outcome: status, why it is not moving (``Engine.why``), the reason it stopped, the
+    interrupt payload, the state."""
     rows: list[tuple[str, RenderableType | str]] = [
         ("flow", flow_key),
         ("status", status_text(outcome.status)),
     ]
+    for index, wait in enumerate(waits):
+        text = wait.describe()
+        if wait.child_flow_key:
+            text += f": dwarf show {wait.child_flow_key}"
+        rows.append(("waiting" if index == 0 else "", text))
     if outcome.error:
         rows.append(("error", outcome.error))
     if outcome.cancel_reason:

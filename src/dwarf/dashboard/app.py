@@ -99,6 +99,7 @@ def create_app(
         Route("/", pages.home, name="home"),
         Route("/flows", pages.flows, name="flows"),
         Route("/flows/{key}", pages.flow, name="flow"),
+        Route("/flows/{key}/timeline", pages.timeline, name="timeline"),
         Route("/flows/{key}/resume", pages.resume, methods=["POST"], name="resume"),
         Route("/flows/{key}/cancel", pages.cancel, methods=["POST"], name="cancel"),
         Route("/flows/{key}/fork", pages.fork, methods=["POST"], name="fork"),

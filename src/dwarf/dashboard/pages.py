@@ -7,6 +7,7 @@ text the user typed. Keys travel in paths and form fields only; nothing here log
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,19 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from dwarf.dashboard.insight import (
+    MAX_DIAGRAM_NODES,
+    ActivityChart,
+    DiagramGroup,
+    Item,
+    Timeline,
+    activity_chart,
+    count_steps,
+    diagram,
+    parse_expanded,
+    table_items,
+    timeline,
+)
 from dwarf.dashboard.views import (
     DEFAULT_PAGE_SIZE,
     ListFilters,
@@ -27,17 +41,24 @@ from dwarf.dashboard.views import (
 )
 from dwarf.engine import Engine
 from dwarf.errors import BadRequestError, DwarfError, NotFoundError
-from dwarf.workflow.mermaid import history_mermaid
-from dwarf.workflow.records import FlowSummary, Query
-from dwarf.workflow.status import TERMINAL_STATUSES, Status
+from dwarf.workflow.progress import FlowActivity, FlowWait
+from dwarf.workflow.records import FlowStep, FlowSummary, Query
+from dwarf.workflow.status import FLOW_STATUSES, TERMINAL_STATUSES, Status
 
 __all__ = ["NOTICES", "Pages", "path_for"]
 
-MAX_DIAGRAM_STEPS = 500
-"""Above this many steps (child flows included) the diagram is not drawn: Mermaid gets slow and cramped."""
+MAX_DIAGRAM_STEPS = MAX_DIAGRAM_NODES
+"""Above this many boxes (a fan-out group is one box) the diagram is not drawn."""
 
 MAX_TABLE_STEPS = 500
 """The steps table (and the fork form's choice of steps) shows at most this many steps."""
+
+ACTIVITY_WINDOWS = {"1h": (3600.0, 30), "24h": (86400.0, 24), "7d": (7 * 86400.0, 28)}
+"""The list page's overview windows: (seconds, slots of its chart)."""
+DEFAULT_WINDOW = "24h"
+
+BIG_FLOW_STEPS = 1000
+"""A running flow of more steps than this reloads its page every 10 s instead of every 2 s."""
 
 THREAD_SHOWN = 10
 """How many flows of the thread the flow page lists."""
@@ -85,6 +106,12 @@ class FlowPage:
     rows: list[StepRow]
     rows_cut: int
     mermaid: str
+    items: list[Item] = field(default_factory=list)
+    groups: list[DiagramGroup] = field(default_factory=list)
+    diagram_nodes: int = 0
+    waits: list[FlowWait] = field(default_factory=list)
+    expanded: frozenset[int] = frozenset()
+    step_count: int = 0
     inputs: FlowInputs = field(default_factory=FlowInputs)
 
     @property
@@ -145,6 +172,15 @@ class Pages:
             if not cursor:
                 raise
             raise BadRequestError("malformed cursor: follow the list's own Next page link") from error
+        window = params.get("window", DEFAULT_WINDOW)
+        if window not in ACTIVITY_WINDOWS:
+            raise BadRequestError(f"window must be one of {', '.join(ACTIVITY_WINDOWS)}")
+        activity: FlowActivity | None = None
+        chart: ActivityChart | None = None
+        if not cursor:  # the overview heads the first page only
+            seconds, slots = ACTIVITY_WINDOWS[window]
+            activity = await self._engine.activity(seconds, buckets=slots)
+            chart = activity_chart(activity)
         return self.render(
             request,
             "flows.html",
@@ -154,14 +190,42 @@ class Pages:
                 "cursor": cursor,
                 "next_cursor": next_cursor,
                 "default_limit": DEFAULT_PAGE_SIZE,
+                "activity": activity,
+                "chart": chart,
+                "window": window,
+                "windows": list(ACTIVITY_WINDOWS),
+                "flow_statuses": [str(status) for status in FLOW_STATUSES],
             },
         )
 
     async def flow(self, request: Request) -> Response:
         key = checked_key(request.path_params["key"])
-        page = await self._flow_page(key)
+        expanded = parse_expanded(request.query_params.get("expand", ""))
+        page = await self._flow_page(key, expanded)
         notice = NOTICES.get(request.query_params.get("done", ""), "")
         return self._render_flow(request, page, notice=notice)
+
+    async def timeline(self, request: Request) -> Response:
+        key = checked_key(request.path_params["key"])
+        expanded = parse_expanded(request.query_params.get("expand", ""))
+        outcome = await self._engine.snapshot(key)
+        history = await self._engine.history(key)
+        summary, _, _ = await self._thread_of(key)
+        items, cut = table_items(history, expanded=expanded, limit=MAX_TABLE_STEPS)
+        chart: Timeline = timeline(items)
+        return self.render(
+            request,
+            "timeline.html",
+            {
+                "key": key,
+                "status": outcome.status,
+                "summary": summary,
+                "timeline": chart,
+                "rows_cut": cut,
+                "expanded": expanded,
+                "refresh_seconds": _refresh_seconds(outcome.status, count_steps(history)),
+            },
+        )
 
     # --- actions ---
 
@@ -234,18 +298,24 @@ class Pages:
                 "notice": notice,
                 "error": error,
                 # A running flow's page reloads itself (dashboard.js skips that while a form holds input).
-                "refresh_seconds": 2 if page.status == Status.RUNNING else 0,
+                "refresh_seconds": _refresh_seconds(page.status, page.step_count),
             },
             status_code,
         )
 
-    async def _flow_page(self, key: str) -> FlowPage:
+    async def _flow_page(self, key: str, expanded: frozenset[int] = frozenset()) -> FlowPage:
         engine = self._engine
         outcome = await engine.snapshot(key)
         history = await engine.history(key)
         summary, thread, thread_more = await self._thread_of(key)
-        rows = step_rows(history)
-        shown = rows[:MAX_TABLE_STEPS]
+        waits = [] if outcome.status in TERMINAL_STATUSES else await engine.why(key)
+        items, cut = table_items(history, expanded=expanded, limit=MAX_TABLE_STEPS)
+        drawing = diagram(history, expanded)
+        shown = [item for item in items if isinstance(item, StepRow)]
+        for item in items:
+            if not isinstance(item, StepRow):
+                shown.extend(item.shown)
+        shown.sort(key=_reading_order(history))
         return FlowPage(
             key=key,
             status=outcome.status,
@@ -257,8 +327,14 @@ class Pages:
             thread=thread,
             thread_more=thread_more,
             rows=shown,
-            rows_cut=len(rows) - len(shown),
-            mermaid=history_mermaid(history) if len(rows) <= MAX_DIAGRAM_STEPS else "",
+            rows_cut=cut,
+            mermaid=drawing.mermaid,
+            items=items,
+            groups=drawing.groups,
+            diagram_nodes=drawing.nodes,
+            waits=waits,
+            expanded=expanded,
+            step_count=count_steps(history),
         )
 
     async def _thread_of(self, key: str) -> tuple[FlowSummary | None, list[FlowSummary], bool]:
@@ -285,6 +361,20 @@ class Pages:
             if not cursor or summary is not None:
                 break
         return summary, shown, more or bool(cursor)
+
+
+def _refresh_seconds(status: Status, steps: int) -> int:
+    """How often the page of a flow reloads itself: every 2 s while it runs, every 10 s once it has more
+    than BIG_FLOW_STEPS steps (each load reads them all); never once it stopped or is interrupted."""
+    if status != Status.RUNNING:
+        return 0
+    return 2 if steps <= BIG_FLOW_STEPS else 10
+
+
+def _reading_order(history: list[FlowStep]) -> Callable[[StepRow], int]:
+    """Sort key of rows by their step's place in the history's reading order (the fork form's list)."""
+    order = {row.key: index for index, row in enumerate(step_rows(history))}
+    return lambda row: order.get(row.key, len(order))
 
 
 async def _form(request: Request) -> FormData:

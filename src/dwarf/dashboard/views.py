@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from dwarf.errors import BadRequestError, NotFoundError
 from dwarf.workflow.records import FlowStep, Query
-from dwarf.workflow.status import TERMINAL_STATUSES, Status
+from dwarf.workflow.status import FLOW_STATUSES, TERMINAL_STATUSES
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -50,15 +50,19 @@ MAX_CURSOR_LENGTH = 1000
 _KEY_SHAPE = re.compile(r"[0-9]{1,9}-[0-9]{1,19}-[A-Za-z0-9_-]{16}")
 _CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_=-]+")
 
-_STATUSES = tuple(status.value for status in Status if status not in {Status.CREATED, Status.PENDING})
+_STATUSES = tuple(status.value for status in FLOW_STATUSES)
 
 
 @dataclass(frozen=True)
 class ListFilters:
-    """The flow list's filters as the query string carries them (``/flows?status=failed&task=Pay``)."""
+    """The flow list's filters as the query string carries them (``/flows?status=failed&task=Pay``).
+
+    ``workflow`` is the graph's name, ``url`` the workflow URL the flow was started with.
+    """
 
     status: str = ""
     workflow: str = ""
+    url: str = ""
     thread: str = ""
     task: str = ""
     search: str = ""
@@ -88,6 +92,7 @@ class ListFilters:
         return cls(
             status=_filter_text(params, "status"),
             workflow=_filter_text(params, "workflow"),
+            url=_filter_text(params, "url"),
             thread=thread,
             task=_filter_text(params, "task"),
             search=_filter_text(params, "search"),
@@ -100,6 +105,7 @@ class ListFilters:
         return Query(
             status=self.status,
             workflow_name=self.workflow,
+            workflow_url=self.url,
             thread_key=self.thread,
             task_name=self.task,
             search=self.search,
@@ -115,6 +121,7 @@ class ListFilters:
             for name, value in (
                 ("status", self.status),
                 ("workflow", self.workflow),
+                ("url", self.url),
                 ("thread", self.thread),
                 ("task", self.task),
                 ("search", self.search),
@@ -132,7 +139,15 @@ class ListFilters:
     @property
     def active(self) -> bool:
         """True when any filter narrows the list."""
-        return bool(self.status or self.workflow or self.thread or self.task or self.search or self.subgraphs)
+        return bool(
+            self.status
+            or self.workflow
+            or self.url
+            or self.thread
+            or self.task
+            or self.search
+            or self.subgraphs
+        )
 
 
 def _filter_text(params: Mapping[str, str], name: str) -> str:
@@ -221,6 +236,11 @@ class StepRow:
     step: FlowStep
     depth: int
     path: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def kind(self) -> str:
+        """ "step" (a fan-out group's item says "group")."""
+        return "step"
 
     @property
     def key(self) -> str:

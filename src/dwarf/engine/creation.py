@@ -10,9 +10,15 @@ from typing import Any
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.store.base import Tx
+from dwarf.store.statements import StatementName
 from dwarf.workflow.graph import Graph
 
-__all__ = ["FlowPolicy", "insert_flow"]
+__all__ = ["FlowPolicy", "KeyHeld", "insert_flow"]
+
+
+class KeyHeld(Exception):
+    """``insert_flow`` with an idempotency key inserted nothing: another flow of the workflow URL holds
+    the key (see operations._create_keyed)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,13 @@ async def insert_flow(
     forked_from_step_id: int = 0,
     with_entry_step: bool = True,
     trace_parent: str = "",
+    idempotency_key: str = "",
 ) -> FlowInfo:
-    """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo."""
+    """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo.
+
+    With an ``idempotency_key`` (a root flow with its entry step only) KeyHeld is raised, and nothing
+    inserted, when another flow of ``workflow_url`` holds the key.
+    """
     token = new_token()
     flow_fields: dict[str, Any] = {
         "flow_token": token,
@@ -71,8 +82,12 @@ async def insert_flow(
         # One statement inserts the flow, fixes its lineage and inserts the entry step.
         entry = graph.entry_point
         state_text = dumps(state)
+        statement: StatementName = "create_flow"
+        if idempotency_key:
+            statement = "create_keyed_flow"
+            flow_fields["idempotency_key"] = idempotency_key
         row = await tx.fetch_one(
-            "create_flow",
+            statement,
             **flow_fields,
             step_token=new_token(),
             task_name=entry,
@@ -80,6 +95,8 @@ async def insert_flow(
             state=state_text,
             snapshot_bytes=len(state_text),
         )
+        if row is None and idempotency_key:
+            raise KeyHeld(idempotency_key)
         assert row is not None
         flow_id = int(row["flow_id"])
     else:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Unpack
 
-from dwarf.engine import listing, operations, serving, waiting
+from dwarf.engine import listing, operations, progress, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import parse_key
@@ -33,6 +33,7 @@ from dwarf.store.base import silent_logger
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.mermaid import history_mermaid
+from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import (
     MAX_PRIORITY,
     MAX_TIME_BUDGET,
@@ -112,12 +113,8 @@ class Engine:
         self._config.host = host
 
     def set_workers(self, n: int) -> None:
-        """How many steps this engine runs at once (default 64).
-
-        Zero makes an operations-only engine: it claims and runs no steps and needs no host unless it
-        creates flows. Tools that inspect or steer flows (the CLI, the dashboard) run one of these beside
-        the application's engines; a resume or a fork they record is run by the application's workers.
-        """
+        """How many steps this engine runs at once (default 64). Zero makes an operations-only engine (the
+        CLI, the dashboard): it runs no steps and needs no host unless it creates flows."""
         self._require_new("the number of workers")
         zero = n == 0 and not isinstance(n, bool)
         self._config.workers = 0 if zero else _positive_int(n, "workers")
@@ -336,17 +333,14 @@ class Engine:
         initial_state: Mapping[str, Any] | None = None,
         options: FlowOptions | None = None,
     ) -> str:
-        """Start a flow of the graph at ``workflow_url`` and return its key."""
+        """Start a flow of the graph at ``workflow_url`` and return its key (or, with an idempotency key,
+        maybe that of the flow holding it: docs/flows.md#idempotent-create)."""
         defaults = operations.CreateDefaults(self._config.default_priority, self._config.time_budget)
         return await operations.create_flow(self.runtime, workflow_url, initial_state, options, defaults)
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
         """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome.
-
-        ``timeout`` bounds the whole call, database reads included: a slow or locked database makes it
-        raise TimeoutError on time, not when the database answers; one that refuses connections makes it
-        raise StoreError at once.
-        """
+        ``timeout`` bounds the whole call, database reads included (TimeoutError on time)."""
         rt = self.runtime
         limit = None if timeout is None else to_seconds(timeout, what="timeout")
         return await waiting.wait_for_flow(rt, flow_key, limit)
@@ -385,6 +379,16 @@ class Engine:
         """The executed steps of the flow as a Mermaid flowchart."""
         return history_mermaid(await self.history(flow_key))
 
+    async def why(self, flow_key: str) -> builtins.list[FlowWait]:
+        """Why the flow is not moving: what its unfinished steps wait for, grouped (empty once it stopped).
+        See ``progress.flow_waits`` and docs/operations.md#why-a-flow-is-not-moving."""
+        return await progress.flow_waits(self.runtime, flow_key)
+
+    async def activity(self, window: Duration = 86400.0, *, buckets: int = 24) -> FlowActivity:
+        """Root flows created in the last ``window`` counted by status and per time slot (see
+        ``progress.flow_activity``)."""
+        return await progress.flow_activity(self.runtime, window, buckets)
+
     async def step(self, step_key: str) -> FlowStep:
         """One step by its key."""
         rt = self.runtime
@@ -392,12 +396,8 @@ class Engine:
         return await load_step(rt.store(parsed.shard, "step"), parsed)
 
     async def list(self, query: Query | None = None) -> tuple[list[FlowSummary], str]:
-        """A page of flows, newest first, and the cursor of the next page ("" at the end).
-
-        Flows are in one total order across shards: created_at descending, then shard ascending, then flow
-        id descending; every flow that existed when paging began is listed exactly once, however flows are
-        created meanwhile.
-        """
+        """A page of flows, newest first (created_at, then shard, then id: one order across shards, each
+        flow listed once however flows are created meanwhile), and the next page's cursor ("" at the end)."""
         return await listing.list_flows(self.runtime, query)
 
     async def resume(self, flow_key: str, resume_data: Mapping[str, Any] | None = None) -> None:
@@ -415,13 +415,9 @@ class Engine:
         return await operations.continue_thread(self.runtime, thread_key, additional_state)
 
     async def fork(self, step_key: str, state_overrides: Mapping[str, Any] | None = None) -> str:
-        """Start a new flow that replays a stopped flow up to a step and re-runs that step with overrides.
-
-        The steps before the chosen one (every shallower step) are copied into a new flow, the chosen step
-        is queued again with ``state_overrides`` applied to its input, and the original flow is never
-        modified. A step inside a child flow forks the whole tree down to it. The fork inherits
-        scheduling and baggage, not the notify/delete flags. Returns the new root flow's key.
-        """
+        """Start a new flow that replays a stopped flow up to a step and re-runs that step with
+        ``state_overrides`` applied to its input; the original is not modified (docs/operations.md#fork).
+        Returns the new root flow's key."""
         return await operations.fork_flow(self.runtime, step_key, state_overrides)
 
     async def delete(self, flow_key: str) -> None:

@@ -7,25 +7,26 @@ call changes nothing. Resume, cancel and delete act on a whole tree and only thr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dwarf.engine.completion import Effects, surface_interrupt
-from dwarf.engine.creation import FlowPolicy, insert_flow
+from dwarf.engine.creation import FlowPolicy, KeyHeld, insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps, policy_of_row
 from dwarf.engine.fork import fork_chain
-from dwarf.engine.keys import correlation_id, parse_key, tokens_match
+from dwarf.engine.keys import correlation_id, format_key, parse_key, tokens_match
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
-from dwarf.errors import BadRequestError, ConflictError, NotFoundError, StoreError
+from dwarf.errors import BadRequestError, ConflictError, FlowExistsError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.store.rows import FlowRow
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
-from dwarf.workflow.records import FlowOptions
+from dwarf.workflow.records import MAX_KEYED_URL_BYTES, FlowOptions, IdempotencyPolicy
 from dwarf.workflow.reducers import ReducerError, apply_with_reducers
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
@@ -36,6 +37,7 @@ __all__ = [
     "create_flow",
     "delete_flow",
     "fork_flow",
+    "idempotency_shard",
     "resolve_root",
     "resume_flow",
 ]
@@ -73,13 +75,23 @@ async def create_flow(
     if not isinstance(options, FlowOptions):
         raise BadRequestError("options must be a FlowOptions")
     options.check()
+    if options.idempotency_key and len(workflow_url.encode()) > MAX_KEYED_URL_BYTES:
+        raise BadRequestError(
+            f"with an idempotency key, the workflow URL must be at most {MAX_KEYED_URL_BYTES} bytes"
+        )
     state = checked_json_object(initial_state, "initial state")
     check_json(options.baggage, "baggage")
     thread: tuple[Store, FlowRow] | None = None
     if options.thread_key:
         thread = await rt.resolve(options.thread_key, "thread")
     graph = await rt.load_graph(workflow_url, options.baggage)
-    store = thread[0] if thread is not None else rt.pick_shard()
+    idempotency_key = options.idempotency_key
+    if idempotency_key:
+        # Every create with this key must meet the others in one database (its unique index decides):
+        # never another shard, not even while this one is down (docs/design.md#shards-and-placement).
+        store = rt.stores[idempotency_shard(workflow_url, idempotency_key, len(rt.stores)) - 1]
+    else:
+        store = thread[0] if thread is not None else rt.pick_shard()
     time_budget = to_seconds(options.time_budget) if options.time_budget is not None else 0.0
     thread_row = thread[1] if thread is not None else None
     policy = FlowPolicy(
@@ -92,6 +104,10 @@ async def create_flow(
         baggage=options.baggage,
     )
     try:
+        if idempotency_key:
+            return await _create_keyed(
+                rt, store, graph, workflow_url, state, policy, idempotency_key, options.idempotency_policy
+            )
         info = await _insert_flow(
             rt,
             store,
@@ -113,6 +129,84 @@ async def create_flow(
     return info.key
 
 
+def idempotency_shard(workflow_url: str, idempotency_key: str, num_shards: int) -> int:
+    """The shard (numbered from 1) of every flow created with ``idempotency_key`` for ``workflow_url``.
+
+    A hash that every process and every version computes alike (SHA-256, not Python's salted ``hash``)
+    of both texts, which cannot contain the NUL that separates them.
+    """
+    if num_shards == 1:
+        return 1
+    digest = hashlib.sha256(f"{workflow_url}\0{idempotency_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards + 1
+
+
+KEYED_CREATE_ATTEMPTS = 8
+"""How often a keyed create goes round (insert, read the holder, release it) before it gives up. Each
+round that fails lost a race to another create, a delete or a purge of that key; more than a couple in a
+row would take a storm of them."""
+
+
+async def _create_keyed(
+    rt: Runtime,
+    store: Store,
+    graph: Graph,
+    workflow_url: str,
+    state: Mapping[str, Any],
+    policy: FlowPolicy,
+    idempotency_key: str,
+    on_conflict: IdempotencyPolicy,
+) -> str:
+    """Create a flow holding ``idempotency_key``, or act on the flow that holds it, as the policy says
+    (docs/flows.md#idempotent-create). The unique index decides between racing creates, on any number of
+    engines: the insert does nothing when the key is held, and only then is the holder read. A holder
+    that may give the key up (a purged one; an ended one under "start_new_if_ended") does so in the
+    transaction that inserts its successor, so the key is never free for a moment, nor held twice."""
+    when_ended = 1 if on_conflict == "start_new_if_ended" else 0
+    for _ in range(KEYED_CREATE_ATTEMPTS):
+        try:
+            info = await _insert_flow(
+                rt, store, graph, workflow_url, state, policy, idempotency_key=idempotency_key
+            )
+        except KeyHeld:
+            pass
+        else:
+            rt.ring(store.shard)
+            return info.key
+        rows = await store.read(
+            "flow_holding_idempotency_key", workflow_url=workflow_url, idempotency_key=idempotency_key
+        )
+        if not rows:
+            continue  # deleted (or given up to another create) since the insert: try again
+        holder = rows[0]
+        holder_id = int(holder["flow_id"])
+        ended = Status(holder["status"]) in TERMINAL_STATUSES
+        if int(holder["purge_marked"]) or (when_ended and ended):
+            try:
+                info = await _insert_flow(
+                    rt,
+                    store,
+                    graph,
+                    workflow_url,
+                    state,
+                    policy,
+                    idempotency_key=idempotency_key,
+                    release=(holder_id, when_ended),
+                )
+            except KeyHeld:
+                continue  # another create released it first and holds it now
+            rt.ring(store.shard)
+            return info.key
+        if on_conflict == "fail":
+            holder_name = correlation_id(store.shard, holder_id)
+            raise FlowExistsError(
+                f"flow {holder_name} of this workflow URL holds the idempotency key",
+                format_key(store.shard, holder_id, holder["flow_token"]),
+            )
+        return format_key(store.shard, holder_id, holder["flow_token"])
+    raise ConflictError("the idempotency key changed hands too often during this create; try again")
+
+
 async def _insert_flow(
     rt: Runtime,
     store: Store,
@@ -123,26 +217,85 @@ async def _insert_flow(
     *,
     thread_id: int = 0,
     thread_token: str = "",
+    idempotency_key: str = "",
+    release: tuple[int, int] | None = None,
 ) -> FlowInfo:
+    """Insert a root flow and its entry step, with its telemetry; see _insert_keyed for the last two."""
     span, trace_parent = rt.telemetry.open_flow_span(workflow_url)
-    # Creating a root flow is one statement (see insert_flow): no surrounding transaction needed.
-    info = await insert_flow(
-        SingleStatementTx(store),
-        store.shard,
-        graph,
-        workflow_url,
-        state,
-        policy,
-        thread_id=thread_id,
-        thread_token=thread_token,
-        trace_parent=trace_parent,
-    )
+    if idempotency_key:
+        info = await _insert_keyed(
+            store, graph, workflow_url, state, policy, trace_parent, span, idempotency_key, release
+        )
+    else:
+        # Creating a root flow is one statement (see insert_flow): no surrounding transaction needed.
+        info = await insert_flow(
+            SingleStatementTx(store),
+            store.shard,
+            graph,
+            workflow_url,
+            state,
+            policy,
+            thread_id=thread_id,
+            thread_token=thread_token,
+            trace_parent=trace_parent,
+        )
     rt.flow_cache.put(info)
     rt.telemetry.flow_created(info, span)
     rt.log.debug(
         "flow %s created (%s)", info.correlation_id, workflow_url, extra={"flow": info.correlation_id}
     )
     return info
+
+
+async def _insert_keyed(
+    store: Store,
+    graph: Graph,
+    workflow_url: str,
+    state: Mapping[str, Any],
+    policy: FlowPolicy,
+    trace_parent: str,
+    span: Any,
+    idempotency_key: str,
+    release: tuple[int, int] | None,
+) -> FlowInfo:
+    """Insert a root flow holding ``idempotency_key``; KeyHeld, with nothing written, when another flow
+    holds it. ``release`` = (flow id, when ended) first takes the key from that flow in the same
+    transaction (see release_idempotency_key; KeyHeld if it no longer holds it or may not give it up)."""
+
+    async def insert(tx: Tx) -> FlowInfo:
+        return await insert_flow(
+            tx,
+            store.shard,
+            graph,
+            workflow_url,
+            state,
+            policy,
+            trace_parent=trace_parent,
+            idempotency_key=idempotency_key,
+        )
+
+    async def release_and_insert(tx: Tx) -> FlowInfo:
+        assert release is not None
+        released = await tx.execute(
+            "release_idempotency_key",
+            flow_id=release[0],
+            idempotency_key=idempotency_key,
+            when_ended=release[1],
+        )
+        if not released:
+            raise KeyHeld(idempotency_key)
+        return await insert(tx)
+
+    try:
+        if release is None:
+            return await insert(SingleStatementTx(store))  # one statement, as an unkeyed create
+        return await store.run(release_and_insert)
+    except KeyHeld:
+        if span is not None:
+            # No flow of its own: the create answers with the holder's key (docs/observability.md#traces).
+            span.set_attribute("dwarf.flow.existed", True)
+            span.end()
+        raise
 
 
 async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any] | None) -> None:

@@ -53,6 +53,23 @@ SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
 -- id takes the same path as an unknown id: one query, no row (tokens are URL-safe ASCII: = is exact).
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND flow_token = :flow_token AND purge_marked = 0
 
+-- name: flow_holding_idempotency_key
+-- The flow that holds an idempotency key for a workflow URL (010_idempotency.sql), purged or not. The
+-- "<> ''" repeats the unique index's predicate, without which no plan made before the key is bound
+-- could use that partial index.
+SELECT flow_id, flow_token, status, purge_marked FROM dwarf_flows
+WHERE workflow_url = :workflow_url AND idempotency_key = :idempotency_key AND idempotency_key <> ''
+
+-- name: release_idempotency_key
+-- A flow gives up its idempotency key so that a new flow can take it: only a purged flow, or (with
+-- :when_ended = 1, the "start_new_if_ended" policy) one that has ended. The key is kept, outside the
+-- unique index, in released_idempotency_key. A racing create that released it first leaves nothing to
+-- match (PostgreSQL rechecks the WHERE after waiting for that create's row lock): 0 rows.
+UPDATE dwarf_flows
+SET released_idempotency_key = idempotency_key, idempotency_key = ''
+WHERE flow_id = :flow_id AND idempotency_key = :idempotency_key AND idempotency_key <> ''
+  AND (purge_marked = 1 OR (:when_ended = 1 AND status IN ('completed', 'failed', 'cancelled')))
+
 -- name: get_flow_for_update
 -- One flow, locked against concurrent status changes (SQLite's write transaction already serializes).
 SELECT * FROM dwarf_flows WHERE flow_id = :flow_id AND purge_marked = 0
@@ -618,3 +635,50 @@ WITH RECURSIVE chain(step_id, state_base, state, changes, appends, hops) AS (
     WHERE c.state = '' AND c.hops < 100000
 )
 SELECT step_id, state_base, state, changes, appends FROM chain ORDER BY hops DESC
+
+-- name: flow_open_steps
+-- Why a flow is not moving (Engine.why): the steps of one flow that have not ended, in groups that wait
+-- the same way (task, status, parked, on a child flow, after a failed attempt, not due yet), each with
+-- its count, its oldest step and its earliest times. It reads the flow's steps through
+-- idx_dwarf_steps_flow, as flow_fingerprint does: only when someone asks, never on a step's path.
+SELECT task_name, status, parked,
+    CASE WHEN child_flow_id > 0 THEN 1 ELSE 0 END AS on_child,
+    CASE WHEN attempt > 0 THEN 1 ELSE 0 END AS retried,
+    CASE WHEN not_before > {now} THEN 1 ELSE 0 END AS later,
+    COUNT(*) AS steps, MIN(step_id) AS first_step_id, MIN(not_before) AS due, MAX(attempt) AS attempt,
+    MIN(created_at) AS created, MIN(started_at) AS started, MIN(updated_at) AS changed,
+    MIN(priority) AS priority
+FROM dwarf_steps
+WHERE flow_id = :flow_id AND status IN ('created', 'pending', 'running', 'interrupted')
+GROUP BY task_name, status, parked, on_child, retried, later
+ORDER BY first_step_id
+LIMIT :limit
+
+-- name: due_steps_ahead
+-- Engine.why's "queued behind N steps": the due steps a claim serves before step :step_id of band
+-- :priority, counted up to :limit (one bounded range of the due index). Every due step of a better band
+-- comes first; inside the band fair turns mix the fairness keys, so its older due steps are an estimate.
+SELECT COUNT(*) AS ahead FROM (
+    SELECT 1 FROM dwarf_steps
+    WHERE status = 'pending' AND priority <= :priority AND not_before <= {now}
+      AND (priority < :priority OR step_id < :step_id)
+    LIMIT :limit
+) AS ahead
+
+-- name: flow_activity
+-- The dashboard's overview (Engine.activity): the newest :limit root flows created since :since, counted
+-- by status, by the :bucket-second slot they were created in, and by the slot of their last change (when
+-- a stopped flow stopped). ROUND(x - 0.5) is floor(x) on both dialects (CAST truncates on SQLite but
+-- rounds on PostgreSQL). idx_dwarf_flows_created serves the range, newest first, and the limit bounds
+-- the work ("+ 0" keeps SQLite from reading every root flow through idx_dwarf_flows_list instead).
+SELECT status,
+    CAST(ROUND((created_at - :since) / :bucket - 0.5) AS BIGINT) AS created_slot,
+    CAST(ROUND((updated_at - :since) / :bucket - 0.5) AS BIGINT) AS updated_slot,
+    COUNT(*) AS flows
+FROM (
+    SELECT status, created_at, updated_at FROM dwarf_flows
+    WHERE created_at >= :since AND parent_flow_id + 0 = 0 AND purge_marked = 0
+    ORDER BY created_at DESC, flow_id DESC
+    LIMIT :limit
+) AS recent
+GROUP BY status, created_slot, updated_slot

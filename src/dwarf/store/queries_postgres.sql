@@ -110,6 +110,45 @@ WITH new_flow AS (
 )
 SELECT flow.flow_id, flow.created_at FROM flow, entry
 
+-- name: create_keyed_flow
+-- create_flow for a flow with an idempotency key (010_idempotency.sql): the same statement, except that
+-- the flow is not inserted when another flow of the same workflow URL holds the key. Then nothing is
+-- inserted and no row comes back; the caller reads the holder with a statement of its own, which sees it
+-- (ON CONFLICT waits for a holder whose insert is not committed yet, and this statement's snapshot,
+-- taken before that commit, would not).
+WITH new_flow AS (
+    SELECT nextval(pg_get_serial_sequence('dwarf_flows', 'flow_id')) AS flow_id
+), flow AS (
+    INSERT INTO dwarf_flows (
+        flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
+        parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
+        delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
+        idempotency_key, created_at, started_at, updated_at
+    )
+    SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
+        :parent_flow_id, :parent_step_id,
+        CASE WHEN :root_flow_id = 0 THEN new_flow.flow_id ELSE :root_flow_id END,
+        CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
+        CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
+        :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
+        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now}, {now}, {now}
+    FROM new_flow
+    ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
+    RETURNING flow_id, created_at
+), entry AS (
+    INSERT INTO dwarf_steps (
+        flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+        time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+        snapshot_bytes, not_before, created_at, updated_at
+    )
+    SELECT flow.flow_id, :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
+        :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, :snapshot_bytes, {now}, {now},
+        {now}
+    FROM flow
+    RETURNING step_id
+)
+SELECT flow.flow_id, flow.created_at FROM flow, entry
+
 -- name: finish_last_step
 -- A root flow's last step completes and the flow with it, in one statement; the flow stops only if this
 -- worker still held the step's lease. Answers (finished, stopped).

@@ -88,6 +88,39 @@ INSERT INTO dwarf_steps (
     {now}
 )
 
+-- name: create_keyed_flow
+-- create_flow for a flow with an idempotency key (010_idempotency.sql): nothing is inserted, and no row
+-- comes back, when another flow of the same workflow URL holds the key. last_insert_rowid() then still
+-- names whatever this connection inserted before, so the later statements also match the new flow's
+-- token, which only a flow inserted by the first statement has.
+INSERT INTO dwarf_flows (
+    flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
+    root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, created_at,
+    started_at, updated_at
+) VALUES (
+    :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
+    :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now},
+    {now}, {now}
+)
+ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
+RETURNING flow_id, created_at;
+UPDATE dwarf_flows
+SET root_flow_id = CASE WHEN root_flow_id = 0 THEN flow_id ELSE root_flow_id END,
+    thread_id = CASE WHEN thread_id = 0 THEN flow_id ELSE thread_id END,
+    thread_token = CASE WHEN thread_token = '' THEN flow_token ELSE thread_token END
+WHERE flow_id = last_insert_rowid() AND flow_token = :flow_token;
+INSERT INTO dwarf_steps (
+    flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
+    time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
+    snapshot_bytes, not_before, created_at, updated_at
+)
+SELECT flow_id, :step_token, 1, :task_name, :task_url, :state, '{}', '{}', 'pending', 0,
+    :time_budget_ms, :priority, :fairness_key, :fairness_weight, 0, 0, 0, :snapshot_bytes, {now}, {now},
+    {now}
+FROM dwarf_flows WHERE flow_id = last_insert_rowid() AND flow_token = :flow_token
+
 -- name: finish_last_step
 -- A root flow's last step completes and the flow with it, in one query. The flow stops only if this
 -- worker still held the step's lease. Answers (finished, stopped): the second statement's row when the

@@ -8,7 +8,16 @@ from dwarf.errors import SubgraphError
 from dwarf.workflow.baggage import current_baggage
 from dwarf.workflow.flow import Flow, Park
 from dwarf.workflow.graph import END, Graph, Node, Transition
-from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
+from dwarf.workflow.progress import FlowActivity, FlowWait, WaitReason
+from dwarf.workflow.records import (
+    FlowOptions,
+    FlowOutcome,
+    FlowStep,
+    FlowSummary,
+    IdempotencyPolicy,
+    Query,
+    ShardSummary,
+)
 from dwarf.workflow.reducers import Reducer
 from dwarf.workflow.retry import Retry
 from dwarf.workflow.status import Status
@@ -16,11 +25,14 @@ from dwarf.workflow.status import Status
 __all__ = [
     "END",
     "Flow",
+    "FlowActivity",
     "FlowOptions",
     "FlowOutcome",
     "FlowStep",
     "FlowSummary",
+    "FlowWait",
     "Graph",
+    "IdempotencyPolicy",
     "Node",
     "Park",
     "Query",
@@ -30,5 +42,6 @@ __all__ = [
     "Status",
     "SubgraphError",
     "Transition",
+    "WaitReason",
     "current_baggage",
 ]

@@ -8,18 +8,19 @@ Node ids are generated (``n<k>`` for graph nodes, ``s<step_id>`` for steps), nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from dwarf.workflow.graph import END
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
+from dwarf.workflow.stepgroups import StepGroup, group_fan_outs
 
 if TYPE_CHECKING:
     from dwarf.workflow.graph import Graph, Transition
     from dwarf.workflow.records import FlowStep
 
-__all__ = ["escape_label", "graph_mermaid", "history_mermaid"]
+__all__ = ["escape_label", "graph_mermaid", "group_node_id", "history_mermaid"]
 
 # Characters that are inert inside a quoted Mermaid label; everything else ASCII becomes an entity.
 # "#" and ";" are escaped too, so text that merely looks like an entity ("#quot;") stays literal.
@@ -175,13 +176,21 @@ class _Level:
     ids: dict[int, str]  # step_id -> node id, for resolving predecessor/successor ids in this flow
     depth: int
     caller_id: str  # the step that ran this child flow; "" at the top
+    groups: dict[int, StepGroup]  # step_id -> the fan-out group drawn in its place
     pending: Iterator[tuple[FlowStep, str]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.pending = zip(self.steps, self.node_ids, strict=True)
 
 
-def history_mermaid(steps: Sequence[FlowStep]) -> str:
+def group_node_id(group: StepGroup) -> str:
+    """The node id ``history_mermaid`` gives a collapsed fan-out group (``g<first member's step id>``)."""
+    return f"g{group.group_id}" if group.group_id >= 0 else f"gn{-group.group_id}"
+
+
+def history_mermaid(
+    steps: Sequence[FlowStep], *, collapse_over: int = 0, expanded: Collection[int] = ()
+) -> str:
     """The executed DAG of a flow as a ``flowchart TD``.
 
     One node per step (id ``s<step_id>``, made unique with a suffix should an id repeat) labelled with
@@ -190,11 +199,18 @@ def history_mermaid(steps: Sequence[FlowStep]) -> str:
     that several branches name as successor). A step that ran a child flow is followed by a ``subgraph``
     block holding the child's steps, with dotted arrows from the caller to the child's first steps.
     Nesting depth is handled with an explicit stack, never Python recursion.
+
+    With ``collapse_over`` > 0, the siblings of a fan-out that ran the same task, when there are at least
+    that many (``dwarf.workflow.stepgroups``), are drawn as one node (id from ``group_node_id``, a box
+    with double side borders) labelled ``Work ×200`` and ``198 completed, 2 failed``, in the colour of
+    its most urgent status; the child flows of its members are not drawn. Groups whose id (the first
+    member's step id) is in ``expanded`` are drawn step by step.
     """
     lines = ["flowchart TD", *(_INDENT + line for line in _STEP_CLASSES)]
     edges: list[str] = []
     seen_edges: set[tuple[str, str, str]] = set()
     used_ids: set[str] = set()
+    drawn_groups: set[str] = set()
     block_count = 0
 
     def add_edge(source: str, target: str, arrow: str) -> None:
@@ -202,19 +218,31 @@ def history_mermaid(steps: Sequence[FlowStep]) -> str:
             seen_edges.add((source, target, arrow))
             edges.append(f"{_INDENT}{source} {arrow} {target}")
 
+    def unique_id(base: str) -> str:
+        unique, suffix = base, 1
+        while unique in used_ids:
+            suffix += 1
+            unique = f"{base}_{suffix}"
+        used_ids.add(unique)
+        return unique
+
     def open_level(level_steps: Sequence[FlowStep], depth: int, caller_id: str) -> _Level:
+        groups = group_fan_outs(level_steps, collapse_over, expanded) if collapse_over > 0 else {}
+        group_ids: dict[int, str] = {}
         ids: dict[int, str] = {}
         node_ids: list[str] = []
         for step in level_steps:
-            base = f"s{step.step_id}" if step.step_id >= 0 else f"sn{-step.step_id}"
-            unique, suffix = base, 1
-            while unique in used_ids:
-                suffix += 1
-                unique = f"{base}_{suffix}"
-            used_ids.add(unique)
-            ids.setdefault(step.step_id, unique)
-            node_ids.append(unique)
-        return _Level(level_steps, node_ids, ids, depth, caller_id)
+            group = groups.get(step.step_id)
+            if group is not None:
+                known = group_ids.get(group.group_id)
+                if known is None:
+                    known = group_ids[group.group_id] = unique_id(group_node_id(group))
+                own = known
+            else:
+                own = unique_id(f"s{step.step_id}" if step.step_id >= 0 else f"sn{-step.step_id}")
+            ids.setdefault(step.step_id, own)
+            node_ids.append(own)
+        return _Level(level_steps, node_ids, ids, depth, caller_id, groups)
 
     def close_level(level: _Level) -> None:
         has_incoming: set[str] = set()
@@ -242,6 +270,13 @@ def history_mermaid(steps: Sequence[FlowStep]) -> str:
                 lines.append(_indent(level.depth - 1) + "end")
             continue
         step, own = entry
+        group = level.groups.get(step.step_id)
+        if group is not None:
+            if own not in drawn_groups:
+                drawn_groups.add(own)
+                label = _quoted(group.title, group.counts_text())
+                lines.append(f"{_indent(level.depth)}{own}[[{label}]]:::{_group_class(group)}")
+            continue
         lines.append(f"{_indent(level.depth)}{own}[{_quoted(*_step_label(step))}]:::{_step_class(step)}")
         if step.sub_history:
             block_count += 1
@@ -249,6 +284,12 @@ def history_mermaid(steps: Sequence[FlowStep]) -> str:
             lines.append(f"{_indent(level.depth)}subgraph sg{block_count} [{_quoted(title)}]")
             stack.append(open_level(step.sub_history, level.depth + 1, own))
     return "\n".join(lines + edges) + "\n"
+
+
+def _group_class(group: StepGroup) -> str:
+    # A group whose members still wait to run is under way as a whole: drawn as running.
+    status = Status.RUNNING if group.status == Status.PENDING else group.status
+    return _STEP_CLASS.get(status, "pending")
 
 
 def _indent(depth: int) -> str:

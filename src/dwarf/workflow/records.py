@@ -9,14 +9,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from dwarf.errors import BadRequestError
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.status import Status
 
-__all__ = ["FlowOptions", "FlowOutcome", "FlowStep", "FlowSummary", "Query", "ShardSummary"]
+__all__ = [
+    "FlowOptions",
+    "FlowOutcome",
+    "FlowStep",
+    "FlowSummary",
+    "IdempotencyPolicy",
+    "Query",
+    "ShardSummary",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -24,6 +32,19 @@ MAX_PRIORITY = 2**31 - 1
 """The largest priority a flow may have (any larger number is a mistake, and the claim sums priorities)."""
 MAX_TIME_BUDGET = 366 * 86400.0
 """The longest time budget of a step, in seconds (a year: beyond it a budget is a typo, not a plan)."""
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+"""The longest idempotency key, in characters (a request id, a hash, an event's id: never a document)."""
+MAX_KEYED_URL_BYTES = 1024
+"""The longest workflow URL (UTF-8 bytes) a create with an idempotency key accepts: the URL and the key
+are one entry of a unique index, which PostgreSQL caps at 2704 bytes."""
+
+IdempotencyPolicy = Literal["return_existing", "fail", "start_new_if_ended"]
+"""What a create does when a flow of the same workflow URL already holds its idempotency key:
+``"return_existing"`` returns that flow's key, ``"fail"`` raises ``FlowExistsError`` (a
+``ConflictError``), ``"start_new_if_ended"`` starts a new flow once that one has ended (completed, failed
+or cancelled) and returns the running or interrupted one's key otherwise. See docs/flows.md#idempotent-create.
+"""
+_IDEMPOTENCY_POLICIES = frozenset(get_args(IdempotencyPolicy))
 
 
 @dataclass
@@ -32,6 +53,8 @@ class FlowOptions:
 
     ``priority`` 0 means the engine default (lower numbers run first); ``fairness_weight`` 0 means 1.0;
     ``time_budget`` None means the engine default. ``thread_key`` joins the flow to an existing thread.
+    ``idempotency_key`` makes the create idempotent per workflow URL, ``idempotency_policy`` says what a
+    second create with the key does (see ``IdempotencyPolicy`` and docs/flows.md#idempotent-create).
     """
 
     priority: int = 0
@@ -42,6 +65,8 @@ class FlowOptions:
     delete_on_completion: bool = False
     baggage: Any = None
     thread_key: str = ""
+    idempotency_key: str = ""
+    idempotency_policy: IdempotencyPolicy = "return_existing"
 
     def check(self) -> None:
         """Raise BadRequestError if a field is out of range or of the wrong type."""
@@ -67,6 +92,27 @@ class FlowOptions:
                 raise BadRequestError(f"time_budget must be from 0 to {MAX_TIME_BUDGET:g} seconds")
         if not isinstance(self.thread_key, str):
             raise BadRequestError("thread_key must be a string")
+        key = self.idempotency_key
+        if key:
+            if not isinstance(key, str):
+                raise BadRequestError("idempotency_key must be a string")
+            if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+                raise BadRequestError(
+                    f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters long"
+                )
+            check_text(key, "idempotency_key")
+            if self.thread_key:
+                # A thread lives on its first flow's shard, a key on the shard its hash picks: a flow
+                # cannot always be on both (docs/flows.md#idempotent-create).
+                raise BadRequestError("idempotency_key cannot be combined with thread_key")
+        elif not isinstance(key, str):
+            raise BadRequestError("idempotency_key must be a string")
+        policy = self.idempotency_policy
+        if not isinstance(policy, str) or policy not in _IDEMPOTENCY_POLICIES:
+            raise BadRequestError(
+                "idempotency_policy must be one of "
+                + ", ".join(repr(p) for p in sorted(_IDEMPOTENCY_POLICIES))
+            )
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["TERMINAL_STATUSES", "Status"]
+__all__ = ["FLOW_STATUSES", "TERMINAL_STATUSES", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -25,3 +25,6 @@ class Status(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+FLOW_STATUSES = (Status.RUNNING, Status.INTERRUPTED, Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+"""The statuses a flow can have, in the order of its life; created and pending are statuses of steps only."""
