@@ -22,7 +22,11 @@ schema. ``report`` runs ours and the peers interleaved, three times each, and wr
 and docs/images/benchmarks.png. ``suite`` runs all of our workloads at a small size (``make bench``).
 ``flatcost`` runs the four flat-cost workloads at a small and a large size (the issue's targets: 100,000
 backlog flows, 1,000 turns, 100,000 history flows, 1 MiB of state; ``--quick``: 10,000 / 300 / 10,000)
-and prints a markdown table of how much more a step costs at the large size; ``--rows`` re-renders it.
+and prints a markdown table of how much more a step costs at the large size; ``--rows`` re-renders it,
+``--save`` keeps the rows (bench/flatcost_before.json, the "before" of the report, was made so).
+``report`` also runs the flat-cost workloads at the issue's sizes after the peers (``--no-flatcost``
+leaves them out, ``--flatcost-rows FILE`` renders them from saved rows) and shows them next to the
+"before" rows of bench/flatcost_before.json.
 """
 
 from __future__ import annotations
@@ -116,12 +120,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--rerun-failed", action="store_true", help="with --rows: run the failed rows again, save, render"
     )
+    report.add_argument(
+        "--no-flatcost",
+        action="store_true",
+        help="leave out the flat-cost workloads (backlog, growing, aged, statesize) and their sections",
+    )
+    report.add_argument(
+        "--flatcost-rows",
+        default="",
+        help="render the flat-cost sections from this file of rows (as flatcost or report saved them) "
+        "instead of running them",
+    )
 
     flatcost = sub.add_parser("flatcost", help="the flat-cost workloads, small vs large, as a markdown table")
     flatcost.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     flatcost.add_argument("--quick", action="store_true", help="large sizes of 10,000 flows / 300 turns")
     flatcost.add_argument("--dsn", default=os.environ.get("DWARF_BENCH_DSN", ""), help="PostgreSQL admin DSN")
-    flatcost.add_argument("--rows", default="", help="render from a JSON-lines file of results, run nothing")
+    flatcost.add_argument("--rows", default="", help="render from a file of saved rows, run nothing")
+    flatcost.add_argument(
+        "--large-backlog", type=int, default=0, help="flows of the large backlog (0: plan's)"
+    )
+    flatcost.add_argument("--turns", type=int, default=0, help="turns of the growing flow (0: the plan's)")
+    flatcost.add_argument("--history", type=int, default=0, help="completed flows of aged (0: the plan's)")
+    flatcost.add_argument(
+        "--save",
+        default="",
+        help="also write the rows to this file as one JSON document with the engine measured and --note's",
+    )
+    flatcost.add_argument(
+        "--note", action="append", default=[], help="with --save: a sentence about the runs"
+    )
 
     suite = sub.add_parser("suite", help="all of our workloads at a small size on SQLite and PostgreSQL")
     suite.add_argument("--dsn", default=os.environ.get("DWARF_BENCH_DSN", ""), help="PostgreSQL admin DSN")

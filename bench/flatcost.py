@@ -12,6 +12,10 @@ Four workloads, each printed as one JSON line by ``python -m bench run --workloa
 
 ``python -m bench flatcost`` runs all four at a small and a large size in subprocesses and prints a
 markdown table whose last column says how many times more a unit of work costs at the large size.
+``python -m bench report`` runs the same plan and renders issue 14's targets and one section per workload
+(``render_sections``), next to the rows of the engine before issue 14 kept in bench/flatcost_before.json
+(made by running this bench with PYTHONPATH pointing at commit 8de55ae's src). The workloads use only what
+that engine already had (``flow.append`` only where it exists), so the two sides are measured alike.
 
 The bench looks at the database through a connection of its own (row counts, sizes, checkpoints), never
 through the engine's, so that what it measures does not depend on the engine's internals.
@@ -290,10 +294,11 @@ def _window_rate(stamps: list[float], first: int, last: int) -> float:
 # --- backlog: drain N flows created while no worker ran ---
 
 BACKLOG_METHOD = (
-    "flows created through engine.create on engines of 0 workers (no step runs), {creators} such engine(s) "
-    "with {chunk} creates in flight; then one engine with workers starts and the clock runs from its "
-    "startup call until the database holds no unfinished flow (checked through a separate connection once "
-    "every step's task ran). Window rates come from the tasks' own invocation times."
+    "flows created through engine.create on engines of 0 workers (no step runs; {sqlite} such engine on "
+    "SQLite, {postgres} on PostgreSQL) with {chunk} creates in flight; then one engine with workers starts "
+    "and the clock runs from its startup call until the database holds no unfinished flow (checked through "
+    "a separate connection once every step's task ran). Window rates come from the tasks' own invocation "
+    "times."
 )
 
 
@@ -355,7 +360,7 @@ async def run_backlog(args: argparse.Namespace) -> dict[str, Any]:
         "median_flow_done_s": round(completions[len(completions) // 2], 3),
         "db_bytes_before_drain": size_before["bytes"],
         "db_bytes_after_drain": size_after["bytes"],
-        "method": BACKLOG_METHOD.format(creators=CREATORS[args.db], chunk=CREATE_CHUNK),
+        "method": BACKLOG_METHOD.format(**CREATORS, chunk=CREATE_CHUNK),
         "settings": settings,
     }
 
@@ -476,7 +481,7 @@ async def run_growing(args: argparse.Namespace) -> dict[str, Any]:
 # --- aged: linear3 on a database holding many completed flows ---
 
 AGED_METHOD = (
-    "two fresh databases in one process: on the first, linear3 measured at once; on the second, {history} "
+    "two fresh databases in one process: on the first, linear3 measured at once; on the second, {history:,} "
     "linear3 flows are first run to completion by one engine ({submitters} concurrent engine.run calls), "
     "which then stops; a new engine measures linear3 the same way. No VACUUM or ANALYZE is run by the "
     "bench."
@@ -663,6 +668,7 @@ def run_plan(
     from bench.report import Job, run_job
 
     rows: list[dict[str, Any]] = []
+    source = engine_source()
     with open(rows_file, "w", encoding="utf-8") as saved:
         for db in dbs:
             for label, workload, sizes in plan:
@@ -674,6 +680,9 @@ def run_plan(
                 row = {"label": label, **run_job(Job("dwarf", db, workload, argv))}
                 row["started_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime(began))
                 row["run_s"] = round(time.time() - began, 1)
+                # Which dwarf ran, as the tree looked when the plan started (a tree edited during the
+                # runs shows as "with uncommitted changes" only if it already was).
+                row["dwarf"] = source
                 rows.append(row)
                 saved.write(json.dumps(row) + "\n")
                 saved.flush()
@@ -699,41 +708,34 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         meta = {name: value for name, value in document.items() if name != "rows"}
         return [dict(row) for row in document["rows"]], meta
     if isinstance(document, dict):
-        return [document], {}
-    return [json.loads(line) for line in text.splitlines() if line.strip()], {}
+        rows = [document]
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return rows, rows_meta(rows)
+
+
+def rows_meta(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What rows saved as JSON lines say about themselves: the dwarf they measured (if one) and when."""
+    started = sorted(str(row["started_utc"]) for row in rows if row.get("started_utc"))
+    meta: dict[str, Any] = {"measured": f"{started[0]} to {started[-1]} UTC"} if started else {}
+    sources = {str(row["dwarf"]) for row in rows if row.get("dwarf")}
+    if len(sources) == 1:
+        meta["engine"] = sources.pop()
+    elif sources:
+        meta["engine"] = " and ".join(sorted(sources))
+    return meta
 
 
 def engine_source() -> str:
-    """Which dwarf the runs measure: the commit of the source tree ``import dwarf`` finds (and whether
-    that tree has uncommitted changes under src/), or its installed version."""
-    import subprocess
+    """Which dwarf ``import dwarf`` finds (bench.report.engine_source)."""
+    from bench.report import engine_source as source
 
-    import dwarf
-
-    folder = os.path.dirname(os.path.abspath(dwarf.__file__))
-
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", *argv], cwd=folder, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        from importlib import metadata
-
-        return f"dwarf {metadata.version('dwarf-workflow')}"
-    dirty = git("status", "--porcelain", "--", folder)
-    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+    return source()
 
 
 def save_rows(path: str, rows: list[dict[str, Any]], notes: list[str]) -> None:
     """Write ``rows`` as one JSON document saying which engine ran them, when, and ``notes``."""
-    started = sorted(str(row["started_utc"]) for row in rows if row.get("started_utc"))
-    document = {
-        "engine": engine_source(),
-        "measured": f"{started[0]} to {started[-1]} UTC" if started else "",
-        "notes": notes,
-        "rows": rows,
-    }
+    document = {"engine": engine_source(), "measured": "", **rows_meta(rows), "notes": notes, "rows": rows}
     with open(path, "w", encoding="utf-8") as saved:
         json.dump(document, saved, indent=1)
         saved.write("\n")
@@ -944,7 +946,7 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, st
             grown = growing_bytes_ratio(growing)
             add(
                 size,
-                f"{grown:.1f}{TIMES} ({_mb(growing['db_bytes_growth'])} for "
+                f"{grown:,.1f}{TIMES} ({_mb(growing['db_bytes_growth'])} for "
                 f"{_mb(growing['final_state_bytes'])})",
                 _holds(grown <= GROWING_BYTES, at_size, turns),
             )
@@ -983,8 +985,8 @@ def _version_cells(before: str, after: str) -> dict[str, str]:
 
 
 def _short_engine(meta: dict[str, Any], default: str) -> str:
-    engine = str(meta.get("engine") or default)
-    return engine.removeprefix("commit ")
+    engine = str(meta.get("engine") or "")
+    return engine.removeprefix("commit ").split()[0] if engine.startswith("commit ") else default
 
 
 def _method_of(rows: list[dict[str, Any]], workload: str) -> str:
@@ -1030,7 +1032,8 @@ def _growing_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
 
     lines = [
         f"| database | engine | turns | each turn adds by | first {EDGE_TURNS} turns "
-        f"| last {EDGE_TURNS} turns | last ÷ first | final state | database growth | growth ÷ state | targets hold (latency, bytes) |",
+        f"| last {EDGE_TURNS} turns | last ÷ first | final state | database growth | growth ÷ state "
+        "| targets hold (latency, bytes) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for db in DBS:
@@ -1049,7 +1052,7 @@ def _growing_table(sides: list[tuple[str, list[dict[str, Any]]]]) -> str:
                 f"| {DB_TITLES[db]} | {side} | {row['turns']:,} | {row['api']} "
                 f"| {row['early_turn_ms']:.2f} ms "
                 f"| {row['late_turn_ms']:.2f} ms | {row['late_over_early']:.2f}{TIMES} "
-                f"| {_mb(row['final_state_bytes'])} | {_mb(row['db_bytes_growth'])} | {grown:.1f}{TIMES} "
+                f"| {_mb(row['final_state_bytes'])} | {_mb(row['db_bytes_growth'])} | {grown:,.1f}{TIMES} "
                 f"| {', '.join(verdicts)} |"
             )
     return "\n".join(lines)
@@ -1159,7 +1162,7 @@ def render_sections(
         parts += [f"  {note}" for note in before_meta.get("notes", [])]
     if after:
         parts += [
-            f"- **after**: the engine at {after_meta.get('engine', "this page's commit")}, measured "
+            f"- **after**: the engine at {after_meta.get('engine', 'this commit')}, measured "
             f"{after_meta.get('measured') or 'with this page'}.",
         ]
         parts += [f"  {note}" for note in after_meta.get("notes", [])]
@@ -1169,7 +1172,7 @@ def render_sections(
         "100%) is flat.",
         "",
     ]
-    everything = before + after
+    everything = after + before  # the methods as the after rows state them, which may be newer
     parts += [
         "## backlog: draining flows queued while no worker ran",
         "",

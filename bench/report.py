@@ -345,11 +345,37 @@ def _errors(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class FlatCost:
+    """The flat-cost part of a report: the rows measured now (``after``), the saved rows of the engine
+    before issue 14 (``before``), and what their files say about them (engine, date, notes)."""
+
+    after: list[dict[str, Any]] = field(default_factory=list)
+    before: list[dict[str, Any]] = field(default_factory=list)
+    after_meta: dict[str, Any] = field(default_factory=dict)
+    before_meta: dict[str, Any] = field(default_factory=dict)
+
+
+BEFORE_ROWS = os.path.join(ROOT, "bench", "flatcost_before.json")
+"""The flat-cost rows of the engine before issue 14 (commit 8de55ae), measured with this bench."""
+
+
 def render_markdown(
-    rows: list[dict[str, Any]], machine: dict[str, str], *, quick: bool = False, rounds: int = 3
+    rows: list[dict[str, Any]],
+    machine: dict[str, str],
+    *,
+    quick: bool = False,
+    rounds: int = 3,
+    flatcost: FlatCost | None = None,
 ) -> str:
-    """The report as markdown, from result rows (as ``bench run``/``bench peers`` print them)."""
+    """The report as markdown, from result rows (as ``bench run``/``bench peers`` print them) and, with
+    ``flatcost``, the flat-cost sections."""
     table = medians(rows)
+    verdicts = evaluate_targets(table)
+    if flatcost is not None and flatcost.after:
+        from bench import flatcost as flat
+
+        verdicts += flat.evaluate_targets(flatcost.after)
     parts = [
         "# Benchmarks",
         "",
@@ -380,9 +406,13 @@ def render_markdown(
     ]
     parts += [f"| {name} | {value} |" for name, value in machine.items()]
     parts += ["", "## Targets", "", "| target | database | measured (median) | holds |", "|---|---|---|---|"]
-    parts += [
-        f"| {target} | {db} | {value} | {holds} |" for target, db, value, holds in evaluate_targets(table)
-    ]
+    parts += [f"| {target} | {db} | {value} | {holds} |" for target, db, value, holds in verdicts]
+    if flatcost is not None and flatcost.after:
+        parts += [
+            "",
+            "The flat-cost targets (backlog, growing, aged, state size) are single runs; their sections "
+            "below show them next to the engine before issue 14.",
+        ]
     parts += ["", "![dwarf, DBOS and LangGraph on SQLite and PostgreSQL](images/benchmarks.png)", ""]
     for workload in COMPARED:
         title, description, metric = WORKLOAD_TEXT[workload]
@@ -406,6 +436,15 @@ def render_markdown(
         "",
         _parked_table(table),
         "",
+    ]
+    if flatcost is not None and (flatcost.before or flatcost.after):
+        from bench import flatcost as flat
+
+        parts += [
+            flat.render_sections(flatcost.before, flatcost.after, flatcost.before_meta, flatcost.after_meta),
+            "",
+        ]
+    parts += [
         "## How each engine runs the workloads",
         "",
         "- **dwarf**: graphs of no-op async tasks served by `TestProxy`; `engine.run` from concurrent "
@@ -449,6 +488,15 @@ def render_markdown(
         ".venv/bin/python -m bench run --db postgres --workload parked --flows 10000",
         ".venv/bin/python -m bench peers --engine dbos --db postgres --workload linear3",
         ".venv/bin/python -m bench peers --engine langgraph --durability sync --db sqlite --workload fanout",
+        "# the flat-cost workloads alone, small vs large, on both databases (about 15 minutes)",
+        ".venv/bin/python -m bench flatcost",
+        "# the report without them, or with them from saved rows",
+        ".venv/bin/python -m bench report --no-flatcost",
+        ".venv/bin/python -m bench report --flatcost-rows /tmp/dwarf-flatcost-<time>.jsonl",
+        "# the before rows: today's bench against the engine before issue 14",
+        "git worktree add /tmp/fc_before 8de55ae",
+        "PYTHONPATH=/tmp/fc_before/src:. .venv/bin/python -m bench flatcost --large-backlog 10000 \\",
+        "    --save bench/flatcost_before.json",
         "# our workloads at a small size (what `make bench` runs)",
         "make bench",
         "```",
@@ -550,9 +598,6 @@ def machine_info(dsn: str = "", postgres: bool = True) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": f"{os.cpu_count()}" + (f" ({cpu})" if cpu else ""),
@@ -560,12 +605,33 @@ def machine_info(dsn: str = "", postgres: bool = True) -> dict[str, str]:
         "Python": platform.python_version(),
         "PostgreSQL": pg_version,
         "SQLite": sqlite3.sqlite_version,
-        "dwarf": f"{version('dwarf-workflow')} (commit {commit or '?'})",
+        "dwarf": f"{version('dwarf-workflow')} ({engine_source()})",
         "DBOS": version("dbos"),
         "LangGraph": f"{version('langgraph')} (checkpoint {version('langgraph-checkpoint')}, sqlite "
         f"{version('langgraph-checkpoint-sqlite')}, postgres {version('langgraph-checkpoint-postgres')})",
         "psycopg": version("psycopg"),
     }
+
+
+def engine_source() -> str:
+    """Which dwarf the runs measure: the commit of the source tree ``import dwarf`` finds (which
+    PYTHONPATH may point at another checkout than this bench's) and whether src/ there has uncommitted
+    changes; or the installed version when it is no git checkout."""
+    from importlib import metadata
+
+    import dwarf
+
+    folder = os.path.dirname(os.path.abspath(dwarf.__file__))
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=folder, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return f"dwarf {metadata.version('dwarf-workflow')}"
+    dirty = git("status", "--porcelain", "--", folder)
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
 
 
 # --- entry points ---
@@ -605,7 +671,10 @@ def main(args: argparse.Namespace) -> int:
                 saved.flush()
                 print(json.dumps(row), flush=True)
         _log(f"{len(jobs)} runs in {time.perf_counter() - began:.0f} s; rows saved in {rows_file}")
-    markdown = render_markdown(rows, machine_info(args.dsn, postgres), quick=quick, rounds=rounds)
+    flat = _flatcost(args, quick, postgres)
+    markdown = render_markdown(
+        rows, machine_info(args.dsn, postgres), quick=quick, rounds=rounds, flatcost=flat
+    )
     markdown_path = os.path.join(output, "benchmarks.md")
     chart_path = os.path.join(output, "images", "benchmarks.png")
     os.makedirs(output, exist_ok=True)
@@ -614,6 +683,33 @@ def main(args: argparse.Namespace) -> int:
     render_chart(rows, chart_path)
     _log(f"wrote {markdown_path} and {chart_path}")
     return 0
+
+
+def _flatcost(args: argparse.Namespace, quick: bool, postgres: bool) -> FlatCost | None:
+    """The flat-cost part of the report: None with ``--no-flatcost``; else the saved "before" rows and
+    the "after" rows from ``--flatcost-rows``, or run now (at the issue's sizes; ``--quick``: tiny) unless
+    the report itself is rendered from ``--rows``."""
+    if args.no_flatcost:
+        return None
+    from bench import flatcost
+
+    result = FlatCost()
+    if os.path.exists(BEFORE_ROWS):
+        result.before, result.before_meta = flatcost.load_rows(BEFORE_ROWS)
+    if args.flatcost_rows:
+        result.after, result.after_meta = flatcost.load_rows(args.flatcost_rows)
+    elif args.rows:
+        _log("--rows without --flatcost-rows: the flat-cost sections show the before rows only")
+    else:
+        dbs = ["sqlite", "postgres"] if postgres else ["sqlite"]
+        rows_file = os.path.join(tempfile.gettempdir(), f"dwarf-flatcost-{int(time.time())}.jsonl")
+        began = time.perf_counter()
+        result.after = flatcost.run_plan(
+            flatcost.PLANS["smoke" if quick else "target"], dbs, args.dsn, rows_file
+        )
+        _log(f"flat-cost runs in {time.perf_counter() - began:.0f} s; rows saved in {rows_file}")
+        result.after_meta = flatcost.rows_meta(result.after)
+    return result
 
 
 def _rerun_failed(

@@ -4,14 +4,25 @@ the flatcost table turns rows into "how many times more a step costs at the larg
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from bench.__main__ import main
-from bench.flatcost import growing_api, render_table, state_sizes
+from bench.flatcost import (
+    PLANS,
+    _settings,
+    evaluate_targets,
+    growing_api,
+    load_rows,
+    plan_of,
+    render_sections,
+    render_table,
+    save_rows,
+    state_sizes,
+)
 from bench.report import TIMES
 
-from dwarf import Flow
+from dwarf import Engine, Flow
 
 
 def run_line(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
@@ -124,3 +135,119 @@ def test_the_table_says_how_many_times_more_a_step_costs_at_the_large_size() -> 
     # A workload with a failed half gets no row, and the failure is listed.
     assert "| backlog | PostgreSQL" not in table
     assert "failed: backlog-small on postgres: exit 1: boom" in table
+
+
+# --- the report's flat-cost part: targets, before/after sections, saved rows ---
+
+
+def flat_rows(*, backlog_large: int = 100_000, share: float = 0.9, turns: int = 1000) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for db in ("sqlite", "postgres"):
+        rows += [
+            {"label": "backlog-small", "workload": "backlog", "db": db, "flows": 1000,
+             "drain_steps_per_s": 3000.0, "creates_per_s": 3500.0, "first_flow_done_s": 0.1,
+             "median_flow_done_s": 0.5, "method": "drained"},
+            {"label": "backlog-large", "workload": "backlog", "db": db, "flows": backlog_large,
+             "drain_steps_per_s": 3000.0 * share, "creates_per_s": 3400.0, "first_flow_done_s": 0.1,
+             "median_flow_done_s": 50.0, "method": "drained"},
+            {"label": "growing", "workload": "growing", "db": db, "turns": turns, "api": "flow.append",
+             "early_turn_ms": 1.0, "late_turn_ms": 1.5, "late_over_early": 1.5,
+             "final_state_bytes": 1_000_000, "db_bytes_growth": 3_000_000, "method": "one flow"},
+            {"label": "aged", "workload": "aged", "db": db, "history": 100_000,
+             "fresh_steps_per_s": 1000.0, "aged_steps_per_s": 950.0, "aged_over_fresh": 0.95,
+             "db_bytes_with_history": 200_000_000, "method": "two databases"},
+            {"label": "statesize", "workload": "statesize", "db": db, "method": "sizes", "sizes": [
+                {"state_bytes": 1024, "steps_per_s": 1000.0, "ratio_to_1k": 1.0},
+                {"state_bytes": 16384, "steps_per_s": 550.0, "ratio_to_1k": 0.55}]},
+        ]  # fmt: skip
+    return rows
+
+
+def test_the_flat_cost_targets_say_which_hold() -> None:
+    verdicts = {
+        (target.split(":")[0], db, value[:4], holds)
+        for target, db, value, holds in evaluate_targets(flat_rows())
+    }
+    assert ("backlog", "SQLite", "90% ", "yes") in verdicts
+    assert ("aged", "PostgreSQL", "95% ", "yes") in verdicts
+    assert ("state size", "SQLite", "55% ", "**no**") in verdicts
+    growing = [v for v in evaluate_targets(flat_rows()) if v[0].startswith("growing") and v[1] == "SQLite"]
+    assert [(value, holds) for _, _, value, holds in growing] == [
+        (f"1.50{TIMES} (1.00 → 1.50 ms)", "yes"),
+        (f"3.0{TIMES} (3.0 MB for 1.0 MB)", "yes"),
+    ]
+
+
+def test_a_pass_below_the_targets_size_is_no_verdict_but_a_failure_is() -> None:
+    verdicts = {
+        (t.split(":")[0], db): holds for t, db, _, holds in evaluate_targets(flat_rows(backlog_large=10_000))
+    }
+    assert verdicts[("backlog", "SQLite")] == "— (only measured at 10,000 flows)"
+    failing = flat_rows(backlog_large=10_000, share=0.3)
+    verdicts = {(t.split(":")[0], db): holds for t, db, _, holds in evaluate_targets(failing)}
+    assert verdicts[("backlog", "PostgreSQL")] == "**no** (at 10,000 flows)"
+
+
+def test_a_database_without_rows_has_no_flat_cost_targets_and_a_missing_row_is_not_measured() -> None:
+    rows = [row for row in flat_rows() if row["db"] == "sqlite" and row["label"] != "aged"]
+    verdicts = evaluate_targets(rows)
+    assert {db for _, db, _, _ in verdicts} == {"SQLite"}
+    [aged] = [v for v in verdicts if v[0].startswith("aged")]
+    assert aged[2:] == ("not measured", "—")
+
+
+def test_the_sections_show_before_and_after_per_database() -> None:
+    before = flat_rows(backlog_large=10_000, share=0.3)
+    for row in before:
+        if row["label"] == "growing":
+            row |= {"api": "get + set of the whole list", "late_turn_ms": 50.0, "late_over_early": 50.0,
+                    "db_bytes_growth": 1_000_000_000}  # fmt: skip
+    markdown = render_sections(
+        before,
+        flat_rows(),
+        {"engine": "commit 8de55ae", "measured": "2026-12-04 11:01 to 11:10 UTC", "notes": ["A note."]},
+        {"engine": "commit 864625c with uncommitted changes"},
+    )
+    for title in ("backlog", "growing state", "aged database", "state size"):
+        assert f"\n## {title}:" in markdown
+    assert "A note." in markdown and "2026-12-04 11:01 to 11:10 UTC" in markdown
+    assert "the engine at commit 864625c with uncommitted changes" in markdown
+    backlog = markdown.split("## backlog", 1)[1].split("\n## ", 1)[0]
+    assert "| SQLite | before (8de55ae) | 3,000 steps/s | 900 steps/s at 10,000 flows | 30% |" in backlog
+    assert "| SQLite | after (864625c) | 3,000 steps/s | 2,700 steps/s at 100,000 flows | 90% |" in backlog
+    growing = markdown.split("## growing state", 1)[1].split("\n## ", 1)[0]
+    assert "that engine has no `flow.append`" in growing
+    assert (
+        f"| get + set of the whole list | 1.00 ms | 50.00 ms | 50.00{TIMES} | 1.0 MB | 1,000.0 MB |"
+        in growing
+    )
+    assert "| **no**, **no** |" in growing and "| yes, yes |" in growing
+    sizes = markdown.split("## state size", 1)[1]
+    assert "| PostgreSQL | after (864625c) | 1,000 (100%) | 550 (55%) | 55% | **no** |" in sizes
+
+
+def test_saved_rows_load_from_json_lines_or_a_document(tmp_path: Any) -> None:
+    rows = flat_rows()[:2]
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert load_rows(str(lines)) == (rows, {})
+    document = tmp_path / "before.json"
+    save_rows(str(document), [row | {"started_utc": "2026-12-04 11:01"} for row in rows], ["fewer flows"])
+    loaded, meta = load_rows(str(document))
+    assert [row["label"] for row in loaded] == ["backlog-small", "backlog-large"]
+    assert meta["notes"] == ["fewer flows"] and meta["measured"] == "2026-12-04 11:01 to 2026-12-04 11:01 UTC"
+    assert meta["engine"].startswith(("commit ", "dwarf "))
+
+
+def test_a_plan_can_take_other_sizes() -> None:
+    plan = {label: argv for label, _, argv in plan_of("target", large_backlog=10_000, turns=300)}
+    assert plan["backlog-large"] == ["--flows", "10000"]
+    assert plan["growing"] == ["--turns", "300"]
+    assert plan["aged"] == ["--history", "100000"]
+    assert {label: argv for label, _, argv in plan_of("target")} == {
+        label: argv for label, _, argv in PLANS["target"]
+    }
+
+
+def test_the_settings_of_an_engine_without_settings_are_unknown_not_an_error() -> None:
+    assert _settings(cast(Engine, object()))["workers"] is None

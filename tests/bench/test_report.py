@@ -6,7 +6,17 @@ import re
 from typing import Any
 
 import pytest
-from bench.report import ENGINES, TIMES, evaluate_targets, medians, plan, render_chart, render_markdown
+from bench.report import (
+    BEFORE_ROWS,
+    ENGINES,
+    TIMES,
+    FlatCost,
+    evaluate_targets,
+    medians,
+    plan,
+    render_chart,
+    render_markdown,
+)
 
 MACHINE = {"cores": "2", "Python": "3.11", "PostgreSQL": "15", "date": "2026-01-01 00:00 UTC"}
 
@@ -192,3 +202,42 @@ def test_the_chart_is_written_as_a_png(tmp_path: Any) -> None:
     path = tmp_path / "images" / "benchmarks.png"
     render_chart(full_rows(), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_flat_cost_targets_and_sections_join_the_report() -> None:
+    from tests.bench.test_flatcost import flat_rows
+
+    flat = FlatCost(after=flat_rows(), before=flat_rows(backlog_large=10_000, share=0.3))
+    markdown = render_markdown(full_rows(), MACHINE, flatcost=flat)
+    targets = markdown.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    assert "| linear3: ≥ 1,500 steps/s | SQLite |" in targets
+    assert (
+        "| backlog: drain rate at 100,000 queued flows ≥ 80% of the rate at 1,000 | PostgreSQL | 90% "
+        in targets
+    )
+    assert "| state size: 16 KiB state ≥ 60% of the 1 KiB rate | SQLite | 55% " in targets
+    sections = [line for line in markdown.splitlines() if line.startswith("## ")]
+    flat_titles = [line.split(":")[0] for line in sections if "issue 14" in line or ":" in line]
+    assert flat_titles.index("## backlog") < flat_titles.index("## growing state")
+    assert flat_titles.index("## aged database") < flat_titles.index("## state size")
+    assert "## backlog" not in render_markdown(full_rows(), MACHINE)
+
+
+def test_the_report_takes_flat_cost_options() -> None:
+    from bench.__main__ import build_parser
+
+    args = build_parser().parse_args(["report", "--no-flatcost", "--flatcost-rows", "saved.jsonl"])
+    assert args.no_flatcost and args.flatcost_rows == "saved.jsonl"
+    args = build_parser().parse_args(["report"])
+    assert not args.no_flatcost and args.flatcost_rows == ""
+
+
+def test_the_saved_before_rows_cover_every_flat_cost_workload_on_both_databases() -> None:
+    from bench.flatcost import load_rows
+
+    rows, meta = load_rows(BEFORE_ROWS)
+    assert meta["engine"].startswith("commit 8de55ae")
+    labels = {(row["db"], row["label"]) for row in rows if "error" not in row}
+    for db in ("sqlite", "postgres"):
+        for label in ("backlog-small", "backlog-large", "growing", "aged", "statesize"):
+            assert (db, label) in labels
