@@ -1,8 +1,6 @@
 """The Engine: configuration, lifecycle and the public operations.
 
-An engine runs flows against one or more shards. Setters split in two: construction-time ones (DSN, host,
-workers, shards, telemetry, test mode) raise EngineStateError once the engine started; live ones apply at
-once (the time budget and default priority are read at each create and frozen onto the flow). Startup
+An engine runs flows against one or more shards. Its ``set_*`` methods live in ``setters``. Startup
 builds the ``Runtime`` that the scheduler, the executor and the operations share; the operations live in
 ``operations``, ``waiting`` and ``listing``, and each public method here checks the engine is started and
 hands over to them.
@@ -13,30 +11,25 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import logging
-import math
 from collections.abc import Mapping
 from typing import Any, Unpack
 
 from dwarf.engine import listing, operations, progress, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
-from dwarf.engine.host import Host, HostHooks
+from dwarf.engine.host import HostHooks
 from dwarf.engine.keys import parse_key
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.scheduler import Scheduler
+from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters
 from dwarf.engine.settings import DEFAULT_DRAIN_TIMEOUT, EngineConfig, EngineSettings
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, decode_signal
 from dwarf.engine.telemetry import Telemetry
-from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import BadRequestError, EngineStateError
-from dwarf.store.base import silent_logger
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.mermaid import history_mermaid
 from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import (
-    MAX_PRIORITY,
-    MAX_TIME_BUDGET,
     FlowOptions,
     FlowOutcome,
     FlowStep,
@@ -47,16 +40,8 @@ from dwarf.workflow.records import (
 
 __all__ = ["Engine"]
 
-_NEW, _STARTING, _STARTED, _STOPPED = "new", "starting", "started", "stopped"
 
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadRequestError(f"{what} must be a positive integer")
-    return value
-
-
-class Engine:
+class Engine(EngineSetters):
     """A durable workflow engine over SQLite or PostgreSQL shards.
 
     Example::
@@ -68,7 +53,7 @@ class Engine:
     """
 
     def __init__(self, **settings: Unpack[EngineSettings]) -> None:
-        self._phase = _NEW
+        self._phase = NEW
         self._config = EngineConfig()
         self._hooks = HostHooks()  # the host's optional methods, resolved by set_host
         self._specs: list[StoreSpec] = []
@@ -90,133 +75,18 @@ class Engine:
         """The settings in force, as ``Engine(**settings)`` keywords (an engine built from them is alike)."""
         return self._config.as_settings()
 
-    # --- construction-time settings ---
-
-    def _require_new(self, what: str) -> None:
-        if self._phase != _NEW:
-            raise EngineStateError(f"{what} can only be set before startup")
-
-    def set_dsn(self, dsn: str) -> None:
-        """The database: ``sqlite:///path`` or ``postgresql://...``; ``%d`` stands for the shard number."""
-        self._require_new("the DSN")
-        if not isinstance(dsn, str):
-            raise BadRequestError("the DSN must be a string")
-        self._config.dsn = dsn
-
-    def set_host(self, host: Host) -> None:
-        """The host that loads graphs, executes tasks and relays signals."""
-        self._require_new("the host")
-        for method in ("load_graph", "execute_task"):
-            if not callable(getattr(host, method, None)):
-                raise BadRequestError(f"the host has no {method} method")
-        self._hooks = HostHooks.of(host)
-        self._config.host = host
-
-    def set_workers(self, n: int) -> None:
-        """How many steps this engine runs at once (default 64). Zero makes an operations-only engine (the
-        CLI, the dashboard): it runs no steps and needs no host unless it creates flows."""
-        self._require_new("the number of workers")
-        zero = n == 0 and not isinstance(n, bool)
-        self._config.workers = 0 if zero else _positive_int(n, "workers")
-
-    def set_num_shards(self, n: int) -> None:
-        """How many databases flows are spread over (default 1); the DSN must then contain ``%d``."""
-        self._require_new("the number of shards")
-        self._config.num_shards = _positive_int(n, "the number of shards")
-
-    def set_logger(self, logger: logging.Logger | None) -> None:
-        """Where the engine logs; None silences it (the default)."""
-        self._require_new("the logger")
-        self._config.logger = logger if logger is not None else silent_logger()
-
-    def set_debug_logger(self) -> None:
-        """Log everything at DEBUG level to stderr (for development)."""
-        self._require_new("the logger")
-        logger = logging.getLogger("dwarf.engine.debug")
-        logger.setLevel(logging.DEBUG)
-        if not logger.handlers:
-            logger.addHandler(logging.StreamHandler())
-        self._config.logger = logger
-        self._config.debug_logger = True
-
-    def set_meter_provider(self, provider: Any) -> None:
-        """The OpenTelemetry MeterProvider (default: the global one)."""
-        self._require_new("the meter provider")
-        self._config.meter_provider = provider
-
-    def set_tracer_provider(self, provider: Any) -> None:
-        """The OpenTelemetry TracerProvider (default: the global one)."""
-        self._require_new("the tracer provider")
-        self._config.tracer_provider = provider
-
-    def set_in_test(self, name: str) -> None:
-        """Use isolated databases for the test ``name`` (see docs/testing.md#without-pytest-set_in_test)."""
-        self._require_new("test mode")
-        if not isinstance(name, str) or not name:
-            raise BadRequestError("the test name must be a non-empty string")
-        self._config.in_test = name
-
-    # --- live settings ---
-
-    def set_max_open_conns(self, n: int) -> None:
-        """The cap on connections per shard (default 8)."""
-        self._config.max_open_conns = _positive_int(n, "max open connections")
-        self._resize_pools()
-
-    def set_workers_per_conn(self, n: int) -> None:
-        """How many workers share one connection when sizing the pool (default 8)."""
-        self._config.workers_per_conn = _positive_int(n, "workers per connection")
-        self._resize_pools()
-
-    def _resize_pools(self) -> None:
-        if self._phase == _STARTED and self._runtime is not None:
-            for store in self._runtime.stores:
-                self._runtime.spawn(store.resize(self.pool_size))
-
-    def set_time_budget(self, budget: Duration) -> None:
-        """The default time budget of a step (default 2 minutes)."""
-        seconds = to_seconds(budget, what="time budget")
-        if not 0 < seconds <= MAX_TIME_BUDGET:
-            raise BadRequestError(f"the time budget must be positive and at most {MAX_TIME_BUDGET:g} seconds")
-        self._config.time_budget = seconds
-
-    def set_scheduler_tuning(self, tuning: SchedulerTuning) -> None:
-        """The timing knobs of claims, leases and housekeeping (see SchedulerTuning); applies at once."""
-        if not isinstance(tuning, SchedulerTuning):
-            raise BadRequestError("the scheduler tuning must be a SchedulerTuning")
-        self._config.scheduler_tuning = tuning
-        if self._scheduler is not None:
-            self._scheduler.retune(tuning)
-
-    @property
-    def scheduler_tuning(self) -> SchedulerTuning:
-        """The timing knobs in force."""
-        return self._config.scheduler_tuning
-
-    def set_default_priority(self, priority: int) -> None:
-        """The priority of flows created with priority 0 (default 100; lower runs first)."""
-        if _positive_int(priority, "the default priority") > MAX_PRIORITY:
-            raise BadRequestError(f"the default priority must be at most {MAX_PRIORITY}")
-        self._config.default_priority = priority
-
-    @property
-    def pool_size(self) -> int:
-        """Connections per shard: min(ceil(workers / workers_per_conn), max_open_conns)."""
-        config = self._config
-        return max(1, min(math.ceil(config.workers / config.workers_per_conn), config.max_open_conns))
-
     # --- lifecycle ---
 
     async def startup(self) -> None:
         """Open and migrate the shards and start the workers."""
-        if self._phase == _STARTED:
+        if self._phase == STARTED:
             return
-        if self._phase != _NEW:
+        if self._phase != NEW:
             raise EngineStateError("an engine cannot be restarted; create a new one")
         config = self._config
         if config.host is None and config.workers > 0:
             raise EngineStateError("set a host before startup (only an engine of 0 workers runs without)")
-        self._phase = _STARTING
+        self._phase = STARTING
         try:
             telemetry = Telemetry.from_settings(config.meter_provider, config.tracer_provider)
             self._specs = resolve_specs(config.dsn, config.num_shards, config.in_test)
@@ -226,7 +96,7 @@ class Engine:
                 self._specs, self.pool_size, migrate=config.workers > 0, log=config.logger
             )
         except BaseException:
-            self._phase = _NEW
+            self._phase = NEW
             raise
         rt = self._runtime = Runtime(
             owner=self,
@@ -239,7 +109,7 @@ class Engine:
         scheduler = self._scheduler = Scheduler(rt, config.workers, config.scheduler_tuning)
         telemetry.attach(stores, lambda: scheduler.busy_workers)
         scheduler.start()
-        self._phase = _STARTED
+        self._phase = STARTED
         for store in stores:
             # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
             await rt.reaper.start_if_marked(store)
@@ -254,11 +124,11 @@ class Engine:
 
     async def shutdown(self, *, drain_timeout: float | None = None) -> None:
         """Stop claiming, let running steps finish (up to ``drain_timeout``), release the rest. Idempotent."""
-        if self._phase != _STARTED:
-            if self._phase == _NEW:
-                self._phase = _STOPPED
+        if self._phase != STARTED:
+            if self._phase == NEW:
+                self._phase = STOPPED
             return
-        self._phase = _STOPPED
+        self._phase = STOPPED
         timeout = self.drain_timeout if drain_timeout is None else max(0.0, drain_timeout)
         if self._runtime is not None:
             self._runtime.running = False  # operations in progress (a wait) end; draining steps commit
@@ -277,9 +147,9 @@ class Engine:
 
     async def abandon(self) -> None:
         """Stop at once as a killed process would, keeping the leases of running steps (recovery tests)."""
-        if self._phase != _STARTED:
+        if self._phase != STARTED:
             return
-        self._phase = _STOPPED
+        self._phase = STOPPED
         if self._scheduler is not None:
             await self._scheduler.abandon()
         await self._close()
@@ -301,9 +171,9 @@ class Engine:
     def runtime(self) -> Runtime:
         """The started engine's shared parts (stores, host, telemetry), for tools and tests that drive
         one of its collaborators directly; EngineStateError unless the engine is started."""
-        if self._phase != _STARTED or self._runtime is None:
+        if self._phase != STARTED or self._runtime is None:
             raise EngineStateError(
-                "the engine is not started" if self._phase == _NEW else "the engine is stopped"
+                "the engine is not started" if self._phase == NEW else "the engine is stopped"
             )
         return self._runtime
 

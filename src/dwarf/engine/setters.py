@@ -1,0 +1,161 @@
+"""The ``set_*`` methods of the Engine: construction-time settings and live ones.
+
+Construction-time setters (DSN, host, workers, shards, telemetry, test mode) raise EngineStateError once the
+engine started; live ones apply at once (the time budget and default priority are read at each create and
+frozen onto the flow). ``Engine`` inherits them, so ``Engine(**settings)`` and the reference's setters are
+one API; they live here to keep engine.py to lifecycle and operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from dwarf.engine.host import Host, HostHooks
+from dwarf.engine.settings import EngineConfig
+from dwarf.engine.tuning import SchedulerTuning
+from dwarf.errors import BadRequestError, EngineStateError
+from dwarf.store.base import silent_logger
+from dwarf.workflow.durations import Duration, to_seconds
+from dwarf.workflow.records import MAX_PRIORITY, MAX_TIME_BUDGET
+
+if TYPE_CHECKING:
+    from dwarf.engine.runtime import Runtime
+    from dwarf.engine.scheduler import Scheduler
+
+__all__ = ["EngineSetters", "positive_int"]
+
+NEW, STARTING, STARTED, STOPPED = "new", "starting", "started", "stopped"
+
+
+def positive_int(value: Any, what: str) -> int:
+    """``value`` if it is an int of at least 1 (not a bool); BadRequestError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequestError(f"{what} must be a positive integer")
+    return value
+
+
+class EngineSetters:
+    """The settings half of ``Engine``: each ``set_<name>`` checks its value and records it."""
+
+    _phase: str
+    _config: EngineConfig
+    _hooks: HostHooks
+    _runtime: Runtime | None
+    _scheduler: Scheduler | None
+
+    # --- construction-time settings ---
+
+    def _require_new(self, what: str) -> None:
+        if self._phase != NEW:
+            raise EngineStateError(f"{what} can only be set before startup")
+
+    def set_dsn(self, dsn: str) -> None:
+        """The database: ``sqlite:///path`` or ``postgresql://...``; ``%d`` stands for the shard number."""
+        self._require_new("the DSN")
+        if not isinstance(dsn, str):
+            raise BadRequestError("the DSN must be a string")
+        self._config.dsn = dsn
+
+    def set_host(self, host: Host) -> None:
+        """The host that loads graphs, executes tasks and relays signals."""
+        self._require_new("the host")
+        for method in ("load_graph", "execute_task"):
+            if not callable(getattr(host, method, None)):
+                raise BadRequestError(f"the host has no {method} method")
+        self._hooks = HostHooks.of(host)
+        self._config.host = host
+
+    def set_workers(self, n: int) -> None:
+        """How many steps this engine runs at once (default 64). Zero makes an operations-only engine (the
+        CLI, the dashboard): it runs no steps and needs no host unless it creates flows."""
+        self._require_new("the number of workers")
+        zero = n == 0 and not isinstance(n, bool)
+        self._config.workers = 0 if zero else positive_int(n, "workers")
+
+    def set_num_shards(self, n: int) -> None:
+        """How many databases flows are spread over (default 1); the DSN must then contain ``%d``."""
+        self._require_new("the number of shards")
+        self._config.num_shards = positive_int(n, "the number of shards")
+
+    def set_logger(self, logger: logging.Logger | None) -> None:
+        """Where the engine logs; None silences it (the default)."""
+        self._require_new("the logger")
+        self._config.logger = logger if logger is not None else silent_logger()
+
+    def set_debug_logger(self) -> None:
+        """Log everything at DEBUG level to stderr (for development)."""
+        self._require_new("the logger")
+        logger = logging.getLogger("dwarf.engine.debug")
+        logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+        self._config.logger = logger
+        self._config.debug_logger = True
+
+    def set_meter_provider(self, provider: Any) -> None:
+        """The OpenTelemetry MeterProvider (default: the global one)."""
+        self._require_new("the meter provider")
+        self._config.meter_provider = provider
+
+    def set_tracer_provider(self, provider: Any) -> None:
+        """The OpenTelemetry TracerProvider (default: the global one)."""
+        self._require_new("the tracer provider")
+        self._config.tracer_provider = provider
+
+    def set_in_test(self, name: str) -> None:
+        """Use isolated databases for the test ``name`` (see docs/testing.md#without-pytest-set_in_test)."""
+        self._require_new("test mode")
+        if not isinstance(name, str) or not name:
+            raise BadRequestError("the test name must be a non-empty string")
+        self._config.in_test = name
+
+    # --- live settings ---
+
+    def set_max_open_conns(self, n: int) -> None:
+        """The cap on connections per shard (default 8)."""
+        self._config.max_open_conns = positive_int(n, "max open connections")
+        self._resize_pools()
+
+    def set_workers_per_conn(self, n: int) -> None:
+        """How many workers share one connection when sizing the pool (default 8)."""
+        self._config.workers_per_conn = positive_int(n, "workers per connection")
+        self._resize_pools()
+
+    def _resize_pools(self) -> None:
+        if self._phase == STARTED and self._runtime is not None:
+            for store in self._runtime.stores:
+                self._runtime.spawn(store.resize(self.pool_size))
+
+    def set_time_budget(self, budget: Duration) -> None:
+        """The default time budget of a step (default 2 minutes)."""
+        seconds = to_seconds(budget, what="time budget")
+        if not 0 < seconds <= MAX_TIME_BUDGET:
+            raise BadRequestError(f"the time budget must be positive and at most {MAX_TIME_BUDGET:g} seconds")
+        self._config.time_budget = seconds
+
+    def set_scheduler_tuning(self, tuning: SchedulerTuning) -> None:
+        """The timing knobs of claims, leases and housekeeping (see SchedulerTuning); applies at once."""
+        if not isinstance(tuning, SchedulerTuning):
+            raise BadRequestError("the scheduler tuning must be a SchedulerTuning")
+        self._config.scheduler_tuning = tuning
+        if self._scheduler is not None:
+            self._scheduler.retune(tuning)
+
+    @property
+    def scheduler_tuning(self) -> SchedulerTuning:
+        """The timing knobs in force."""
+        return self._config.scheduler_tuning
+
+    def set_default_priority(self, priority: int) -> None:
+        """The priority of flows created with priority 0 (default 100; lower runs first)."""
+        if positive_int(priority, "the default priority") > MAX_PRIORITY:
+            raise BadRequestError(f"the default priority must be at most {MAX_PRIORITY}")
+        self._config.default_priority = priority
+
+    @property
+    def pool_size(self) -> int:
+        """Connections per shard: min(ceil(workers / workers_per_conn), max_open_conns)."""
+        config = self._config
+        return max(1, min(math.ceil(config.workers / config.workers_per_conn), config.max_open_conns))
