@@ -22,6 +22,7 @@ from dwarf.errors import (
 )
 from dwarf.workflow import (
     END,
+    CatchUp,
     Flow,
     FlowActivity,
     FlowOptions,
@@ -34,6 +35,7 @@ from dwarf.workflow import (
     Query,
     Reducer,
     Retry,
+    Schedule,
     ShardSummary,
     Status,
     WaitReason,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "END",
     "BadRequestError",
+    "CatchUp",
     "ConflictError",
     "DwarfError",
     "Engine",
@@ -67,6 +70,7 @@ __all__ = [
     "Query",
     "Reducer",
     "Retry",
+    "Schedule",
     "SchedulerTuning",
     "ShardSummary",
     "StateValidationError",

@@ -25,6 +25,7 @@ from dwarf.engine.reaper import Reaper
 from dwarf.engine.signals import (
     DOORBELL,
     FLOW_STOPPED,
+    SCHEDULES,
     FlowWaiters,
     Signal,
     encode_signal,
@@ -135,6 +136,8 @@ class Runtime:
         shards = [store.shard for store in stores]
         self.doorbells = Doorbells(shards)
         self.arrivals = CohortArrivals(self.doorbells, shards)
+        # Set when a schedule changed (here, or at a peer that signalled it): the schedule ticker looks again.
+        self.schedule_bell = asyncio.Event()
         self.running = True
         self._background: set[asyncio.Task[Any]] = set()
         self.reaper = Reaper(self)
@@ -271,6 +274,12 @@ class Runtime:
         """New due work on ``shard``: wake its claimer here and tell the peers."""
         self.doorbells.ring(shard)
         self.signal(Signal(DOORBELL, shard))
+
+    def schedules_changed(self) -> None:
+        """A schedule was created, changed, paused, resumed or deleted: wake the ticker here and at the
+        peers (the schedules live on shard 1)."""
+        self.schedule_bell.set()
+        self.signal(Signal(SCHEDULES, 1))
 
     def wake(self, shard: int, flow_id: int, outcome: FlowOutcome | None = None) -> None:
         """A flow stopped: return the waits on it, here (with ``outcome`` when known) and at the peers."""

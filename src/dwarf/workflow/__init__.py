@@ -20,10 +20,12 @@ from dwarf.workflow.records import (
 )
 from dwarf.workflow.reducers import Reducer
 from dwarf.workflow.retry import Retry
+from dwarf.workflow.schedules import CatchUp, Schedule
 from dwarf.workflow.status import Status
 
 __all__ = [
     "END",
+    "CatchUp",
     "Flow",
     "FlowActivity",
     "FlowOptions",
@@ -38,6 +40,7 @@ __all__ = [
     "Query",
     "Reducer",
     "Retry",
+    "Schedule",
     "ShardSummary",
     "Status",
     "SubgraphError",
