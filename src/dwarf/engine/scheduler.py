@@ -26,7 +26,7 @@ from dwarf.errors import StoreError
 from dwarf.store.base import Store
 from dwarf.store.rows import StepRow
 
-__all__ = ["Scheduler", "failure_level", "reraise_swallowed_cancel"]
+__all__ = ["RELEASE_TIMEOUT", "Scheduler", "failure_level", "reraise_swallowed_cancel"]
 
 RELEASE_TIMEOUT = 2.0
 """Seconds shutdown spends handing unfinished steps back (at once, in parallel) before it gives up and

@@ -26,7 +26,7 @@ from typing import Any
 from dwarf.engine.keys import new_token, redact_keys
 from dwarf.engine.operations import CreateDefaults, create_flow
 from dwarf.engine.runtime import Runtime
-from dwarf.engine.scheduler import failure_level, reraise_swallowed_cancel
+from dwarf.engine.scheduler import RELEASE_TIMEOUT, failure_level, reraise_swallowed_cancel
 from dwarf.engine.schedules import schedule_store
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import DwarfError, EngineStateError, StoreError
@@ -72,6 +72,7 @@ class ScheduleTicker:
         # failed create) while other engines wait for them to lapse.
         self._token = new_token()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="dwarf-schedule-ticker")
@@ -81,13 +82,17 @@ class ScheduleTicker:
         task, self._task = self._task, None
         if task is None:
             return
+        # The flag too: a driver may swallow the cancellation (see reraise_swallowed_cancel), and the loop
+        # must end all the same.
+        self._stopping = True
+        self._runtime.schedule_bell.set()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A database call that ignores the cancel must not hold the shutdown.
+        await asyncio.wait([task], timeout=RELEASE_TIMEOUT)
 
     async def _loop(self) -> None:
         bell = self._runtime.schedule_bell
-        while True:
+        while not self._stopping:
             bell.clear()
             try:
                 delay = await self.run_due_ticks()
@@ -193,11 +198,10 @@ class ScheduleTicker:
             )
         except EngineStateError:
             raise
-        except StoreError as error:
-            if error.transient:
-                raise
-            return "", self._refused(name, tick, error)
         except DwarfError as error:
+            reraise_swallowed_cancel()  # a cancelled query is no refusal
+            if isinstance(error, StoreError) and error.transient:
+                raise
             return "", self._refused(name, tick, error)
         self._log.debug("schedule %r: tick %s started its flow", name, tick_text(tick), extra={"flow": ""})
         return flow_key, ""

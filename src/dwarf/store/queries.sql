@@ -743,8 +743,9 @@ WHERE schedule_id = :schedule_id AND next_tick_ms = :next_tick_ms AND paused = 0
 -- name: advance_schedule
 -- After a tick's flow was created (or the tick passed over), move the schedule on to :next_tick_ms: a
 -- compare-and-set on the tick and the claim, so that a ticker whose claim lapsed and was taken changes
--- nothing. :fired_ms > 0 records the tick acted on, its flow (kept when '') and why it started none;
--- :release = 1 ends the claim, 0 renews it for the next due tick of a catch-up.
+-- nothing, and a paused schedule stops a catch-up after the flow being created. :fired_ms > 0 records
+-- the tick acted on, its flow (kept when '') and why it started none; :release = 1 ends the claim, 0
+-- renews it for the next due tick of a catch-up.
 UPDATE dwarf_schedules
 SET next_tick_ms = :next_tick_ms,
     last_tick_ms = CASE WHEN :fired_ms > 0 THEN :fired_ms ELSE last_tick_ms END,
@@ -752,7 +753,7 @@ SET next_tick_ms = :next_tick_ms,
     last_error = CASE WHEN :fired_ms > 0 THEN :error ELSE last_error END,
     claim_token = CASE WHEN :release = 1 THEN '' ELSE claim_token END,
     claimed_until = CASE WHEN :release = 1 THEN 0 ELSE {now} + :lease_seconds END
-WHERE schedule_id = :schedule_id AND next_tick_ms = :expected_ms AND claim_token = :claim_token
+WHERE schedule_id = :schedule_id AND next_tick_ms = :expected_ms AND claim_token = :claim_token AND paused = 0
 
 -- name: pause_schedule
 -- Stop a schedule's ticks (a tick being created right now may still start its flow).

@@ -176,7 +176,9 @@ class ScheduleTiming:
                 )
             return cls(every_ms=round(seconds * 1000), timezone=timezone)
         if not cron.strip():
-            raise BadRequestError('give a schedule cron (such as "*/5 * * * *") or every (a timedelta)')
+            raise BadRequestError(
+                'give a schedule either cron (such as "*/5 * * * *") or every (a timedelta)'
+            )
         if len(cron) > MAX_CRON_LENGTH:
             raise BadRequestError(f"the cron expression must be at most {MAX_CRON_LENGTH} characters long")
         check_text(cron, "the cron expression")
