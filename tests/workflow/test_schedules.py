@@ -42,10 +42,10 @@ def texts(ticks: list[int]) -> list[str]:
 def test_every_ticks_on_whole_multiples_of_the_interval_since_the_epoch() -> None:
     timing = ScheduleTiming.of("", timedelta(minutes=5), "UTC")
     assert timing.every_ms == 300_000 and timing.every == timedelta(minutes=5)
-    assert tick_text(timing.next_after(ms(2026, 5, 1, 12, 3, 10))) == "2026-05-01T12:05:00Z"
+    assert tick_text(timing.next_after(ms(2026, 5, 1, 12, 3, 10))) == "2026-05-01T12:05:00.000Z"
     # Strictly after: a tick itself is followed by the next one.
-    assert tick_text(timing.next_after(ms(2026, 5, 1, 12, 5))) == "2026-05-01T12:10:00Z"
-    assert tick_text(timing.latest_at_or_before(ms(2026, 5, 1, 12, 5)) or 0) == "2026-05-01T12:05:00Z"
+    assert tick_text(timing.next_after(ms(2026, 5, 1, 12, 5))) == "2026-05-01T12:10:00.000Z"
+    assert tick_text(timing.latest_at_or_before(ms(2026, 5, 1, 12, 5)) or 0) == "2026-05-01T12:05:00.000Z"
     assert timing.describe() == "every 5m"
 
 
@@ -69,17 +69,17 @@ def test_ticks_between_keeps_the_most_recent_when_there_are_too_many() -> None:
 def test_cron_ticks_in_its_time_zone() -> None:
     timing = ScheduleTiming.of("0 9 * * MON-FRI", None, "Europe/Paris")
     # Friday 2026-05-01, 08:00 UTC is 10:00 in Paris: the next 09:00 on a weekday is Monday's, 07:00 UTC.
-    assert tick_text(timing.next_after(ms(2026, 5, 1, 8))) == "2026-05-04T07:00:00Z"
+    assert tick_text(timing.next_after(ms(2026, 5, 1, 8))) == "2026-05-04T07:00:00.000Z"
     assert timing.describe() == "cron 0 9 * * MON-FRI (Europe/Paris)"
 
 
 def test_cron_takes_a_seconds_field_and_the_at_shortcuts() -> None:
     seconds = ScheduleTiming.of("*/15 * * * * *", None, "UTC")
-    assert tick_text(seconds.next_after(ms(2026, 1, 1, 0, 0, 10))) == "2026-01-01T00:00:15Z"
+    assert tick_text(seconds.next_after(ms(2026, 1, 1, 0, 0, 10))) == "2026-01-01T00:00:15.000Z"
     daily = ScheduleTiming.of("@daily", None, "UTC")
-    assert tick_text(daily.next_after(ms(2026, 1, 1, 13))) == "2026-01-02T00:00:00Z"
+    assert tick_text(daily.next_after(ms(2026, 1, 1, 13))) == "2026-01-02T00:00:00.000Z"
     hourly = ScheduleTiming.of("@HOURLY", None, "UTC")
-    assert tick_text(hourly.next_after(ms(2026, 1, 1, 13, 1))) == "2026-01-01T14:00:00Z"
+    assert tick_text(hourly.next_after(ms(2026, 1, 1, 13, 1))) == "2026-01-01T14:00:00.000Z"
 
 
 def test_a_tick_skipped_by_spring_forward_runs_when_the_clock_jumps() -> None:
@@ -90,9 +90,9 @@ def test_a_tick_skipped_by_spring_forward_runs_when_the_clock_jumps() -> None:
     second = timing.next_after(first)
     third = timing.next_after(second)
     assert texts([first, second, third]) == [
-        "2026-03-08T07:00:00Z",  # 03:00 EDT
-        "2026-03-09T06:30:00Z",  # 02:30 EDT
-        "2026-03-10T06:30:00Z",
+        "2026-03-08T07:00:00.000Z",  # 03:00 EDT
+        "2026-03-09T06:30:00.000Z",  # 02:30 EDT
+        "2026-03-10T06:30:00.000Z",
     ]
     # Looking back from after the jump finds the same tick.
     assert timing.latest_at_or_before(ms(2026, 3, 8, 7, 10)) == first
@@ -103,10 +103,10 @@ def test_a_daily_tick_in_the_hour_fall_back_repeats_runs_once() -> None:
     even when asked from inside the repeated hour."""
     timing = ScheduleTiming.of("30 1 * * *", None, NEW_YORK)
     first = timing.next_after(ms(2026, 10, 31, 12))
-    assert tick_text(first) == "2026-11-01T05:30:00Z"
-    assert tick_text(timing.next_after(first)) == "2026-11-02T06:30:00Z"
+    assert tick_text(first) == "2026-11-01T05:30:00.000Z"
+    assert tick_text(timing.next_after(first)) == "2026-11-02T06:30:00.000Z"
     # 06:00 UTC is 01:00 EST, the repeated hour: the 01:30 of this day already ran.
-    assert tick_text(timing.next_after(ms(2026, 11, 1, 6))) == "2026-11-02T06:30:00Z"
+    assert tick_text(timing.next_after(ms(2026, 11, 1, 6))) == "2026-11-02T06:30:00.000Z"
 
 
 def test_an_hourly_tick_runs_in_both_copies_of_the_repeated_hour() -> None:
@@ -114,17 +114,21 @@ def test_an_hourly_tick_runs_in_both_copies_of_the_repeated_hour() -> None:
     ticks, capped = timing.ticks_between(ms(2026, 11, 1, 4), ms(2026, 11, 1, 8), 10)
     assert not capped
     assert texts(ticks) == [
-        "2026-11-01T04:30:00Z",
-        "2026-11-01T05:30:00Z",  # 01:30 EDT
-        "2026-11-01T06:30:00Z",  # 01:30 EST
-        "2026-11-01T07:30:00Z",
+        "2026-11-01T04:30:00.000Z",
+        "2026-11-01T05:30:00.000Z",  # 01:30 EDT
+        "2026-11-01T06:30:00.000Z",  # 01:30 EST
+        "2026-11-01T07:30:00.000Z",
     ]
 
 
 def test_cron_ticks_between_keep_the_most_recent() -> None:
     timing = ScheduleTiming.of("0 * * * *", None, "UTC")
     ticks, capped = timing.ticks_between(ms(2026, 1, 1, 0), ms(2026, 1, 1, 5), 3)
-    assert texts(ticks) == ["2026-01-01T03:00:00Z", "2026-01-01T04:00:00Z", "2026-01-01T05:00:00Z"]
+    assert texts(ticks) == [
+        "2026-01-01T03:00:00.000Z",
+        "2026-01-01T04:00:00.000Z",
+        "2026-01-01T05:00:00.000Z",
+    ]
     assert capped
     assert timing.ticks_between(ms(2026, 1, 1, 0), ms(2026, 1, 1, 2), 3)[1] is False
 
@@ -134,7 +138,7 @@ def test_a_cron_expression_that_stops_firing_has_no_next_tick() -> None:
     assert timing.next_after(ms(2026, 6, 1)) == ms(2027, 1, 1)
     # Leap days come every four years; cronsim looks 50 years ahead, no further.
     leap = ScheduleTiming.of("0 0 29 2 *", None, "UTC")
-    assert tick_text(leap.next_after(ms(2026, 6, 1))) == "2028-02-29T00:00:00Z"
+    assert tick_text(leap.next_after(ms(2026, 6, 1))) == "2028-02-29T00:00:00.000Z"
     # The 1st or 21st of a month that is also its last Monday: never (a "*/20" day makes cron AND the two).
     never = ScheduleTiming(cron="0 0 */20 * 1L", timezone="UTC")
     assert never.next_after(ms(2026, 6, 1)) == NEVER
@@ -177,7 +181,7 @@ def test_skip_runs_the_ticks_of_the_last_minute_only() -> None:
     # A daily schedule after two days down runs nothing now and waits for tomorrow.
     daily = ScheduleTiming.of("0 3 * * *", None, "UTC")
     late = plan_ticks(daily, ms(2026, 1, 1, 3), ms(2026, 1, 3, 12), "skip")
-    assert late.fire == [] and tick_text(late.next_ms) == "2026-01-04T03:00:00Z" and late.passed_over
+    assert late.fire == [] and tick_text(late.next_ms) == "2026-01-04T03:00:00.000Z" and late.passed_over
 
 
 def test_skip_grace_is_a_module_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,9 +193,11 @@ def test_skip_grace_is_a_module_setting(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_tick_keys_name_the_schedule_and_the_tick() -> None:
-    assert tick_text(ms(2026, 3, 8, 7)) == "2026-03-08T07:00:00Z"
+    assert tick_text(ms(2026, 3, 8, 7)) == "2026-03-08T07:00:00.000Z"
     assert tick_text(ms(2026, 3, 8, 7) + 250) == "2026-03-08T07:00:00.250Z"
-    assert tick_key("nightly report", ms(2026, 3, 8, 7)) == "schedule:nightly report@2026-03-08T07:00:00Z"
+    # One width: the texts sort as the times do.
+    assert tick_text(ms(2026, 3, 8, 7) + 250) < tick_text(ms(2026, 3, 8, 7, 0, 1))
+    assert tick_key("nightly report", ms(2026, 3, 8, 7)) == "schedule:nightly report@2026-03-08T07:00:00.000Z"
     longest = tick_key("n" * schedules.MAX_SCHEDULE_NAME, ms(2026, 3, 8, 7) + 1)
     assert len(longest) <= 255  # FlowOptions' limit on idempotency keys
 

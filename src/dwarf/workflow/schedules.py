@@ -89,10 +89,10 @@ _FOLD_GUARD = 8
 
 
 def tick_text(tick_ms: int) -> str:
-    """A tick's time as ISO 8601 UTC text: ``2026-03-08T07:00:00Z`` (``.250Z`` when not a whole second)."""
+    """A tick's time as ISO 8601 UTC text with milliseconds, ``2026-03-08T07:00:00.000Z`` (as JavaScript's
+    ``toISOString`` writes it): one width for every tick, so that the texts sort as the times do."""
     moment = datetime.fromtimestamp(tick_ms // 1000, UTC).replace(tzinfo=None)
-    millis = tick_ms % 1000
-    return moment.isoformat() + (f".{millis:03d}Z" if millis else "Z")
+    return f"{moment.isoformat()}.{tick_ms % 1000:03d}Z"
 
 
 def tick_key(name: str, tick_ms: int) -> str:
