@@ -140,7 +140,7 @@ async def test_a_cron_schedule_ticks_and_its_flows_spread_over_the_shards(make_e
     ticks = await _ticks(engine)
     assert created.next_tick is not None and min(ticks) == round(created.next_tick.timestamp() * 1000)
     _assert_one_flow_per_consecutive_tick(ticks, every=1.0)
-    # The schedules table of shard 1 holds them all (docs/schedules.md#shards).
+    # The schedules table of shard 1 holds them all (docs/schedules.md#where-schedules-live-and-what-they-cost).
     shard_two = engine.runtime.stores[1]
     assert await shard_two.read("list_schedules") == []
     assert len(await engine.runtime.stores[0].read("list_schedules")) == 1
