@@ -22,6 +22,7 @@ from dwarf.errors import (
 )
 from dwarf.workflow import (
     END,
+    KEEP_FOREVER,
     Flow,
     FlowActivity,
     FlowOptions,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END",
+    "KEEP_FOREVER",
     "BadRequestError",
     "ConflictError",
     "DwarfError",

@@ -35,6 +35,8 @@ class EngineSettings(TypedDict, total=False):
     time_budget: Duration
     default_priority: int
     scheduler_tuning: SchedulerTuning
+    retain_for: Duration | None
+    deletion_grace: Duration
 
 
 DEFAULT_WORKERS = 64
@@ -43,6 +45,9 @@ DEFAULT_MAX_OPEN_CONNS = 8
 DEFAULT_TIME_BUDGET = 120.0
 DEFAULT_PRIORITY = 100
 DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_DELETION_GRACE = 60.0
+"""Seconds a flow created with delete_on_completion is kept once it completed, so that whoever waits for
+it, here or on another replica, or polls it, still reads its outcome (the reference keeps it a minute)."""
 
 
 @dataclass
@@ -63,6 +68,8 @@ class EngineConfig:
     time_budget: float = DEFAULT_TIME_BUDGET
     default_priority: int = DEFAULT_PRIORITY
     scheduler_tuning: SchedulerTuning = field(default_factory=SchedulerTuning)
+    retain_for: float | None = None
+    deletion_grace: float = DEFAULT_DELETION_GRACE
 
     def as_settings(self) -> EngineSettings:
         """The settings as ``Engine(**settings)`` keywords: an engine built from them is configured alike."""

@@ -85,6 +85,11 @@ class FlowRow:
     created_at: float
     started_at: float | None
     updated_at: float
+    # Seconds the flow is kept after it fails or is cancelled / after it completes; None for ever. The
+    # time its retention runs out, once it ended (015_retention.sql).
+    retain_for: float | None
+    retain_completed_for: float | None
+    purge_after: float | None
 
     @classmethod
     def of(cls, row: Row) -> FlowRow:
@@ -120,6 +125,9 @@ class FlowRow:
             created_at=float(row["created_at"]),
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),
+            retain_for=_time(row["retain_for"]),
+            retain_completed_for=_time(row["retain_completed_for"]),
+            purge_after=_time(row["purge_after"]),
         )
 
 
