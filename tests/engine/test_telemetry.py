@@ -748,7 +748,7 @@ def test_traceparent_text_round_trips_and_rejects_garbage() -> None:
 
 async def test_a_flow_summary_carries_the_trace_id_of_its_flow_span(make_engine: Any, sdk: Sdk) -> None:
     engine = await make_engine(_tree_proxy(), **sdk.settings())
-    key, outcome = await engine.run("tree", timeout=WAIT)
+    _, outcome = await engine.run("tree", timeout=WAIT)
     assert outcome.status == Status.COMPLETED
     [root_span] = sdk.spans_named("flow tree")
     trace_id = f"{root_span.context.trace_id:032x}"
