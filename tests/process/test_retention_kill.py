@@ -90,7 +90,7 @@ async def test_sigkill_during_a_retention_purge_loses_no_unexpired_flow(
 
         async def in_flight() -> bool:
             # Rows already reaped, and due flows not even marked yet: the kill lands between decisions.
-            flows, steps = await row_counts(watcher)
+            _, steps = await row_counts(watcher)
             seen.update(steps=steps, unmarked=await _visible(watcher, due))
             return steps <= all_rows[1] - REAPED_BEFORE_KILL and 0 < seen["unmarked"] < len(due)
 
