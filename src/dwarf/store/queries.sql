@@ -360,22 +360,27 @@ SELECT COUNT(*) AS marked FROM (SELECT 1 FROM dwarf_flows WHERE purge_marked = 1
 -- The retention pass's look (015_retention.sql): whether a flow's retention has run out (due), and in
 -- how many seconds the next one runs out (NULL when no flow waits for it). Two seeks in the partial
 -- index; a due root that cannot be marked yet (a flow of its tree still runs) does not hide the next.
+-- The clock is read in a subquery: PostgreSQL bounds an index scan only by a value fixed for the whole
+-- statement, and clock_timestamp() is not one (compared directly, every entry is read and filtered).
 SELECT
     (SELECT COUNT(*) FROM (
-        SELECT 1 FROM dwarf_flows WHERE purge_after IS NOT NULL AND purge_after <= {now} LIMIT 1
+        SELECT 1 FROM dwarf_flows WHERE purge_after IS NOT NULL AND purge_after <= (SELECT {now}) LIMIT 1
     ) AS d) AS due,
-    (SELECT MIN(purge_after) FROM dwarf_flows WHERE purge_after IS NOT NULL AND purge_after > {now})
-        - {now} AS next_in
+    (SELECT MIN(purge_after) FROM dwarf_flows
+     WHERE purge_after IS NOT NULL AND purge_after > (SELECT {now})) - {now} AS next_in
 
 -- name: mark_retention_due
 -- Mark up to :batch root flows whose retention ran out, with their trees, for the reaper, the longest
 -- due first; purge_after is cleared as they are marked. As purge does, it passes over a root while a
 -- flow of its tree still runs (a failed root's child may still be finishing): a later pass takes it.
+-- Only the statements that end a flow set purge_after, so no status test is needed (one would let SQLite
+-- read every ended flow through idx_dwarf_flows_status instead of the due ones; "+ 0" likewise keeps it
+-- from reading every root flow through idx_dwarf_flows_list; the clock is read as in retention_due).
 UPDATE dwarf_flows SET purge_marked = 1, purge_after = NULL
 WHERE purge_marked = 0 AND root_flow_id IN (
     SELECT f.flow_id FROM dwarf_flows f
-    WHERE f.purge_after IS NOT NULL AND f.purge_after <= {now} AND f.parent_flow_id = 0
-      AND f.purge_marked = 0 AND f.status IN ('completed', 'failed', 'cancelled')
+    WHERE f.purge_after IS NOT NULL AND f.purge_after <= (SELECT {now}) AND f.parent_flow_id + 0 = 0
+      AND f.purge_marked = 0
       AND NOT EXISTS (SELECT 1 FROM dwarf_flows d WHERE d.root_flow_id = f.flow_id AND d.status = 'running')
     ORDER BY f.purge_after
     LIMIT :batch
