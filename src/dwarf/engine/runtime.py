@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects
-from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, FlowReads, parse_graph
 from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
@@ -128,6 +128,7 @@ class Runtime:
         self.log = log
         self.telemetry = telemetry
         self.flow_cache = FlowInfoCache()
+        self._flow_reads = FlowReads(self.flow_cache)
         # Frozen copies of the graphs flows start with, by their JSON text: parsing the text back at every
         # create cost a quarter of a short flow's CPU. Oldest first out.
         self._frozen_graphs: dict[str, Graph] = {}
@@ -193,12 +194,7 @@ class Runtime:
         info = self.flow_cache.get(store.shard, flow_id)
         if info is not None:
             return info
-        rows = await store.read("get_flow", flow_id=flow_id)
-        if not rows:
-            return None
-        info = FlowInfo.from_row(store.shard, FlowRow.of(rows[0]))
-        self.flow_cache.put(info)
-        return info
+        return await self._flow_reads.load(store, flow_id)
 
     # --- the host ---
 
@@ -222,7 +218,7 @@ class Runtime:
             return frozen
         graph.validate()
         self._check_served(workflow_url, graph)
-        frozen = Graph.from_json(text)
+        frozen = parse_graph(text)
         if len(self._frozen_graphs) >= FROZEN_GRAPHS:
             del self._frozen_graphs[next(iter(self._frozen_graphs))]
         self._frozen_graphs[text] = frozen

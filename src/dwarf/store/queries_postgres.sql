@@ -205,3 +205,8 @@ RETURNING step_id
 -- lock cycle with a step commit it errs (lock_not_available) and is retried, long before the deadlock
 -- detector would pick a victim. Transaction-scoped (set_config's is_local).
 SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout
+
+-- name: get_flows
+-- See queries_sqlite.sql; PostgreSQL reads the JSON array with its own function.
+SELECT * FROM dwarf_flows
+WHERE flow_id IN (SELECT json_array_elements_text(CAST(:flow_ids AS json))::bigint) AND purge_marked = 0

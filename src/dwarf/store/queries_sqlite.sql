@@ -164,3 +164,7 @@ SELECT step_id FROM dwarf_complete_cohorts WHERE step_id IN (SELECT value FROM j
 -- name: set_lock_timeout
 -- Nothing to bound: SQLite has no row locks (its writers are serialized). Answers the value it was given.
 SELECT :lock_timeout AS lock_timeout
+
+-- name: get_flows
+-- The flows of :flow_ids (a JSON array), as get_flow reads one: a claim caches its steps' flows at once.
+SELECT * FROM dwarf_flows WHERE flow_id IN (SELECT value FROM json_each(:flow_ids)) AND purge_marked = 0

@@ -48,6 +48,7 @@ StatementName = Literal[
     "flow_steps_by_id",
     "fold_cohort_arrivals",
     "get_flow",
+    "get_flows",
     "get_flow_by_key",
     "get_flow_for_update",
     "get_step",
