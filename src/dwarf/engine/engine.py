@@ -18,15 +18,16 @@ from dwarf.engine import listing, operations, progress, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import HostHooks
 from dwarf.engine.keys import parse_key
+from dwarf.engine.reencode import ReencodeReport, reencode_values
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.scheduler import Scheduler
-from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters
+from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters, positive_int
 from dwarf.engine.settings import DEFAULT_DRAIN_TIMEOUT, EngineConfig, EngineSettings
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, decode_signal
 from dwarf.engine.telemetry import Telemetry
 from dwarf.errors import BadRequestError, EngineStateError
 from dwarf.store.base import Store
-from dwarf.store.encoded import encoded_stores
+from dwarf.store.encoded import ValueCoder, encoded_stores
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.mermaid import history_mermaid
@@ -199,6 +200,14 @@ class Engine(EngineSetters):
             rt.doorbells.ring(signal.shard)
         elif signal.op == FLOW_STOPPED:
             rt.waiters.wake(signal.shard, signal.flow_id)
+
+    async def reencode(self, *, batch: int = 200) -> ReencodeReport:
+        """Write every stored value that the engine's codecs would store differently again (after a key
+        rotation, or to encode rows written before a codec was set); see docs/codecs.md#rotating-keys."""
+        self.runtime.require_running()
+        config = self._config
+        coder = ValueCoder(config.codec, blobs=config.blob_store, offload_above=config.offload_above)
+        return await reencode_values(self._opened, coder, positive_int(batch, "the batch size"))
 
     # --- operations ---
 
