@@ -182,7 +182,7 @@ class ValueCoder:
         for the blob store is returned instead, for ``offload`` to finish."""
         if self.max_size and len(text) > self.max_size:
             raise StateTooLargeError(
-                f"{_WHAT.get(what, what)} is too large to store: {len(text):,} characters of JSON, more "
+                f"too large to store: {_WHAT.get(what, what)} takes {len(text):,} characters of JSON, more "
                 f"than max_state_size ({self.max_size:,})",
                 what=what,
                 size=len(text),
@@ -398,7 +398,12 @@ class _EncodedTx(Tx):
             else:
                 await asyncio.to_thread(self._coder.offload, pending)
 
-    async def _finish(self, rows: list[Row]) -> list[Row]:
+    async def _finish(self, query: StatementName, rows: list[Row]) -> list[Row]:
+        if query == "finish_and_continue":
+            # The successor's row comes back to run inline, with the state its worker already holds:
+            # its stored state is never read (StepRow.of is given the state), so it is not decoded.
+            for row in rows:
+                row["state"] = None
         pending = self._coder.decode_rows(rows)
         if pending:
             if self._blocking:
@@ -409,7 +414,7 @@ class _EncodedTx(Tx):
 
     async def fetch_all(self, query: StatementName, **params: Any) -> list[Row]:
         await self._prepare(params)
-        return await self._finish(await self._inner.fetch_all(query, **params))
+        return await self._finish(query, await self._inner.fetch_all(query, **params))
 
     async def execute(self, query: StatementName, **params: Any) -> int:
         await self._prepare(params)
