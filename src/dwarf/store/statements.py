@@ -95,6 +95,7 @@ StatementName = Literal[
     "tree_interrupted_steps",
     "unfinished_steps",
     "wake_parent_step",
+    "running_flows_window",
     "wedged_running_flows",
     "wedged_subgraph_parks",
 ]
