@@ -475,10 +475,11 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
             await commit.commit_retry(
                 changes, merged, attempt.retry_delay, error_text(task_error) if task_error else ""
             )
-        elif task_error is not None and not attempt.routable:
-            await commit.commit_failure(changes, error_text(task_error))
         elif task_error is not None:
-            await _commit_error(commit, graph, node, changes, merged, task_error)
+            if attempt.routable:
+                await _commit_error(commit, graph, node, changes, merged, task_error)
+            else:
+                await commit.commit_failure(changes, error_text(task_error))
         else:
             assert route is not None
             await commit.commit_success(changes, merged, route, attempt.sleep_seconds)
