@@ -162,6 +162,14 @@ async def test_every_operation_reads_what_a_codec_stack_wrote(make_engine: Any, 
     assert forked_outcome.state["extra"] == SECRET and forked_outcome.state["answer"] == "again"
     assert len(await engine.history(forked)) == len(history)
 
+    # A thread continues from the (encoded) final state.
+    continued = await engine.continue_thread(key, {"more": SECRET})
+    assert (await engine.wait(continued, timeout=WAIT)).status == Status.INTERRUPTED
+    await engine.resume(continued, {"answer": "more"})
+    next_outcome = await engine.wait(continued, timeout=WAIT)
+    assert next_outcome.status == Status.COMPLETED, next_outcome.error
+    assert next_outcome.state["more"] == SECRET and next_outcome.state["owner"] == SECRET
+
     stored = await raw_text(engine)
     assert BIG[:200] not in stored, "the large state is stored uncompressed"
     if "aes" in stack:

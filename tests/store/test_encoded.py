@@ -9,6 +9,7 @@ import builtins
 import hashlib
 import json
 import random
+import re
 import sys
 from typing import Any
 
@@ -372,3 +373,21 @@ def test_the_settings_read_back_as_keywords() -> None:
     assert Engine(**settings).settings == settings
     plain = Engine().settings
     assert "codec" not in plain and "max_state_size" not in plain and "blob_store" not in plain
+
+
+def test_every_statement_parameter_that_may_carry_a_json_value_is_encoded() -> None:
+    """A new statement writing a JSON column under a new parameter name would store plaintext: the
+    parameter must join JSON_PARAMS (store/encoded.py) or be listed here as not a JSON value."""
+    from dwarf.store.base import load_queries
+    from dwarf.store.encoded import JSON_PARAMS
+
+    not_json = {"state_base"}  # a step id (008_state_deltas.sql)
+    json_words = ("state", "change", "append", "carry", "payload", "baggage", "result", "resume", "branches")
+    found: set[str] = set()
+    for dialect in ("sqlite", "postgres"):
+        for name, sql in load_queries(dialect, "0").items():
+            if name.startswith("reencode_"):
+                continue  # Engine.reencode runs on the plain stores, with values it encoded itself
+            found.update(re.findall(r"(?<!:):([a-z_]+)", sql))
+    suspects = {param for param in found if any(word in param for word in json_words)}
+    assert suspects - set(JSON_PARAMS) - not_json - {"branches"} == set()
