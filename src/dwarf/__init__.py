@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dwarf.codecs import AESGCMCodec, BlobStore, Codec, ZlibCodec
 from dwarf.errors import (
     BadRequestError,
+    CodecError,
     ConflictError,
     DwarfError,
     EngineStateError,
     FlowExistsError,
     InvalidGraphError,
     NotFoundError,
+    StateTooLargeError,
     StateValidationError,
     StoreError,
     SubgraphError,
@@ -46,7 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END",
+    "AESGCMCodec",
     "BadRequestError",
+    "BlobStore",
+    "Codec",
+    "CodecError",
     "ConflictError",
     "DwarfError",
     "Engine",
@@ -69,6 +76,7 @@ __all__ = [
     "Retry",
     "SchedulerTuning",
     "ShardSummary",
+    "StateTooLargeError",
     "StateValidationError",
     "Status",
     "StoreError",
@@ -76,6 +84,7 @@ __all__ = [
     "SyncEngine",
     "TestProxy",
     "WaitReason",
+    "ZlibCodec",
     "current_baggage",
 ]
 

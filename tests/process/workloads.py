@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from dwarf import END, Flow, Graph, TestProxy
 
@@ -157,3 +158,21 @@ def keyed_host(markers: Path) -> TestProxy:
         await asyncio.sleep(flow.get_float("workSeconds"))
 
     return host
+
+
+CODEC_KEY1 = bytes(range(32))
+CODEC_KEY2 = bytes(range(64, 96))
+
+
+def codec_first_key(markers: Path) -> list[Any]:
+    """Compression, then encryption under key k1 (the codec kill test)."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1})]
+
+
+def codec_rotated(markers: Path) -> list[Any]:
+    """The same codecs after a rotation: k1 still decrypts, k2 encrypts."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1, "k2": CODEC_KEY2}, current="k2")]

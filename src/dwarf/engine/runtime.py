@@ -30,6 +30,7 @@ from dwarf.engine.signals import (
     encode_signal,
     sending_engine,
 )
+from dwarf.engine.states import UNBOUNDED
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Store, Tx
@@ -120,8 +121,12 @@ class Runtime:
         hooks: HostHooks,
         log: logging.Logger,
         telemetry: Telemetry,
+        max_state_size: int = 0,
     ) -> None:
         self.owner = owner
+        # The size guard (docs/codecs.md#the-size-guard) for states stored as references; the codec layer
+        # (store/encoded.py) checks every value written whole.
+        self.whole_state_above = max_state_size or UNBOUNDED
         self.stores = stores
         self.host = host
         self.hooks = hooks
