@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dwarf.codecs import AESGCMCodec, BlobStore, Codec, ZlibCodec
 from dwarf.errors import (
     BadRequestError,
+    CodecError,
     ConflictError,
     DwarfError,
     EngineStateError,
     FlowExistsError,
     InvalidGraphError,
     NotFoundError,
+    StateTooLargeError,
     StateValidationError,
     StoreError,
     SubgraphError,
@@ -48,7 +51,11 @@ if TYPE_CHECKING:
 __all__ = [
     "END",
     "KEEP_FOREVER",
+    "AESGCMCodec",
     "BadRequestError",
+    "BlobStore",
+    "Codec",
+    "CodecError",
     "ConflictError",
     "DwarfError",
     "Engine",
@@ -71,6 +78,7 @@ __all__ = [
     "Retry",
     "SchedulerTuning",
     "ShardSummary",
+    "StateTooLargeError",
     "StateValidationError",
     "Status",
     "StoreError",
@@ -78,6 +86,7 @@ __all__ = [
     "SyncEngine",
     "TestProxy",
     "WaitReason",
+    "ZlibCodec",
     "current_baggage",
 ]
 

@@ -8,7 +8,6 @@ call changes nothing. Resume, cancel and delete act on a whole tree and only thr
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import BadRequestError, ConflictError, FlowExistsError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
-from dwarf.store.rows import FlowRow
+from dwarf.store.rows import FlowRow, parse_json
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
@@ -342,7 +341,7 @@ async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any]
             await surface_interrupt(
                 tx,
                 int(following["flow_id"]),
-                json.loads(following["interrupt_payload"]),
+                parse_json(following["interrupt_payload"]),
                 int(following["step_id"]),
                 effects,
             )

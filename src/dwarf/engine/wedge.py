@@ -21,12 +21,12 @@ wedge: the claimers look for those on every quiet poll (Scheduler._join_stranded
 from __future__ import annotations
 
 import functools
-import json
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects, surface_interrupt
 from dwarf.engine.keys import correlation_id
 from dwarf.store.base import Row, Store, Tx
+from dwarf.store.rows import parse_json
 from dwarf.workflow.status import Status
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ async def _unstick_flow(tx: Tx, flow: Row, effects: Effects) -> Status | None:
     interrupted_step_id = int(flow["interrupted_step_id"])
     if interrupted_step_id:
         step = await tx.fetch_one("get_step", step_id=interrupted_step_id)
-        payload: dict[str, Any] = json.loads(step["interrupt_payload"]) if step else {}
+        payload: dict[str, Any] = parse_json(step["interrupt_payload"]) if step else {}
         await surface_interrupt(tx, flow_id, payload, interrupted_step_id, effects)
         effects.stopped = Status.INTERRUPTED
         return Status.INTERRUPTED

@@ -734,3 +734,35 @@ FROM (
     LIMIT :limit
 ) AS recent
 GROUP BY status, created_slot, updated_slot
+
+-- name: reencode_steps_page
+-- Engine.reencode: the next :limit steps after :after (by id, the primary key), with their JSON columns
+-- as stored, to write them again with the engine's current codecs (store/encoded.py).
+SELECT step_id, state, changes, appends, carry, interrupt_payload, resume_data, subgraph_result
+FROM dwarf_steps WHERE step_id > :after ORDER BY step_id LIMIT :limit
+
+-- name: reencode_step
+-- Engine.reencode: write a step's JSON columns in their new stored form, only if none of them changed
+-- since they were read (a live engine may have written the row meanwhile: then 0 rows, and nothing is
+-- lost). Columns are compared as stored text; resume_data and subgraph_result may be NULL.
+UPDATE dwarf_steps
+SET state = :new_state, changes = :new_changes, appends = :new_appends, carry = :new_carry,
+    interrupt_payload = :new_interrupt_payload, resume_data = :new_resume_data,
+    subgraph_result = :new_subgraph_result
+WHERE step_id = :step_id AND state = :old_state AND changes = :old_changes AND appends = :old_appends
+  AND carry = :old_carry AND interrupt_payload = :old_interrupt_payload
+  AND (resume_data = :old_resume_data OR (resume_data IS NULL AND CAST(:old_resume_data AS TEXT) IS NULL))
+  AND (subgraph_result = :old_subgraph_result
+       OR (subgraph_result IS NULL AND CAST(:old_subgraph_result AS TEXT) IS NULL))
+
+-- name: reencode_flows_page
+-- Engine.reencode: the next :limit flows after :after (by id), with their JSON columns as stored.
+SELECT flow_id, baggage, final_state, interrupt_payload
+FROM dwarf_flows WHERE flow_id > :after ORDER BY flow_id LIMIT :limit
+
+-- name: reencode_flow
+-- Engine.reencode: a flow's JSON columns in their new stored form, only if unchanged since read.
+UPDATE dwarf_flows
+SET baggage = :new_baggage, final_state = :new_final_state, interrupt_payload = :new_interrupt_payload
+WHERE flow_id = :flow_id AND baggage = :old_baggage AND final_state = :old_final_state
+  AND interrupt_payload = :old_interrupt_payload
