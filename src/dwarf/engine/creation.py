@@ -33,7 +33,7 @@ class FlowPolicy:
     delete_on_completion: bool = False
     baggage: Any = None
     # Seconds a root flow is kept once it failed or was cancelled (None: for ever), and once it completed
-    # (the grace window of delete_on_completion, or retain_for): see 015_retention.sql. Child flows keep
+    # (the grace window of delete_on_completion, or retain_for): see 014_retention.sql. Child flows keep
     # none of their own: they go with their root's tree.
     retain_for: float | None = None
     retain_completed_for: float | None = None

@@ -2,7 +2,7 @@
 
 A root flow created with a retention (``FlowOptions.retain_for``, ``Engine.set_retain_for``, or the grace
 window of ``delete_on_completion``) gets ``purge_after`` = the moment it ended + that time, in the very
-write that ends it (015_retention.sql): nothing is added to a step. Every engine with workers runs one
+write that ends it (014_retention.sql): nothing is added to a step. Every engine with workers runs one
 retention pass per shard, which marks the flows whose ``purge_after`` has passed, with their trees, a
 bounded batch per statement, exactly as ``purge`` marks them; the reaper then deletes their rows.
 

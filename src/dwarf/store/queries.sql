@@ -260,7 +260,7 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 -- name: finish_flow
 -- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end). A flow that is
 -- interrupted (one branch parked) can still end: a sibling branch may fail it. An end starts the flow's
--- retention (015_retention.sql): purge_after stays NULL for a flow kept for ever.
+-- retention (014_retention.sql): purge_after stays NULL for a flow kept for ever.
 UPDATE dwarf_flows
 SET status = :status, final_state = :final_state, error = :error, interrupt_payload = :interrupt_payload,
     surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1,
@@ -357,7 +357,7 @@ DELETE FROM dwarf_flows WHERE flow_id IN (
 SELECT COUNT(*) AS marked FROM (SELECT 1 FROM dwarf_flows WHERE purge_marked = 1 LIMIT 1) AS m
 
 -- name: retention_due
--- The retention pass's look (015_retention.sql): whether a flow's retention has run out (due), and in
+-- The retention pass's look (014_retention.sql): whether a flow's retention has run out (due), and in
 -- how many seconds the next one runs out (NULL when no flow waits for it). Two seeks in the partial
 -- index; a due root that cannot be marked yet (a flow of its tree still runs) does not hide the next.
 -- The clock is read in a subquery: PostgreSQL bounds an index scan only by a value fixed for the whole

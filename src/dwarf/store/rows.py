@@ -111,7 +111,7 @@ class FlowRow:
     started_at: float | None
     updated_at: float
     # Seconds the flow is kept after it fails or is cancelled / after it completes; None for ever. The
-    # time its retention runs out, once it ended (015_retention.sql).
+    # time its retention runs out, once it ended (014_retention.sql).
     retain_for: float | None
     retain_completed_for: float | None
     purge_after: float | None
