@@ -255,7 +255,7 @@ async def test_bad_schedules_are_refused_and_nothing_is_written(make_engine: Any
         "state not an object": schedule(every=60, state=[1, 2]),
         "reserved field": schedule(every=60, state={"scheduledAt": "now"}),
         "thread options": schedule(every=60, options=FlowOptions(thread_key="x")),
-        "deleting options": schedule(every=60, options=FlowOptions(delete_on_completion=True)),
+        "keyed options": schedule(every=60, options=FlowOptions(idempotency_key="mine")),
         "bad name": schedule(" x", every=60),
         "empty URL": schedule(url="", every=60),
     }

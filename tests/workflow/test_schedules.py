@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dwarf import BadRequestError, FlowOptions
+from dwarf import KEEP_FOREVER, BadRequestError, FlowOptions
 from dwarf.workflow import schedules
 from dwarf.workflow.schedules import (
     CATCH_UP_LIMIT,
@@ -212,6 +212,12 @@ def test_options_round_trip_through_their_document() -> None:
         priority=7, fairness_key="tenant-1", time_budget=30.0, baggage={"a": 1}
     )
     assert options_document(None) == {} and options_document(FlowOptions()) == {}
+    # Retention and deletion travel too; "for ever" as a word, since JSON has no infinite number.
+    kept = FlowOptions(retain_for=KEEP_FOREVER, delete_on_completion=True)
+    assert options_document(kept) == {"retain_for": "forever", "delete_on_completion": True}
+    assert options_from_document(options_document(kept)) == kept
+    short = FlowOptions(retain_for=timedelta(days=7))
+    assert options_from_document(options_document(short)) == FlowOptions(retain_for=604800.0)
     # A field written by a newer version is ignored.
     assert options_from_document({"priority": 3, "unknown_field": 1}) == FlowOptions(priority=3)
 
@@ -222,7 +228,6 @@ def test_options_round_trip_through_their_document() -> None:
         (FlowOptions(thread_key="1-2-abcdefghijklmnop"), "thread_key"),
         (FlowOptions(idempotency_key="mine"), "idempotency_key"),
         (FlowOptions(idempotency_policy="fail"), "idempotency_policy"),
-        (FlowOptions(delete_on_completion=True), "delete_on_completion"),
         (FlowOptions(priority=-1), "priority"),
         (FlowOptions(baggage={1, 2}), "baggage"),
     ],

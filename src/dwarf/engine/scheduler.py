@@ -22,8 +22,8 @@ from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
-from dwarf.errors import StoreError
-from dwarf.store.base import Store
+from dwarf.errors import CodecError, StoreError
+from dwarf.store.base import Row, Store
 from dwarf.store.rows import StepRow
 
 __all__ = ["RELEASE_TIMEOUT", "Scheduler", "failure_level", "reraise_swallowed_cancel"]
@@ -83,6 +83,7 @@ class Scheduler:
         self.tuning = tuning
         self._retuned.set()
         self._doorbells.ring_all()
+        self._runtime.retention.retune(tuning.retention_poll)
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
         """Log a failed background statement at the level ``failure_level`` gives, with its error."""
@@ -96,6 +97,9 @@ class Scheduler:
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
         self._claimers.append(asyncio.create_task(self._heartbeat_loop(), name="dwarf-lease-heartbeat"))
+        for store in self._stores:
+            passes = self._runtime.retention.run(store, lambda: self.tuning.retention_poll)
+            self._claimers.append(asyncio.create_task(passes, name=f"dwarf-retention-{store.shard}"))
 
     @property
     def busy_workers(self) -> int:
@@ -343,12 +347,31 @@ class Scheduler:
         )
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
-        steps = sorted((StepRow.of(row) for row in rows), key=lambda step: (step.priority, step.step_id))
+        steps = []
+        for row in rows:
+            try:
+                steps.append(StepRow.of(row))
+            except CodecError as error:
+                self._unreadable(store, row, error)
+        steps.sort(key=lambda step: (step.priority, step.step_id))
         for step in steps:
             flight = _InFlight(store, step, Lease(lease_token))
             task = asyncio.create_task(self._run(flight))
             self._in_flight[task] = flight
         return steps
+
+    def _unreadable(self, store: Store, row: Row, error: CodecError) -> None:
+        """A claimed step whose row this engine cannot decode (it lacks a codec or key that wrote it):
+        it is not run, and its lease is left to expire, for a replica that can read it (or, after
+        ``max_recoveries`` of these, to fail with WorkerLostError); the other claimed steps run."""
+        flow = correlation_id(store.shard, int(row["flow_id"]))
+        self._log.error(
+            "step %s of flow %s cannot be read by this engine and is left to another replica: %s",
+            correlation_id(store.shard, int(row["step_id"])),
+            flow,
+            error,
+            extra={"flow": flow},
+        )
 
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""

@@ -299,9 +299,9 @@ def plan_ticks(timing: ScheduleTiming, due_ms: int, now_ms: int, catch_up: Catch
 _REFUSED_OPTIONS = {
     "thread_key": "each tick starts a flow of its own thread",
     "idempotency_key": "the schedule keys each flow by its name and tick",
-    "delete_on_completion": "a tick's flow must outlive it so that no other engine starts the tick again; "
-    "remove old scheduled flows with purge(Query(workflow_url=..., older_than=...))",
 }
+_FOREVER = "forever"
+"""How a document holds ``timedelta.max`` (``KEEP_FOREVER``), which JSON's numbers cannot."""
 
 
 def options_document(options: FlowOptions | None) -> dict[str, Any]:
@@ -324,7 +324,7 @@ def options_document(options: FlowOptions | None) -> dict[str, Any]:
         if item.default is not MISSING and value == item.default:
             continue
         if isinstance(value, timedelta):
-            value = value.total_seconds()
+            value = _FOREVER if value == timedelta.max else value.total_seconds()
         document[item.name] = value
     check_json(document, "options")
     return document
@@ -334,7 +334,12 @@ def options_from_document(document: dict[str, Any]) -> FlowOptions:
     """The FlowOptions a stored options document stands for (fields this version does not know are
     ignored: a row written by a newer one)."""
     known = {item.name for item in fields(FlowOptions)}
-    return FlowOptions(**{name: value for name, value in document.items() if name in known})
+    values: dict[str, Any] = {
+        name: timedelta.max if value == _FOREVER else value
+        for name, value in document.items()
+        if name in known
+    }
+    return FlowOptions(**values)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
