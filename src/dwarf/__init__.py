@@ -21,7 +21,9 @@ from dwarf.errors import (
     SubgraphError,
 )
 from dwarf.workflow import (
+    DEADLINE_REASON,
     END,
+    TIMED_OUT,
     Flow,
     FlowActivity,
     FlowOptions,
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
     from dwarf.sync import SyncEngine
 
 __all__ = [
+    "DEADLINE_REASON",
     "END",
+    "TIMED_OUT",
     "BadRequestError",
     "ConflictError",
     "DwarfError",

@@ -85,7 +85,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        created_at, started_at, updated_at
+        deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -93,7 +93,7 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent, {now} + :deadline_in, {now}, {now}, {now}
     FROM new_flow
     RETURNING flow_id, created_at
 ), entry AS (
@@ -123,7 +123,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        idempotency_key, created_at, started_at, updated_at
+        idempotency_key, deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -131,7 +131,8 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now}, {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now} + :deadline_in, {now},
+        {now}, {now}
     FROM new_flow
     ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
     RETURNING flow_id, created_at
@@ -205,3 +206,9 @@ RETURNING step_id
 -- lock cycle with a step commit it errs (lock_not_available) and is retried, long before the deadlock
 -- detector would pick a victim. Transaction-scoped (set_config's is_local).
 SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout
+
+-- name: delete_flow_rows
+-- Remove the flows of a tree, and the signals kept for it that no step took (013_timed_waits.sql), in one
+-- statement.
+WITH signals AS (DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id)
+DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id

@@ -66,11 +66,13 @@ UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, deadline, created_at, started_at,
+    updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now} + :deadline_in, {now},
+    {now}, {now}
 )
 RETURNING flow_id, created_at;
 UPDATE dwarf_flows
@@ -96,13 +98,13 @@ INSERT INTO dwarf_steps (
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, created_at,
-    started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, deadline,
+    created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now},
-    {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
+    {now} + :deadline_in, {now}, {now}, {now}
 )
 ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING flow_id, created_at;
@@ -164,3 +166,8 @@ SELECT step_id FROM dwarf_complete_cohorts WHERE step_id IN (SELECT value FROM j
 -- name: set_lock_timeout
 -- Nothing to bound: SQLite has no row locks (its writers are serialized). Answers the value it was given.
 SELECT :lock_timeout AS lock_timeout
+
+-- name: delete_flow_rows
+-- Remove the flows of a tree, and the signals kept for it that no step took (013_timed_waits.sql).
+DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id;
+DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id

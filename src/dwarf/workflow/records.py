@@ -17,6 +17,7 @@ from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.status import Status
 
 __all__ = [
+    "DEADLINE_REASON",
     "FlowOptions",
     "FlowOutcome",
     "FlowStep",
@@ -34,6 +35,10 @@ MAX_TIME_BUDGET = 366 * 86400.0
 """The longest time budget of a step, in seconds (a year: beyond it a budget is a typo, not a plan)."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 """The longest idempotency key, in characters (a request id, a hash, an event's id: never a document)."""
+DEADLINE_REASON = "deadline passed"
+"""The cancel reason of a flow whose deadline passed (``FlowOutcome.cancel_reason``, docs/waits.md)."""
+MAX_DEADLINE = 100 * 365.25 * 86400.0
+"""The furthest a deadline may lie ahead, in seconds (a century: beyond it a deadline is a typo)."""
 MAX_KEYED_URL_BYTES = 1024
 """The longest workflow URL (UTF-8 bytes) a create with an idempotency key accepts: the URL and the key
 are one entry of a unique index, which PostgreSQL caps at 2704 bytes."""
@@ -55,6 +60,9 @@ class FlowOptions:
     ``time_budget`` None means the engine default. ``thread_key`` joins the flow to an existing thread.
     ``idempotency_key`` makes the create idempotent per workflow URL, ``idempotency_policy`` says what a
     second create with the key does (see ``IdempotencyPolicy`` and docs/flows.md#idempotent-create).
+    ``deadline`` cancels the flow, its child flows with it, once it passes: a duration from the create
+    (a timedelta or seconds, more than 0) or an aware ``datetime`` still in the future; the outcome is
+    then cancelled with the reason "deadline passed" (docs/waits.md#deadlines).
     """
 
     priority: int = 0
@@ -67,6 +75,7 @@ class FlowOptions:
     thread_key: str = ""
     idempotency_key: str = ""
     idempotency_policy: IdempotencyPolicy = "return_existing"
+    deadline: timedelta | float | datetime | None = None
 
     def check(self) -> None:
         """Raise BadRequestError if a field is out of range or of the wrong type."""
@@ -113,6 +122,31 @@ class FlowOptions:
                 "idempotency_policy must be one of "
                 + ", ".join(repr(p) for p in sorted(_IDEMPOTENCY_POLICIES))
             )
+        self.deadline_in()
+
+    def deadline_in(self, now: datetime | None = None) -> float | None:
+        """Seconds from ``now`` (default: this moment) until the deadline; None without one.
+
+        BadRequestError for a deadline that is not a positive duration or an aware datetime after
+        ``now``, or one more than a century ahead: a deadline already passed at create is refused, not
+        met by a flow cancelled at birth (docs/waits.md#deadlines).
+        """
+        deadline = self.deadline
+        if deadline is None:
+            return None
+        if isinstance(deadline, datetime):
+            if deadline.tzinfo is None or deadline.utcoffset() is None:
+                raise BadRequestError("deadline must be a timezone-aware datetime (or a duration)")
+            seconds = (deadline - (now or datetime.now(UTC))).total_seconds()
+            if seconds <= 0:
+                raise BadRequestError(f"the deadline {deadline.isoformat()} has already passed")
+        else:
+            seconds = to_seconds(deadline, what="deadline")
+            if seconds <= 0:
+                raise BadRequestError("deadline must be a positive duration (or an aware datetime)")
+        if seconds > MAX_DEADLINE:
+            raise BadRequestError("deadline must lie at most a century ahead")
+        return seconds
 
 
 @dataclass
@@ -152,6 +186,10 @@ class FlowStep:
     interrupt_payload: dict[str, Any] = field(default_factory=dict)
     status: Status = Status.PENDING
     parked: bool = False
+    # The signal the step waited for (flow.wait_for_signal), "" for none.
+    waited_signal: str = ""
+    # When its timed interrupt or signal wait times out (or timed out); None without a timeout.
+    timeout_at: datetime | None = None
     error: str = ""
     created_at: datetime = _EPOCH
     started_at: datetime | None = None
