@@ -94,6 +94,8 @@ class Scheduler:
         if self._workers == 0:
             return  # an operations-only engine claims nothing
         for store in self._stores:
+            # Timers that fell due while no engine ran (deadlines, timed waits) fire on the first round.
+            self._runtime.timers.note(store.shard, 0.0)
             task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))

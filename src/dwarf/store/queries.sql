@@ -196,7 +196,7 @@ SELECT
 -- name: _next_timers
 -- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
 -- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none.
-(SELECT MIN(deadline) FROM dwarf_flows
+(SELECT MIN(deadline) FROM {_flows_by_deadline}
  WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
 (SELECT MIN(wake_at) FROM dwarf_steps
  WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
@@ -209,7 +209,7 @@ SELECT {_next_timers}, {now} AS now
 -- name: due_deadlines
 -- Root flows whose deadline passed and that have not stopped, earliest first (cancelled by the caller,
 -- through cancel_tree, which decides between engines racing for one).
-SELECT flow_id FROM dwarf_flows
+SELECT flow_id FROM {_flows_by_deadline}
 WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND deadline <= {now}
   AND purge_marked = 0
 ORDER BY deadline

@@ -212,3 +212,8 @@ SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout
 -- statement.
 WITH signals AS (DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id)
 DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
+
+-- name: _flows_by_deadline
+-- dwarf_flows, whose deadline index (013_timed_waits.sql) PostgreSQL's planner picks by its statistics:
+-- it holds only the flows with a deadline (see the SQLite version).
+dwarf_flows

@@ -171,3 +171,9 @@ SELECT :lock_timeout AS lock_timeout
 -- Remove the flows of a tree, and the signals kept for it that no step took (013_timed_waits.sql).
 DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id;
 DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
+
+-- name: _flows_by_deadline
+-- dwarf_flows read through the deadline index (013_timed_waits.sql). Without statistics SQLite prefers
+-- idx_dwarf_flows_status for the status test, which reads every running flow to find the few with a
+-- deadline; the partial index holds only those.
+dwarf_flows INDEXED BY idx_dwarf_flows_deadline

@@ -571,7 +571,9 @@ class Flow:
             return json_copy_object(self._subgraph_result)
         if self._interrupt_payload is not None or (self._resume_data is not None and not self._waited_signal):
             raise BadRequestError("cannot start a subgraph: this step already parked for an interrupt")
-        if self._signal_wait is not None or self._waited_signal:
+        if self._signal_wait is not None:
+            raise BadRequestError("cannot start a subgraph: this step already waits for a signal")
+        if self._waited_signal:
             raise BadRequestError("cannot start a subgraph: this step already waited for a signal")
         if self._subgraph_request is not None:
             raise BadRequestError("cannot start a subgraph: this step already requested one")
