@@ -543,21 +543,23 @@ SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
 
 -- name: clone_step
 -- Copy a step into a forked flow; ids that point at other steps (state_base too) are remapped afterwards.
+-- The signal a step waited for stays with its data (resume_data): a re-queued copy replays the answer.
 -- A member's uncounted arrival (3, 4) is copied as counted (1, 2): the fork recounts the copied spawn.
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, appends, carry, interrupt_payload,
     status, error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id,
     successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined,
     arrived, for_each_as, join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result,
-    subgraph_error, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at,
-    updated_at
+    subgraph_error, wait_signal, wake_at, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before,
+    created_at, started_at, updated_at
 )
 SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, appends, carry,
     interrupt_payload, status, error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight,
     predecessor_id, successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures,
     cohort_joined, CASE WHEN arrived > 2 THEN arrived - 2 ELSE arrived END,
     for_each_as, join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
-    state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at, {now}
+    wait_signal, wake_at, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at,
+    started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
 
