@@ -41,27 +41,15 @@ SHORT = 0.3
 """The timeout or deadline of most flows here: long enough to act before it, short enough to wait for."""
 
 
-def approval_graph(name: str = "Approval") -> Graph:
-    """Ask (a timed interrupt) -> Expired when it timed out, else Approved."""
+def timed_graph(name: str, waiting: str, answered: str) -> Graph:
+    """``waiting`` (a timed wait) -> Expired when it timed out, else ``answered``."""
     graph = Graph(name)
-    for node in ("Ask", "Expired", "Approved"):
+    for node in (waiting, "Expired", answered):
         graph.add_task(node, node)
-    graph.add_transition_switch("Ask", "Expired", "timedOut")
-    graph.add_transition_switch("Ask", "Approved", "true")
+    graph.add_transition_switch(waiting, "Expired", "timedOut")
+    graph.add_transition_switch(waiting, answered, "true")
     graph.add_transition("Expired", END)
-    graph.add_transition("Approved", END)
-    return graph
-
-
-def payment_graph(name: str = "Payment") -> Graph:
-    """Pay (waits for signal "paid") -> Expired when it timed out, else Ship."""
-    graph = Graph(name)
-    for node in ("Pay", "Expired", "Ship"):
-        graph.add_task(node, node)
-    graph.add_transition_switch("Pay", "Expired", "timedOut")
-    graph.add_transition_switch("Pay", "Ship", "true")
-    graph.add_transition("Expired", END)
-    graph.add_transition("Ship", END)
+    graph.add_transition(answered, END)
     return graph
 
 
@@ -85,8 +73,8 @@ def waits_host(answers: Answers, gate: Gate | None = None, pay_gate: Gate | None
     """The approval and payment graphs, chains around them for child flows, and a slow chain whose
     first task waits at ``gate``; the payment task waits at ``pay_gate`` before it waits for its signal."""
     host = TestProxy()
-    host.handle_graph("approval", approval_graph())
-    host.handle_graph("payment", payment_graph())
+    host.handle_graph("approval", timed_graph("Approval", "Ask", "Approved"))  # a timed interrupt
+    host.handle_graph("payment", timed_graph("Payment", "Pay", "Ship"))  # waits for signal "paid"
 
     async def ask(flow: Flow) -> None:
         answers.record(flow, flow.interrupt({"question": "approve?"}, timeout=timeout_of(flow)))

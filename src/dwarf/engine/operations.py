@@ -7,9 +7,10 @@ call changes nothing. Resume, cancel and delete act on a whole tree and only thr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,33 +109,20 @@ async def create_flow(
         delete_on_completion=options.delete_on_completion,
         baggage=options.baggage,
     )
+    insert = functools.partial(
+        _insert_flow, rt, store, graph, workflow_url, state, policy, deadline_in=deadline_in
+    )
     try:
         if idempotency_key:
-            key = await _create_keyed(
-                rt,
-                store,
-                graph,
-                workflow_url,
-                state,
-                policy,
-                idempotency_key,
-                options.idempotency_policy,
-                deadline_in,
+            policy_name = options.idempotency_policy
+            key = await _create_keyed(rt, store, workflow_url, insert, idempotency_key, policy_name)
+        else:
+            info = await insert(
+                thread_id=thread_row.thread_id if thread_row else 0,
+                thread_token=thread_row.thread_token if thread_row else "",
             )
-            if deadline_in is not None:
-                rt.timers.note(store.shard, deadline_in)
-            return key
-        info = await _insert_flow(
-            rt,
-            store,
-            graph,
-            workflow_url,
-            state,
-            policy,
-            thread_id=thread_row.thread_id if thread_row else 0,
-            thread_token=thread_row.thread_token if thread_row else "",
-            deadline_in=deadline_in,
-        )
+            rt.ring(store.shard)
+            key = info.key
     except StoreError as error:
         # The shard did not take the flow: place the next ones elsewhere until it answers again. This one
         # is not retried on another shard, because a lost answer may hide a committed insert. A value the
@@ -142,10 +130,10 @@ async def create_flow(
         if error.transient:
             store.healthy = False
         raise
-    rt.ring(store.shard)
     if deadline_in is not None:
+        # This engine's claimer fires it on time; the others find it on their polls.
         rt.timers.note(store.shard, deadline_in)
-    return info.key
+    return key
 
 
 def idempotency_shard(workflow_url: str, idempotency_key: str, num_shards: int) -> int:
@@ -169,32 +157,22 @@ row would take a storm of them."""
 async def _create_keyed(
     rt: Runtime,
     store: Store,
-    graph: Graph,
     workflow_url: str,
-    state: Mapping[str, Any],
-    policy: FlowPolicy,
+    insert: Callable[..., Awaitable[FlowInfo]],
     idempotency_key: str,
     on_conflict: IdempotencyPolicy,
-    deadline_in: float | None,
 ) -> str:
     """Create a flow holding ``idempotency_key``, or act on the flow that holds it, as the policy says
     (docs/flows.md#idempotent-create). The unique index decides between racing creates, on any number of
     engines: the insert does nothing when the key is held, and only then is the holder read. A holder
     that may give the key up (a purged one; an ended one under "start_new_if_ended") does so in the
-    transaction that inserts its successor, so the key is never free for a moment, nor held twice."""
+    transaction that inserts its successor, so the key is never free for a moment, nor held twice.
+    ``insert`` is ``_insert_flow`` bound to the flow's graph, state and policy."""
     when_ended = 1 if on_conflict == "start_new_if_ended" else 0
+    insert = functools.partial(insert, idempotency_key=idempotency_key)
     for _ in range(KEYED_CREATE_ATTEMPTS):
         try:
-            info = await _insert_flow(
-                rt,
-                store,
-                graph,
-                workflow_url,
-                state,
-                policy,
-                idempotency_key=idempotency_key,
-                deadline_in=deadline_in,
-            )
+            info = await insert()
         except KeyHeld:
             pass
         else:
@@ -210,17 +188,7 @@ async def _create_keyed(
         ended = Status(holder["status"]) in TERMINAL_STATUSES
         if int(holder["purge_marked"]) or (when_ended and ended):
             try:
-                info = await _insert_flow(
-                    rt,
-                    store,
-                    graph,
-                    workflow_url,
-                    state,
-                    policy,
-                    idempotency_key=idempotency_key,
-                    release=(holder_id, when_ended),
-                    deadline_in=deadline_in,
-                )
+                info = await insert(release=(holder_id, when_ended))
             except KeyHeld:
                 continue  # another create released it first and holds it now
             rt.ring(store.shard)
