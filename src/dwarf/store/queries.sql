@@ -193,17 +193,10 @@ SELECT
     (SELECT COUNT(*) FROM dwarf_complete_cohorts) AS stranded,
     {now} AS now
 
--- name: _next_timers
--- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
--- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none.
-(SELECT MIN(deadline) FROM {_flows_by_deadline}
- WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
-(SELECT MIN(wake_at) FROM dwarf_steps
- WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
-
 -- name: next_timer
--- The earliest timer of the shard (see _next_timers) and the database's clock: a busy claimer, which
--- never reaches next_wake_time, asks this once per poll interval, and an engine after firing timers.
+-- The earliest timer of the shard (the dialect files' _next_timers) and the database's clock: a busy
+-- claimer, which never reaches next_wake_time, asks this once per poll interval, and so does an engine
+-- after it fired timers.
 SELECT {_next_timers}, {now} AS now
 
 -- name: due_deadlines

@@ -217,3 +217,11 @@ DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
 -- dwarf_flows, whose deadline index (013_timed_waits.sql) PostgreSQL's planner picks by its statistics:
 -- it holds only the flows with a deadline (see the SQLite version).
 dwarf_flows
+
+-- name: _next_timers
+-- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
+-- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none.
+(SELECT MIN(deadline) FROM dwarf_flows
+ WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
+(SELECT MIN(wake_at) FROM dwarf_steps
+ WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup

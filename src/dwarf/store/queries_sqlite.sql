@@ -177,3 +177,12 @@ DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
 -- idx_dwarf_flows_status for the status test, which reads every running flow to find the few with a
 -- deadline; the partial index holds only those.
 dwarf_flows INDEXED BY idx_dwarf_flows_deadline
+
+-- name: _next_timers
+-- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
+-- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none. The
+-- deadlines are read through their index by name (see _flows_by_deadline).
+(SELECT MIN(deadline) FROM dwarf_flows INDEXED BY idx_dwarf_flows_deadline
+ WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
+(SELECT MIN(wake_at) FROM dwarf_steps
+ WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
