@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dwarf.codecs import AESGCMCodec, BlobStore, Codec, ZlibCodec
 from dwarf.errors import (
     BadRequestError,
+    CodecError,
     ConflictError,
     DwarfError,
     EngineStateError,
     FlowExistsError,
     InvalidGraphError,
     NotFoundError,
+    StateTooLargeError,
     StateValidationError,
     StoreError,
     SubgraphError,
@@ -50,7 +53,11 @@ __all__ = [
     "DEADLINE_REASON",
     "END",
     "TIMED_OUT",
+    "AESGCMCodec",
     "BadRequestError",
+    "BlobStore",
+    "Codec",
+    "CodecError",
     "ConflictError",
     "DwarfError",
     "Engine",
@@ -73,6 +80,7 @@ __all__ = [
     "Retry",
     "SchedulerTuning",
     "ShardSummary",
+    "StateTooLargeError",
     "StateValidationError",
     "Status",
     "StoreError",
@@ -80,6 +88,7 @@ __all__ = [
     "SyncEngine",
     "TestProxy",
     "WaitReason",
+    "ZlibCodec",
     "current_baggage",
 ]
 

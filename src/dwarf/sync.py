@@ -30,6 +30,7 @@ from typing import Any, TypeVar, Unpack
 
 from dwarf.engine import serving
 from dwarf.engine.engine import Engine
+from dwarf.engine.reencode import ReencodeReport
 from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
 from dwarf.workflow.durations import Duration
@@ -246,6 +247,10 @@ class SyncEngine:
     def activity(self, window: Duration = 86400.0, *, buckets: int = 24) -> FlowActivity:
         """Root flows created lately, by status and over time (``Engine.activity``)."""
         return self._call(lambda: self._engine.activity(window, buckets=buckets))
+
+    def reencode(self, *, batch: int = 200) -> ReencodeReport:
+        """Write stored values again with the current codecs (``Engine.reencode``)."""
+        return self._call(lambda: self._engine.reencode(batch=batch))
 
     def step(self, step_key: str) -> FlowStep:
         """One step by its key."""

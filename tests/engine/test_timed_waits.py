@@ -9,6 +9,7 @@ Timeouts are a few tenths of a second so that the file stays quick.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ from dwarf import (
     TestProxy,
     WaitReason,
 )
+from dwarf.codecs import ZlibCodec
 from dwarf.engine import Engine
 from tests.engine.graphs import WAIT, Gate, Replicas, chain, wait_until
 
@@ -497,13 +499,42 @@ async def test_kept_signals_go_with_their_flow(fresh_dsn: str) -> None:
         await wait_until(reaped)
 
 
+async def test_kept_signals_are_stored_through_the_codecs_and_reencoded(fresh_dsn: str) -> None:
+    gate = Gate()
+    host = waits_host(Answers(), pay_gate=gate)
+    data = {"note": "x" * 200}
+    async with Replicas(host, fresh_dsn) as replicas:
+        plain = await replicas.start()
+        early = await plain.create("payment")
+        await plain.signal(early, "paid", data)
+        await gate.wait_entered()
+        await plain.shutdown(drain_timeout=0)  # Pay waits at its gate: handed back, not drained
+    assert _raw_signals(fresh_dsn) == [json.dumps(data, separators=(",", ":"))]
+    async with Engine(host=host, dsn=fresh_dsn, codec=ZlibCodec(min_bytes=10)) as coded:
+        report = await coded.reencode()
+        assert report.rows >= 1
+        (stored,) = _raw_signals(fresh_dsn)
+        assert stored.startswith("dwarf:zlib:")
+        later = await coded.create("payment")
+        await coded.signal(later, "paid", data)
+        assert all(text.startswith("dwarf:zlib:") for text in _raw_signals(fresh_dsn))
+        gate.open()
+        for key in (early, later):
+            assert (await coded.wait(key, WAIT)).state["answer"] == data
+
+
 def _kept_signals(dsn: str) -> int:
     """Rows in dwarf_signals, read past the engine."""
+    return len(_raw_signals(dsn))
+
+
+def _raw_signals(dsn: str) -> list[str]:
+    """The data of the kept signals as stored, read past the engine."""
+    query = "SELECT resume_data FROM dwarf_signals ORDER BY signal_id"
     if dsn.startswith("sqlite"):
         with sqlite3.connect(urlsplit(dsn).path) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM dwarf_signals").fetchone()[0])
+            return [str(row[0]) for row in conn.execute(query)]
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM dwarf_signals").fetchone()
-        return int(row[0]) if row else 0
+        return [str(row[0]) for row in conn.execute(query)]

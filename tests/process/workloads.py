@@ -221,3 +221,21 @@ def _one_task_graph(name: str, url: str) -> Graph:
     graph.add_task("Work", url)
     graph.add_transition("Work", END)
     return graph
+
+
+CODEC_KEY1 = bytes(range(32))
+CODEC_KEY2 = bytes(range(64, 96))
+
+
+def codec_first_key(markers: Path) -> list[Any]:
+    """Compression, then encryption under key k1 (the codec kill test)."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1})]
+
+
+def codec_rotated(markers: Path) -> list[Any]:
+    """The same codecs after a rotation: k1 still decrypts, k2 encrypts."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1, "k2": CODEC_KEY2}, current="k2")]

@@ -24,6 +24,13 @@ WHOLE_TABLE_ON_PURPOSE = {
 # Partial indexes whose rows are few at any time, whatever the history: reading one whole is fine.
 SMALL_PARTIAL_INDEXES = {"idx_dwarf_steps_open_cohorts", "idx_dwarf_steps_parked", "idx_dwarf_flows_purge"}
 
+# Every flow of one status: all the running flows are the backlog (100,000 queued flows are all running),
+# so a statement that reads them grows with it. stranded_cohorts did once a second; the wedge sweep reads
+# them in windows of flow ids (running_flows_window, then the window's own range).
+UNBOUNDED_STATUS_SEARCH = re.compile(
+    r"SEARCH \w+ USING (?:COVERING )?INDEX idx_dwarf_flows_status \(status=\?\)$"
+)
+
 PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
 
 # PostgreSQL: the statements whose WHERE names a row by a parameter and must reach it through an index
@@ -70,6 +77,9 @@ async def test_no_sqlite_statement_scans_a_whole_table(tmp_path: Path) -> None:
                 detail = row[3]
                 # "SCAN t" alone reads the table; "SCAN t USING INDEX i" reads a whole index. A scan of a
                 # CTE or a subquery's result (state_chain's chain, any_marked's m) is not a table.
+                if UNBOUNDED_STATUS_SEARCH.match(detail):
+                    scans.append(f"{name}: {detail}")
+                    continue
                 match = re.match(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", detail)
                 if match is None:
                     continue

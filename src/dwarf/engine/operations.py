@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import BadRequestError, ConflictError, FlowExistsError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
-from dwarf.store.rows import FlowRow
+from dwarf.store.rows import FlowRow, parse_json
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.flow import check_signal_name
 from dwarf.workflow.graph import Graph
@@ -350,7 +349,7 @@ async def resume_parked_step(
         await surface_interrupt(
             tx,
             int(following["flow_id"]),
-            json.loads(following["interrupt_payload"]),
+            parse_json(following["interrupt_payload"]),
             int(following["step_id"]),
             effects,
         )
@@ -372,10 +371,10 @@ async def signal_flow(rt: Runtime, flow_key: str, name: str, data: Mapping[str, 
         waiter = await tx.fetch_one("tree_signal_waiter", root_flow_id=flow_id, name=name)
         # Under the root's lock no timeout can end the wait in between; the count is a second guard.
         if waiter is not None:
-            woken = await tx.execute("wake_signal_waiter", step_id=waiter["step_id"], data=payload)
+            woken = await tx.execute("wake_signal_waiter", step_id=waiter["step_id"], resume_data=payload)
             if woken:
                 return True
-        await tx.execute("store_signal", root_flow_id=flow_id, name=name, data=payload)
+        await tx.execute("store_signal", root_flow_id=flow_id, name=name, resume_data=payload)
         return False
 
     woke = await store.run(work)

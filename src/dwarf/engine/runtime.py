@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects
-from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, FlowReads, parse_graph
 from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
@@ -31,6 +31,7 @@ from dwarf.engine.signals import (
     encode_signal,
     sending_engine,
 )
+from dwarf.engine.states import UNBOUNDED
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Store, Tx
@@ -167,14 +168,19 @@ class Runtime:
         hooks: HostHooks,
         log: logging.Logger,
         telemetry: Telemetry,
+        max_state_size: int = 0,
     ) -> None:
         self.owner = owner
+        # The size guard (docs/codecs.md#the-size-guard) for states stored as references; the codec layer
+        # (store/encoded.py) checks every value written whole.
+        self.whole_state_above = max_state_size or UNBOUNDED
         self.stores = stores
         self.host = host
         self.hooks = hooks
         self.log = log
         self.telemetry = telemetry
         self.flow_cache = FlowInfoCache()
+        self._flow_reads = FlowReads(self.flow_cache)
         # Frozen copies of the graphs flows start with, by their JSON text: parsing the text back at every
         # create cost a quarter of a short flow's CPU. Oldest first out.
         self._frozen_graphs: dict[str, Graph] = {}
@@ -242,12 +248,7 @@ class Runtime:
         info = self.flow_cache.get(store.shard, flow_id)
         if info is not None:
             return info
-        rows = await store.read("get_flow", flow_id=flow_id)
-        if not rows:
-            return None
-        info = FlowInfo.from_row(store.shard, FlowRow.of(rows[0]))
-        self.flow_cache.put(info)
-        return info
+        return await self._flow_reads.load(store, flow_id)
 
     # --- the host ---
 
@@ -271,7 +272,7 @@ class Runtime:
             return frozen
         graph.validate()
         self._check_served(workflow_url, graph)
-        frozen = Graph.from_json(text)
+        frozen = parse_graph(text)
         if len(self._frozen_graphs) >= FROZEN_GRAPHS:
             del self._frozen_graphs[next(iter(self._frozen_graphs))]
         self._frozen_graphs[text] = frozen

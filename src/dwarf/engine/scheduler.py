@@ -24,8 +24,8 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.timers import fire_due_timers, next_timer_delay, timer_delay
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
-from dwarf.errors import StoreError
-from dwarf.store.base import Store
+from dwarf.errors import CodecError, StoreError
+from dwarf.store.base import Row, Store
 from dwarf.store.rows import StepRow
 
 __all__ = ["Scheduler"]
@@ -352,12 +352,31 @@ class Scheduler:
         )
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
-        steps = sorted((StepRow.of(row) for row in rows), key=lambda step: (step.priority, step.step_id))
+        steps = []
+        for row in rows:
+            try:
+                steps.append(StepRow.of(row))
+            except CodecError as error:
+                self._unreadable(store, row, error)
+        steps.sort(key=lambda step: (step.priority, step.step_id))
         for step in steps:
             flight = _InFlight(store, step, Lease(lease_token))
             task = asyncio.create_task(self._run(flight))
             self._in_flight[task] = flight
         return steps
+
+    def _unreadable(self, store: Store, row: Row, error: CodecError) -> None:
+        """A claimed step whose row this engine cannot decode (it lacks a codec or key that wrote it):
+        it is not run, and its lease is left to expire, for a replica that can read it (or, after
+        ``max_recoveries`` of these, to fail with WorkerLostError); the other claimed steps run."""
+        flow = correlation_id(store.shard, int(row["flow_id"]))
+        self._log.error(
+            "step %s of flow %s cannot be read by this engine and is left to another replica: %s",
+            correlation_id(store.shard, int(row["step_id"])),
+            flow,
+            error,
+            extra={"flow": flow},
+        )
 
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""

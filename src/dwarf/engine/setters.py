@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dwarf.codecs import NAME_PATTERN, BlobStore, Codec
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.settings import EngineConfig
 from dwarf.engine.tuning import SchedulerTuning
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from dwarf.engine.runtime import Runtime
     from dwarf.engine.scheduler import Scheduler
 
-__all__ = ["EngineSetters", "positive_int"]
+__all__ = ["EngineSetters", "check_codecs", "positive_int"]
 
 NEW, STARTING, STARTED, STOPPED = "new", "starting", "started", "stopped"
 
@@ -34,6 +36,30 @@ def positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequestError(f"{what} must be a positive integer")
     return value
+
+
+def check_codecs(codec: Codec | Sequence[Codec] | None) -> tuple[Codec, ...]:
+    """The codecs of ``set_codec`` as a tuple; BadRequestError for anything that is not a codec, and for
+    two codecs of one name (a stored value names each codec that wrote it)."""
+    if codec is None:
+        return ()
+    codecs = (codec,) if isinstance(codec, Codec) else tuple(codec) if isinstance(codec, Sequence) else None
+    if codecs is None:
+        raise BadRequestError("the codec must be a Codec or a sequence of them")
+    names: set[str] = set()
+    for item in codecs:
+        name = getattr(item, "name", None)
+        if not isinstance(item, Codec) or not isinstance(name, str):
+            raise BadRequestError(f"{type(item).__name__} is not a codec: it needs name, encode and decode")
+        if not NAME_PATTERN.fullmatch(name):
+            raise BadRequestError(
+                f"codec name {name!r}: use 1 to 32 lower-case letters, digits, '-' or '_', starting with "
+                "a letter"
+            )
+        if name in names:
+            raise BadRequestError(f"two codecs are named {name!r}")
+        names.add(name)
+    return codecs
 
 
 class EngineSetters:
@@ -103,6 +129,35 @@ class EngineSetters:
         """The OpenTelemetry TracerProvider (default: the global one)."""
         self._require_new("the tracer provider")
         self._config.tracer_provider = provider
+
+    def set_codec(self, codec: Codec | Sequence[Codec] | None) -> None:
+        """The codecs stored values go through, applied in order when writing (e.g. ``[ZlibCodec(),
+        AESGCMCodec(keys)]``: compress, then encrypt); None or ``[]`` for none (see docs/codecs.md)."""
+        self._require_new("the codec")
+        self._config.codec = check_codecs(codec)
+
+    def set_max_state_size(self, size: int) -> None:
+        """The size guard: the most characters of JSON text any stored value (a state, changes, a
+        payload, baggage) may take; a larger one raises StateTooLargeError. 0 (the default): no guard."""
+        self._require_new("the maximum state size")
+        zero = size == 0 and not isinstance(size, bool)
+        self._config.max_state_size = 0 if zero else positive_int(size, "the maximum state size")
+
+    def set_blob_store(self, store: BlobStore | None) -> None:
+        """Where stored values of at least ``offload_above`` bytes (once encoded) go instead of their
+        row, which keeps a reference (see docs/codecs.md#offloading-large-values); None for nowhere."""
+        self._require_new("the blob store")
+        if store is not None:
+            for method in ("put", "get"):
+                if not callable(getattr(store, method, None)):
+                    raise BadRequestError(f"the blob store has no {method} method")
+        self._config.blob_store = store
+
+    def set_offload_above(self, size: int) -> None:
+        """The size in bytes (after the codecs) from which a stored value goes to the blob store
+        (default 256 KiB)."""
+        self._require_new("the offload size")
+        self._config.offload_above = positive_int(size, "the offload size")
 
     def set_in_test(self, name: str) -> None:
         """Use isolated databases for the test ``name`` (see docs/testing.md#without-pytest-set_in_test)."""

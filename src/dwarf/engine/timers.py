@@ -154,7 +154,7 @@ async def _time_out_step(
         await tx.execute("cancel_step", step_id=step_id)
         return False
     if not interrupted:
-        return await tx.execute("wake_signal_waiter", step_id=step_id, data=_TIMED_OUT_DATA) == 1
+        return await tx.execute("wake_signal_waiter", step_id=step_id, resume_data=_TIMED_OUT_DATA) == 1
     parked = await tx.fetch_all("tree_interrupted_steps", root_flow_id=root_flow_id)
     chosen = next((p for p in parked if int(p["step_id"]) == step_id), None)
     if chosen is None:

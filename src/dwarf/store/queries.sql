@@ -231,10 +231,10 @@ SET status = 'created', parked = 2, wait_signal = :name, wake_at = {now} + :time
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 
 -- name: wake_signal_waiter
--- A step waiting for a signal runs again with :data (the signal's data, or {"timedOut": true}). Only a
--- step still waiting matches: of a signal and a timeout racing for it, one wins.
+-- A step waiting for a signal runs again with :resume_data (the signal's data, or {"timedOut": true}).
+-- Only a step still waiting matches: of a signal and a timeout racing for it, one wins.
 UPDATE dwarf_steps
-SET status = 'pending', parked = 0, resume_data = :data, not_before = {now}, updated_at = {now},
+SET status = 'pending', parked = 0, resume_data = :resume_data, not_before = {now}, updated_at = {now},
     version = version + 1
 WHERE step_id = :step_id AND status = 'created' AND parked = 2
 
@@ -247,7 +247,8 @@ LIMIT 1
 
 -- name: store_signal
 -- Keep a signal no step of the tree waits for yet (the caller holds the root's lock).
-INSERT INTO dwarf_signals (root_flow_id, name, data, created_at) VALUES (:root_flow_id, :name, :data, {now})
+INSERT INTO dwarf_signals (root_flow_id, name, resume_data, created_at)
+VALUES (:root_flow_id, :name, :resume_data, {now})
 
 -- name: take_stored_signal
 -- The oldest kept signal :name of a tree, removed as a step takes it (the caller holds the root's lock).
@@ -255,7 +256,7 @@ DELETE FROM dwarf_signals
 WHERE signal_id = (
     SELECT signal_id FROM dwarf_signals WHERE root_flow_id = :root_flow_id AND name = :name
     ORDER BY signal_id LIMIT 1)
-RETURNING data
+RETURNING resume_data
 
 -- name: reap_marked_signals
 -- Delete a batch of the kept signals of flows marked for deletion.
@@ -267,9 +268,13 @@ DELETE FROM dwarf_signals WHERE signal_id IN (
 -- name: stranded_cohorts
 -- Complete cohorts nobody joined: the replica that committed the last arrival died (or failed) before
 -- its claimer looked. Joining one is guarded by claim_cohort_join, so a race with that claimer is safe.
+-- The open cohorts drive the lookup (an EXISTS, not a join): driven from the flows, it read every running
+-- flow, which a backlog of 100,000 queued flows made a 150 ms read once a second.
 SELECT c.step_id, c.flow_id FROM dwarf_complete_cohorts c
-JOIN dwarf_flows f ON f.flow_id = c.flow_id
-WHERE f.status IN ('running', 'interrupted') AND f.purge_marked = 0
+WHERE EXISTS (
+    SELECT 1 FROM dwarf_flows f
+    WHERE f.flow_id = c.flow_id AND f.status IN ('running', 'interrupted') AND f.purge_marked = 0
+)
 
 -- name: count_due_steps
 -- The pending-steps gauge: due steps waiting for a worker, per priority band.
@@ -622,16 +627,26 @@ LEFT JOIN dwarf_flows c ON c.flow_id = s.child_flow_id AND c.purge_marked = 0
 WHERE s.status = 'created' AND s.parked = 1 AND s.child_flow_id > 0 AND s.updated_at < {now} - :min_age
   AND (c.flow_id IS NULL OR c.status IN ('completed', 'failed', 'cancelled'))
 
+-- name: running_flows_window
+-- Wedge sweep: the last flow id of the next :batch running flows after :after (NULL past the last one).
+-- The sweep looks at running flows one such window at a time: a backlog of queued flows is all running,
+-- and reading them in one statement held SQLite's only connection for a quarter of a second.
+SELECT MAX(flow_id) AS upto FROM (
+    SELECT flow_id FROM dwarf_flows WHERE status = 'running' AND flow_id > :after
+    ORDER BY flow_id LIMIT :batch
+) w
+
 -- name: wedged_running_flows
--- Wedge sweep: flows still marked running, untouched for :min_age seconds, with no step left that could
--- move them (none created, pending or running, no complete cohort waiting for its join).
+-- Wedge sweep: flows of the window (:after, :upto] still marked running, untouched for :min_age seconds,
+-- with no step left that could move them (none created, pending or running, no complete cohort waiting for its join).
 -- `interrupted_step_id` is a parked interrupt the flow
 -- should be surfacing (0 when there is none).
 SELECT f.flow_id, f.parent_flow_id, f.parent_step_id,
     COALESCE((SELECT MIN(i.step_id) FROM dwarf_steps i
               WHERE i.flow_id = f.flow_id AND i.status = 'interrupted'), 0) AS interrupted_step_id
 FROM dwarf_flows f
-WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :min_age
+WHERE f.status = 'running' AND f.flow_id > :after AND f.flow_id <= :upto
+  AND f.purge_marked = 0 AND f.updated_at < {now} - :min_age
   AND NOT EXISTS (
       SELECT 1 FROM dwarf_steps s
       WHERE s.flow_id = f.flow_id AND s.status IN ('created', 'pending', 'running')
@@ -753,3 +768,45 @@ FROM (
     LIMIT :limit
 ) AS recent
 GROUP BY status, created_slot, updated_slot
+
+-- name: reencode_steps_page
+-- Engine.reencode: the next :limit steps after :after (by id, the primary key), with their JSON columns
+-- as stored, to write them again with the engine's current codecs (store/encoded.py).
+SELECT step_id, state, changes, appends, carry, interrupt_payload, resume_data, subgraph_result
+FROM dwarf_steps WHERE step_id > :after ORDER BY step_id LIMIT :limit
+
+-- name: reencode_step
+-- Engine.reencode: write a step's JSON columns in their new stored form, only if none of them changed
+-- since they were read (a live engine may have written the row meanwhile: then 0 rows, and nothing is
+-- lost). Columns are compared as stored text; resume_data and subgraph_result may be NULL.
+UPDATE dwarf_steps
+SET state = :new_state, changes = :new_changes, appends = :new_appends, carry = :new_carry,
+    interrupt_payload = :new_interrupt_payload, resume_data = :new_resume_data,
+    subgraph_result = :new_subgraph_result
+WHERE step_id = :step_id AND state = :old_state AND changes = :old_changes AND appends = :old_appends
+  AND carry = :old_carry AND interrupt_payload = :old_interrupt_payload
+  AND (resume_data = :old_resume_data OR (resume_data IS NULL AND CAST(:old_resume_data AS TEXT) IS NULL))
+  AND (subgraph_result = :old_subgraph_result
+       OR (subgraph_result IS NULL AND CAST(:old_subgraph_result AS TEXT) IS NULL))
+
+-- name: reencode_signals_page
+-- Engine.reencode: the next :limit kept signals after :after (by id), with their data as stored.
+SELECT signal_id, resume_data FROM dwarf_signals WHERE signal_id > :after ORDER BY signal_id LIMIT :limit
+
+-- name: reencode_signal
+-- Engine.reencode: a kept signal's data in its new stored form, only if unchanged since read (a step
+-- may have taken and deleted it meanwhile: 0 rows).
+UPDATE dwarf_signals SET resume_data = :new_resume_data
+WHERE signal_id = :signal_id AND resume_data = :old_resume_data
+
+-- name: reencode_flows_page
+-- Engine.reencode: the next :limit flows after :after (by id), with their JSON columns as stored.
+SELECT flow_id, baggage, final_state, interrupt_payload
+FROM dwarf_flows WHERE flow_id > :after ORDER BY flow_id LIMIT :limit
+
+-- name: reencode_flow
+-- Engine.reencode: a flow's JSON columns in their new stored form, only if unchanged since read.
+UPDATE dwarf_flows
+SET baggage = :new_baggage, final_state = :new_final_state, interrupt_payload = :new_interrupt_payload
+WHERE flow_id = :flow_id AND baggage = :old_baggage AND final_state = :old_final_state
+  AND interrupt_payload = :old_interrupt_payload

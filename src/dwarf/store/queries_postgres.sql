@@ -173,7 +173,7 @@ SELECT (SELECT COUNT(*) FROM finished) AS finished, (SELECT COUNT(*) FROM stoppe
 -- name: insert_branch_steps
 -- The pending first steps of a fan-out's branches, in one statement (one round trip however wide the
 -- fan-out): :branches is a JSON array of objects (token, task, url, state as JSON text, ordinal); the
--- rest is common to every branch.
+-- rest is common to every branch; bytes, when present, is the plain state's length (queries_sqlite.sql).
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
@@ -182,7 +182,7 @@ INSERT INTO dwarf_steps (
 SELECT :flow_id, b.value ->> 'token', :step_depth, b.value ->> 'task', b.value ->> 'url',
     b.value ->> 'state', '{}', '{}', 'pending', 0, :time_budget_ms, :priority, :fairness_key,
     :fairness_weight, :predecessor_id, :lineage_id, (b.value ->> 'ordinal')::integer,
-    length(b.value ->> 'state'), {now} + :delay, {now}, {now}
+    COALESCE((b.value ->> 'bytes')::bigint, length(b.value ->> 'state')), {now} + :delay, {now}, {now}
 FROM json_array_elements(CAST(:branches AS json)) WITH ORDINALITY AS b(value, position)
 ORDER BY b.position
 RETURNING step_id, fan_out_ordinal
@@ -225,3 +225,8 @@ dwarf_flows
  WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
 (SELECT MIN(wake_at) FROM dwarf_steps
  WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
+
+-- name: get_flows
+-- See queries_sqlite.sql; PostgreSQL reads the JSON array with its own function.
+SELECT * FROM dwarf_flows
+WHERE flow_id IN (SELECT json_array_elements_text(CAST(:flow_ids AS json))::bigint) AND purge_marked = 0

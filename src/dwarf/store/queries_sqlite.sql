@@ -143,7 +143,8 @@ WHERE step_id = :step_id AND status = 'completed' AND version = :version + 1
 
 -- name: insert_branch_steps
 -- The pending first steps of a fan-out's branches, in one statement: :branches is a JSON array of
--- objects (token, task, url, state as JSON text, ordinal); the rest is common to every branch.
+-- objects (token, task, url, state as JSON text, ordinal); the rest is common to every branch. A branch
+-- whose state the codec layer encoded (store/encoded.py) brings the plain state's length as bytes.
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
@@ -152,7 +153,8 @@ INSERT INTO dwarf_steps (
 SELECT :flow_id, json_extract(b.value, '$.token'), :step_depth, json_extract(b.value, '$.task'),
     json_extract(b.value, '$.url'), json_extract(b.value, '$.state'), '{}', '{}', 'pending', 0,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
-    json_extract(b.value, '$.ordinal'), length(json_extract(b.value, '$.state')), {now} + :delay, {now},
+    json_extract(b.value, '$.ordinal'),
+    COALESCE(json_extract(b.value, '$.bytes'), length(json_extract(b.value, '$.state'))), {now} + :delay, {now},
     {now}
 FROM json_each(:branches) AS b
 ORDER BY b.key
@@ -186,3 +188,7 @@ dwarf_flows INDEXED BY idx_dwarf_flows_deadline
  WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
 (SELECT MIN(wake_at) FROM dwarf_steps
  WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
+
+-- name: get_flows
+-- The flows of :flow_ids (a JSON array), as get_flow reads one: a claim caches its steps' flows at once.
+SELECT * FROM dwarf_flows WHERE flow_id IN (SELECT value FROM json_each(:flow_ids)) AND purge_marked = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dwarf.store.base import Row
+from dwarf.store.encoded import encoded_value_error
 
 _T = TypeVar("_T")
 
@@ -35,7 +36,7 @@ else:
         return dataclass(slots=True)(cls)
 
 
-__all__ = ["PARKED_ON_CHILD", "PARKED_ON_SIGNAL", "FlowRow", "StepRow"]
+__all__ = ["PARKED_ON_CHILD", "PARKED_ON_SIGNAL", "FlowRow", "StepRow", "parse_failure", "parse_json"]
 
 # The ``parked`` column of a step in status 'created': waiting on the child flow it started, or on a
 # signal (013_timed_waits.sql). 0 for every other step.
@@ -49,7 +50,31 @@ def _json(text: str | None) -> Any:
         return {}  # most JSON columns of most rows: not worth a parse
     if text == "null":
         return None
-    return json.loads(text) if text else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        raise parse_failure(text) from None
+
+
+def parse_json(text: str) -> Any:
+    """A JSON column's text parsed; CodecError for a value encoded by codecs this engine cannot undo."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise parse_failure(text) from None
+
+
+def parse_failure(text: Any) -> Exception:
+    """The error for a JSON column that does not parse: the CodecError of an encoded value (see
+    store/encoded.py), else the parser's own error. Costs nothing until a parse failed."""
+    error = encoded_value_error(text) if isinstance(text, str) else None
+    if error is not None:
+        return error
+    try:
+        json.loads(text)
+    except (TypeError, ValueError) as failure:
+        return failure
+    return ValueError("not a JSON column")
 
 
 def _time(value: Any) -> float | None:

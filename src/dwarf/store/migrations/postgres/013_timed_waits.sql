@@ -22,12 +22,13 @@ CREATE INDEX idx_dwarf_steps_signal_waits ON dwarf_steps (flow_id, wait_signal)
     WHERE status = 'created' AND parked = 2;
 -- Signals sent to a flow tree that no step was waiting for (yet): the next wait_for_signal of that name
 -- anywhere in the tree takes the oldest one. A taken signal is deleted (its data lives on in the step
--- that took it, as resume_data); the rest go with their flow (delete, purge).
+-- that took it, as resume_data); the rest go with their flow (delete, purge). resume_data is the
+-- signal's data, named as the column that receives it (a codec encodes both alike: docs/codecs.md).
 CREATE TABLE dwarf_signals (
     signal_id    BIGSERIAL PRIMARY KEY,
     root_flow_id BIGINT  NOT NULL,
     name         TEXT    NOT NULL,
-    data         TEXT    NOT NULL,
+    resume_data  TEXT    NOT NULL,
     created_at   DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX idx_dwarf_signals_tree ON dwarf_signals (root_flow_id, name, signal_id);
