@@ -390,6 +390,21 @@ async def test_signals_the_engine_cannot_deliver_are_refused(make_engine: Any) -
         await engine.signal(key, "paid", {})
 
 
+async def test_timers_and_signals_work_on_every_shard(make_engine: Any) -> None:
+    answers = Answers()
+    engine = await make_engine(waits_host(answers), num_shards=2)
+    asked = [await engine.create("approval", {"timeout": SHORT}) for _ in range(6)]
+    paying = [await engine.create("payment") for _ in range(6)]
+    shards = {key.split("-")[0] for key in [*asked, *paying]}
+    assert shards == {"1", "2"}, "every flow landed on one shard: the test proves nothing (rerun)"
+    for key in paying:
+        await engine.signal(key, "paid", {"shard": key.split("-")[0]})
+    for key in paying:
+        assert (await engine.wait(key, WAIT)).state["answer"] == {"shard": key.split("-")[0]}
+    for key in asked:
+        assert (await stopped(engine, key, Status.COMPLETED)).state["end"] == ["Expired"]
+
+
 async def test_a_flow_without_timers_runs_none_of_their_statements(make_engine: Any) -> None:
     engine = await make_engine(waits_host(Answers()))
     await asyncio.sleep(0.2)  # past the engine's one look for timers at startup
