@@ -26,6 +26,7 @@ from dwarf.errors import (
 from dwarf.workflow import (
     DEADLINE_REASON,
     END,
+    KEEP_FOREVER,
     TIMED_OUT,
     Flow,
     FlowActivity,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEADLINE_REASON",
     "END",
+    "KEEP_FOREVER",
     "TIMED_OUT",
     "AESGCMCodec",
     "BadRequestError",

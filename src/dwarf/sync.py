@@ -192,6 +192,14 @@ class SyncEngine:
         """The priority of flows created with priority 0 (see ``Engine.set_default_priority``)."""
         self._apply_setting(self._engine.set_default_priority, priority)
 
+    def set_retain_for(self, retain_for: Duration | None) -> None:
+        """How long a root flow is kept once it ended (see ``Engine.set_retain_for``)."""
+        self._apply_setting(self._engine.set_retain_for, retain_for)
+
+    def set_deletion_grace(self, grace: Duration) -> None:
+        """How long a delete_on_completion flow is kept once it completed (``Engine.set_deletion_grace``)."""
+        self._apply_setting(self._engine.set_deletion_grace, grace)
+
     def _apply_setting(self, setter: Callable[[Any], None], value: Any) -> None:
         if self._phase != _STARTED:
             setter(value)
@@ -227,6 +235,11 @@ class SyncEngine:
     ) -> tuple[str, FlowOutcome]:
         """Create a flow and wait for it to stop; a timeout raises TimeoutError carrying ``flow_key``."""
         return self._call(lambda: self._engine.run(workflow_url, initial_state, options, timeout))
+
+    def poll(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
+        """The flow's outcome if it stopped (waiting up to ``timeout`` for that), else ``Status.RUNNING``;
+        never TimeoutError."""
+        return self._call(lambda: self._engine.poll(flow_key, timeout))
 
     def snapshot(self, flow_key: str) -> FlowOutcome:
         """The flow's outcome as of now."""

@@ -54,6 +54,8 @@ POSTGRES_LOOKUPS = [
     "due_wakeups",
     "tree_signal_waiter",
     "take_stored_signal",
+    "retention_due",
+    "mark_retention_due",
 ]
 
 
@@ -121,3 +123,23 @@ async def test_postgres_lookups_use_an_index_in_generic_plans(fresh_dsn: str) ->
             if re.search(r"Seq Scan on dwarf_(steps|flows)", plan):
                 problems.append(f"{name}:\n{plan}")
     assert not problems, "\n\n".join(problems)
+
+
+async def test_the_retention_pass_reads_only_the_due_flows_on_sqlite(tmp_path: Path) -> None:
+    # Not only "no scan": the due flows come from the purge_after index, not from every root flow
+    # (idx_dwarf_flows_list) or every ended flow (idx_dwarf_flows_status).
+    path = tmp_path / "plans.db"
+    await _migrated(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    queries = load_queries("sqlite", "0.0")
+    for name in ("retention_due", "mark_retention_due"):
+        [statement] = split_statements(queries[name])
+        params = dict.fromkeys(PARAMETER.findall(statement), 1)
+        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params)]
+        searches = [d for d in details if re.match(r"SEARCH (dwarf_flows|f) ", d)]
+        assert any("idx_dwarf_flows_purge_after" in d for d in searches), (name, details)
+        assert not any("idx_dwarf_flows_list" in d or "idx_dwarf_flows_status" in d for d in searches), (
+            name,
+            details,
+        )
+    conn.close()

@@ -219,7 +219,10 @@ class Engine(EngineSetters):
     ) -> str:
         """Start a flow of the graph at ``workflow_url`` and return its key (or, with an idempotency key,
         maybe that of the flow holding it: docs/flows.md#idempotent-create)."""
-        defaults = operations.CreateDefaults(self._config.default_priority, self._config.time_budget)
+        config = self._config
+        defaults = operations.CreateDefaults(
+            config.default_priority, config.time_budget, config.retain_for, config.deletion_grace
+        )
         return await operations.create_flow(self.runtime, workflow_url, initial_state, options, defaults)
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
@@ -228,6 +231,13 @@ class Engine(EngineSetters):
         rt = self.runtime
         limit = None if timeout is None else to_seconds(timeout, what="timeout")
         return await waiting.wait_for_flow(rt, flow_key, limit)
+
+    async def poll(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
+        """The flow's outcome if it has stopped (as ``wait`` returns it), else ``Status.RUNNING`` with an
+        empty state; never TimeoutError. ``timeout`` (default 0) is how long to wait for a stop first.
+        See docs/flows.md#polling-a-flow."""
+        rt = self.runtime
+        return await waiting.poll_flow(rt, flow_key, to_seconds(timeout, what="timeout"))
 
     async def run(
         self,

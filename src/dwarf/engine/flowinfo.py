@@ -18,6 +18,7 @@ from dwarf.engine.keys import correlation_id, format_key
 from dwarf.store.base import Store
 from dwarf.store.rows import FlowRow
 from dwarf.workflow.graph import Graph
+from dwarf.workflow.status import Status
 
 if TYPE_CHECKING:
     from dwarf.engine.creation import FlowPolicy
@@ -72,6 +73,18 @@ class FlowInfo:
     time_budget_ms: int
     # The W3C traceparent of the flow's span ("" when tracing was off at create): task spans nest under it.
     trace_parent: str = ""
+    # How long the flow is kept once it ended (see FlowPolicy): the engine that ends it wakes its retention
+    # pass then, instead of waiting for the pass's poll.
+    retain_for: float | None = None
+    retain_completed_for: float | None = None
+
+    def retained_for(self, status: Status) -> float | None:
+        """Seconds this flow is kept after stopping with ``status``; None when it is kept (or interrupted)."""
+        if status == Status.COMPLETED:
+            return self.retain_completed_for
+        if status in (Status.FAILED, Status.CANCELLED):
+            return self.retain_for
+        return None
 
     @property
     def key(self) -> str:
@@ -117,6 +130,8 @@ class FlowInfo:
             fairness_weight=row.fairness_weight,
             time_budget_ms=row.time_budget_ms,
             trace_parent=row.trace_parent,
+            retain_for=row.retain_for,
+            retain_completed_for=row.retain_completed_for,
         )
 
 
@@ -132,6 +147,8 @@ def policy_of_row(row: FlowRow) -> FlowPolicy:
         notify_on_stop=row.notify_on_stop,
         delete_on_completion=row.delete_on_completion,
         baggage=row.baggage,
+        retain_for=row.retain_for,
+        retain_completed_for=row.retain_completed_for,
     )
 
 

@@ -3,8 +3,9 @@
 The engine builds one ``Runtime`` at startup and hands it to the scheduler, the step executor, the wedge
 sweep and the operations. It holds the shards, the host (its optional hooks resolved once), logging,
 telemetry, the flow-info cache, the local waiters, the per-shard doorbells, the cohort arrivals awaiting
-a join and the reaper of purged flows. None of those parts sees the ``Engine`` itself: configuration and
-lifecycle stay there, and the runtime is all they need to run steps and operations.
+a join, the reaper of purged flows and the retention passes that mark them. None of those parts sees
+the ``Engine`` itself: configuration and lifecycle stay there, and the runtime is all they need to run
+steps and operations.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
 from dwarf.engine.reaper import Reaper
+from dwarf.engine.retention import Retention
 from dwarf.engine.signals import (
     DOORBELL,
     FLOW_STOPPED,
@@ -34,7 +36,7 @@ from dwarf.engine.signals import (
 from dwarf.engine.states import UNBOUNDED
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Store, Tx
+from dwarf.store.base import Store
 from dwarf.store.rows import FlowRow
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow
@@ -192,6 +194,7 @@ class Runtime:
         self.running = True
         self._background: set[asyncio.Task[Any]] = set()
         self.reaper = Reaper(self)
+        self.retention = Retention(self)
 
     def require_running(self) -> None:
         """EngineStateError once the engine began to stop (an operation in progress ends with it)."""
@@ -356,24 +359,24 @@ class Runtime:
     async def flow_stopped(
         self, info: FlowInfo, status: Status, final_state: dict[str, Any] | None = None
     ) -> None:
-        """A flow stopped: record it, run the host's hook, delete it if it asked, wake its waiters.
+        """A flow stopped: record it, run the host's hook, wake its waiters and, when the flow is to be
+        purged (its retention, or delete_on_completion's grace window), the retention pass.
 
         ``final_state`` is the state a completion committed, when the caller has it: local waiters then
-        return without reading the flow back (one round trip less for every create-and-wait), and a flow
-        deleted on completion still gives its waiters the outcome.
+        return without reading the flow back (one round trip less for every create-and-wait).
         """
         self.telemetry.flow_stopped(info, status)
         self.log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
+        retained = info.retained_for(status)
+        if retained is not None and not info.parent_flow_id:
+            self.retention.note(info.shard, retained)
         notify = self.hooks.flow_stopped
         outcome: FlowOutcome | None = None
         if info.notify_on_stop and notify is not None:
-            # Read the outcome before delete_on_completion can remove the flow.
             try:
                 outcome = await load_outcome(self.store(info.shard), info.flow_id)
-            except NotFoundError:
+            except NotFoundError:  # deleted or purged meanwhile (a retention of 0)
                 outcome = FlowOutcome(status=status, state={})
-        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
-            await self.delete_finished_tree(self.store(info.shard), info.flow_id)
         completed = None
         if status == Status.COMPLETED and final_state is not None:
             completed = FlowOutcome(status=status, state=final_state)
@@ -389,13 +392,3 @@ class Runtime:
                     error,
                     extra={"flow": info.correlation_id},
                 )
-
-    async def delete_finished_tree(self, store: Store, flow_id: int) -> None:
-        """Delete a finished root flow's tree at once (``delete_on_completion``): nothing of it runs."""
-
-        async def work(tx: Tx) -> None:
-            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
-            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
-
-        await store.run(work)
-        self.flow_cache.discard(store.shard, flow_id)

@@ -85,6 +85,7 @@ class Scheduler:
         self.tuning = tuning
         self._retuned.set()
         self._doorbells.ring_all()
+        self._runtime.retention.retune(tuning.retention_poll)
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
         """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
@@ -100,6 +101,9 @@ class Scheduler:
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
         self._claimers.append(asyncio.create_task(self._heartbeat_loop(), name="dwarf-lease-heartbeat"))
+        for store in self._stores:
+            passes = self._runtime.retention.run(store, lambda: self.tuning.retention_poll)
+            self._claimers.append(asyncio.create_task(passes, name=f"dwarf-retention-{store.shard}"))
 
     @property
     def busy_workers(self) -> int:

@@ -1,9 +1,9 @@
 """The ``set_*`` methods of the Engine: construction-time settings and live ones.
 
 Construction-time setters (DSN, host, workers, shards, telemetry, test mode) raise EngineStateError once the
-engine started; live ones apply at once (the time budget and default priority are read at each create and
-frozen onto the flow). ``Engine`` inherits them, so ``Engine(**settings)`` and the reference's setters are
-one API; they live here to keep engine.py to lifecycle and operations.
+engine started; live ones apply at once (the time budget, default priority, retention and deletion grace
+are read at each create and frozen onto the flow). ``Engine`` inherits them, so ``Engine(**settings)`` and
+the reference's setters are one API; they live here to keep engine.py to lifecycle and operations.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dwarf.engine.tuning import SchedulerTuning
 from dwarf.errors import BadRequestError, EngineStateError
 from dwarf.store.base import silent_logger
 from dwarf.workflow.durations import Duration, to_seconds
-from dwarf.workflow.records import MAX_PRIORITY, MAX_TIME_BUDGET
+from dwarf.workflow.records import MAX_PRIORITY, MAX_TIME_BUDGET, retention_seconds
 
 if TYPE_CHECKING:
     from dwarf.engine.runtime import Runtime
@@ -202,6 +202,22 @@ class EngineSetters:
     def scheduler_tuning(self) -> SchedulerTuning:
         """The timing knobs in force."""
         return self._config.scheduler_tuning
+
+    def set_retain_for(self, retain_for: Duration | None) -> None:
+        """How long a root flow is kept once it ended (completed, failed or cancelled) before it is purged
+        with its tree, unless its FlowOptions.retain_for says otherwise. None (the default) or
+        ``KEEP_FOREVER`` keeps flows for ever. Read at each create and frozen onto the flow (flows created
+        before keep theirs): docs/operations.md#retention."""
+        seconds = retention_seconds(retain_for, "the retention")
+        self._config.retain_for = None if seconds == math.inf else seconds
+
+    def set_deletion_grace(self, grace: Duration) -> None:
+        """How long a flow created with delete_on_completion is kept once it completed (default 60 s), so
+        that its waiters and pollers still read its outcome; read at each create, like ``retain_for``."""
+        seconds = to_seconds(grace, what="the deletion grace")
+        if seconds < 0:
+            raise BadRequestError("the deletion grace must not be negative")
+        self._config.deletion_grace = seconds
 
     def set_default_priority(self, priority: int) -> None:
         """The priority of flows created with priority 0 (default 100; lower runs first)."""

@@ -37,6 +37,8 @@ class EngineSettings(TypedDict, total=False):
     time_budget: Duration
     default_priority: int
     scheduler_tuning: SchedulerTuning
+    retain_for: Duration | None
+    deletion_grace: Duration
     codec: Codec | Sequence[Codec] | None
     max_state_size: int
     blob_store: BlobStore | None
@@ -49,6 +51,9 @@ DEFAULT_MAX_OPEN_CONNS = 8
 DEFAULT_TIME_BUDGET = 120.0
 DEFAULT_PRIORITY = 100
 DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_DELETION_GRACE = 60.0
+"""Seconds a flow created with delete_on_completion is kept once it completed, so that whoever waits for
+it, here or on another replica, or polls it, still reads its outcome (the reference keeps it a minute)."""
 DEFAULT_OFFLOAD_ABOVE = 256 * 1024
 
 
@@ -70,6 +75,8 @@ class EngineConfig:
     time_budget: float = DEFAULT_TIME_BUDGET
     default_priority: int = DEFAULT_PRIORITY
     scheduler_tuning: SchedulerTuning = field(default_factory=SchedulerTuning)
+    retain_for: float | None = None
+    deletion_grace: float = DEFAULT_DELETION_GRACE
     # Values at rest (docs/codecs.md): none of them set means no codec layer at all.
     codec: tuple[Codec, ...] = ()
     max_state_size: int = 0

@@ -14,11 +14,13 @@ SELECT (SELECT COUNT(*) FROM dwarf_flows) AS flows, (SELECT COUNT(*) FROM dwarf_
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, retain_for, retain_completed_for,
+    created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :retain_for,
+    :retain_completed_for, {now}, {now}, {now}
 )
 RETURNING flow_id, created_at
 
@@ -331,17 +333,21 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 
 -- name: finish_flow
 -- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end). A flow that is
--- interrupted (one branch parked) can still end: a sibling branch may fail it.
+-- interrupted (one branch parked) can still end: a sibling branch may fail it. An end starts the flow's
+-- retention (014_retention.sql): purge_after stays NULL for a flow kept for ever.
 UPDATE dwarf_flows
 SET status = :status, final_state = :final_state, error = :error, interrupt_payload = :interrupt_payload,
-    surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1
+    surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1,
+    purge_after = CASE WHEN :status = 'completed' THEN {now} + retain_completed_for
+                       WHEN :status = 'failed' THEN {now} + retain_for ELSE purge_after END
 WHERE flow_id = :flow_id
   AND (status = 'running' OR (status = 'interrupted' AND :status IN ('completed', 'failed')))
 
 -- name: cancel_flow_tree
--- Cancel every running or interrupted flow of a tree.
+-- Cancel every running or interrupted flow of a tree (its root's retention starts: see finish_flow).
 UPDATE dwarf_flows
-SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1
+SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_for
 WHERE root_flow_id = :root_flow_id AND status IN ('running', 'interrupted')
 
 -- name: cancel_steps_of_tree
@@ -383,7 +389,7 @@ f.purge_marked = 0
 -- engine derives that bound per shard from the cursor's last row (see Engine.list).
 SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
        f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
-       f.parent_flow_id,
+       f.parent_flow_id, f.trace_parent,
        COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
                  ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
 FROM dwarf_flows f
@@ -394,7 +400,7 @@ LIMIT :limit
 -- name: mark_for_purge
 -- Mark up to :limit matching stopped root flows, and their whole trees, for the reaper. Marked flows
 -- vanish from every read at once; the reaper deletes their rows in bounded batches later.
-UPDATE dwarf_flows SET purge_marked = 1
+UPDATE dwarf_flows SET purge_marked = 1, purge_after = NULL
 WHERE purge_marked = 0 AND root_flow_id IN (
     SELECT f.flow_id FROM dwarf_flows f
     WHERE f.parent_flow_id = 0 AND f.status <> 'running'
@@ -424,8 +430,39 @@ DELETE FROM dwarf_flows WHERE flow_id IN (
 -- Whether the reaper has work on this shard.
 SELECT COUNT(*) AS marked FROM (SELECT 1 FROM dwarf_flows WHERE purge_marked = 1 LIMIT 1) AS m
 
+-- name: retention_due
+-- The retention pass's look (014_retention.sql): whether a flow's retention has run out (due), and in
+-- how many seconds the next one runs out (NULL when no flow waits for it). Two seeks in the partial
+-- index; a due root that cannot be marked yet (a flow of its tree still runs) does not hide the next.
+-- The clock is read in a subquery: PostgreSQL bounds an index scan only by a value fixed for the whole
+-- statement, and clock_timestamp() is not one (compared directly, every entry is read and filtered).
+SELECT
+    (SELECT COUNT(*) FROM (
+        SELECT 1 FROM dwarf_flows WHERE purge_after IS NOT NULL AND purge_after <= (SELECT {now}) LIMIT 1
+    ) AS d) AS due,
+    (SELECT MIN(purge_after) FROM dwarf_flows
+     WHERE purge_after IS NOT NULL AND purge_after > (SELECT {now})) - {now} AS next_in
+
+-- name: mark_retention_due
+-- Mark up to :batch root flows whose retention ran out, with their trees, for the reaper, the longest
+-- due first; purge_after is cleared as they are marked. As purge does, it passes over a root while a
+-- flow of its tree still runs (a failed root's child may still be finishing): a later pass takes it.
+-- Only the statements that end a flow set purge_after, so no status test is needed (one would let SQLite
+-- read every ended flow through idx_dwarf_flows_status instead of the due ones; "+ 0" likewise keeps it
+-- from reading every root flow through idx_dwarf_flows_list; the clock is read as in retention_due).
+UPDATE dwarf_flows SET purge_marked = 1, purge_after = NULL
+WHERE purge_marked = 0 AND root_flow_id IN (
+    SELECT f.flow_id FROM dwarf_flows f
+    WHERE f.purge_after IS NOT NULL AND f.purge_after <= (SELECT {now}) AND f.parent_flow_id + 0 = 0
+      AND f.purge_marked = 0
+      AND NOT EXISTS (SELECT 1 FROM dwarf_flows d WHERE d.root_flow_id = f.flow_id AND d.status = 'running')
+    ORDER BY f.purge_after
+    LIMIT :batch
+)
+RETURNING flow_id, parent_flow_id
+
 -- name: delete_flow_steps
--- Remove the steps of a tree (delete_on_completion, delete, the purge reaper).
+-- Remove the steps of a tree (delete).
 DELETE FROM dwarf_steps WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
 
 -- name: count_arrival
@@ -659,7 +696,8 @@ WHERE f.status = 'running' AND f.flow_id > :after AND f.flow_id <= :upto
 -- name: fail_wedged_flow
 -- Wedge sweep: end a running flow that nothing can move any more.
 UPDATE dwarf_flows
-SET status = 'failed', error = :error, updated_at = {now}, version = version + 1
+SET status = 'failed', error = :error, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_for
 WHERE flow_id = :flow_id AND status = 'running'
 
 -- name: claim_cohort_join

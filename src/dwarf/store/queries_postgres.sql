@@ -85,7 +85,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        deadline, created_at, started_at, updated_at
+        retain_for, retain_completed_for, deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -93,7 +93,9 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, {now} + :deadline_in, {now}, {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent,
+        CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
+        {now} + CAST(:deadline_in AS DOUBLE PRECISION), {now}, {now}, {now}
     FROM new_flow
     RETURNING flow_id, created_at
 ), entry AS (
@@ -123,7 +125,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        idempotency_key, deadline, created_at, started_at, updated_at
+        idempotency_key, retain_for, retain_completed_for, deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -131,8 +133,9 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now} + :deadline_in, {now},
-        {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
+        CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
+        {now} + CAST(:deadline_in AS DOUBLE PRECISION), {now}, {now}, {now}
     FROM new_flow
     ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
     RETURNING flow_id, created_at
@@ -164,7 +167,8 @@ WITH finished AS (
 ), stopped AS (
     UPDATE dwarf_flows
     SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
-        surfaced_step_id = 0, updated_at = {now}, version = version + 1
+        surfaced_step_id = 0, updated_at = {now}, version = version + 1,
+        purge_after = {now} + retain_completed_for
     WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND EXISTS (SELECT 1 FROM finished)
     RETURNING flow_id
 )

@@ -66,13 +66,13 @@ UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, deadline, created_at, started_at,
-    updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, retain_for, retain_completed_for,
+    deadline, created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now} + :deadline_in, {now},
-    {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :retain_for,
+    :retain_completed_for, {now} + :deadline_in, {now}, {now}, {now}
 )
 RETURNING flow_id, created_at;
 UPDATE dwarf_flows
@@ -98,13 +98,13 @@ INSERT INTO dwarf_steps (
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, deadline,
-    created_at, started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, retain_for,
+    retain_completed_for, deadline, created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
     :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
-    {now} + :deadline_in, {now}, {now}, {now}
+    :retain_for, :retain_completed_for, {now} + :deadline_in, {now}, {now}, {now}
 )
 ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING flow_id, created_at;
@@ -135,7 +135,8 @@ SET status = 'completed', changes = :changes, appends = :appends, error = '', in
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running';
 UPDATE dwarf_flows
 SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
-    surfaced_step_id = 0, updated_at = {now}, version = version + 1
+    surfaced_step_id = 0, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_completed_for
 WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND changes() = 1
 RETURNING 1 AS finished, 1 AS stopped;
 SELECT COUNT(*) AS finished, 0 AS stopped FROM dwarf_steps

@@ -117,6 +117,11 @@ class FlowRow:
     updated_at: float
     deadline: float | None
     """When the flow is cancelled unless it stopped before (013_timed_waits.sql); None for no deadline."""
+    # Seconds the flow is kept after it fails or is cancelled / after it completes; None for ever. The
+    # time its retention runs out, once it ended (014_retention.sql).
+    retain_for: float | None
+    retain_completed_for: float | None
+    purge_after: float | None
 
     @classmethod
     def of(cls, row: Row) -> FlowRow:
@@ -153,6 +158,9 @@ class FlowRow:
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),
             deadline=_time(row["deadline"]),
+            retain_for=_time(row["retain_for"]),
+            retain_completed_for=_time(row["retain_completed_for"]),
+            purge_after=_time(row["purge_after"]),
         )
 
 

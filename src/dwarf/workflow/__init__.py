@@ -11,6 +11,7 @@ from dwarf.workflow.graph import END, Graph, Node, Transition
 from dwarf.workflow.progress import FlowActivity, FlowWait, WaitReason
 from dwarf.workflow.records import (
     DEADLINE_REASON,
+    KEEP_FOREVER,
     FlowOptions,
     FlowOutcome,
     FlowStep,
@@ -26,6 +27,7 @@ from dwarf.workflow.status import Status
 __all__ = [
     "DEADLINE_REASON",
     "END",
+    "KEEP_FOREVER",
     "TIMED_OUT",
     "Flow",
     "FlowActivity",
