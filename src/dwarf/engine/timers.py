@@ -87,6 +87,10 @@ async def _guarded(rt: Runtime, store: Store, flow_id: int, firing: Coroutine[An
     except asyncio.CancelledError:
         raise
     except Exception as error:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # A driver turned the engine's stop into an error (psycopg's QueryCanceled): stop, not go on.
+            raise asyncio.CancelledError from error
         flow = correlation_id(store.shard, flow_id)
         transient = isinstance(error, StoreError) and error.transient
         rt.log.log(
