@@ -95,8 +95,6 @@ class Scheduler:
         if self._workers == 0:
             return  # an operations-only engine claims nothing
         for store in self._stores:
-            # Timers that fell due while no engine ran (deadlines, timed waits) fire on the first round.
-            self._runtime.timers.note(store.shard, 0.0)
             task = asyncio.create_task(self._claim_loop(store), name=f"dwarf-claimer-{store.shard}")
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
@@ -209,6 +207,10 @@ class Scheduler:
         telemetry = self._telemetry
         last_lease_check = time.monotonic()
         timers = self._runtime.timers
+        # Timers that fell due while no engine ran (deadlines, timed waits) fire on the first round; an
+        # error here (the database is not up yet) leaves them to the idle poll.
+        with contextlib.suppress(Exception):
+            await self._note_next_timer(store)
         while not self._stopping:
             await self._join_arrivals(store)
             if timers.take_due(store.shard):
