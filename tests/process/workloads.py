@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -166,17 +167,10 @@ SCHEDULE_CHAOS = "schedule-chaos"
 ticks' flows was created, before the schedule moved on to its next tick."""
 
 
-def ticked_graph() -> Graph:
-    graph = Graph("ticked")
-    graph.add_task("Mark", "ticked/mark")
-    graph.add_transition("Mark", END)
-    return graph
-
-
 def schedule_host(markers: Path) -> TestProxy:
     """``ticked``: one task counting its runs, the flows of the schedule-kill test."""
     host = TestProxy()
-    host.handle_graph("ticked", ticked_graph())
+    host.handle_graph("ticked", _one_task_graph("ticked", "ticked/mark"))
 
     @host.task("ticked/mark")
     async def mark(flow: Flow) -> None:
@@ -210,6 +204,68 @@ def dying_schedule_host(markers: Path) -> TestProxy:
 
     ticker.create_flow = create_then_die  # type: ignore[assignment]
     return schedule_host(markers)
+
+
+def waits_host(markers: Path) -> TestProxy:
+    """Timers that must fire after a crash (docs/waits.md): ``probe`` (one quick task, to know a worker
+    claims), ``doomed`` (a task that writes ``doomed-<flow>-<pid>`` and blocks: created with a deadline),
+    ``asking`` (an interrupt with the timeout ``timeout`` from the state) and ``paying`` (a wait for the
+    signal "paid" with that timeout). After a timed wait the ``Expired`` or ``Answered`` task writes
+    ``<node>-<flow>-<unique>`` for every run, so a test counts how often each flow went on.
+    """
+    host = TestProxy()
+    host.handle_graph("probe", _one_task_graph("probe", "waits/probe"))
+    host.handle_graph("doomed", _one_task_graph("doomed", "waits/block"))
+    for name, wait in (("asking", "waits/ask"), ("paying", "waits/pay")):
+        graph = Graph(name)
+        graph.add_task("Wait", wait)
+        graph.add_task("Expired", "waits/expired")
+        graph.add_task("Answered", "waits/answered")
+        graph.add_transition_switch("Wait", "Expired", "timedOut")
+        graph.add_transition_switch("Wait", "Answered", "true")
+        graph.add_transition("Expired", END)
+        graph.add_transition("Answered", END)
+        host.handle_graph(name, graph)
+
+    def flow_name(flow: Flow) -> str:
+        return "-".join(flow.flow_key.split("-")[:2])  # the token-free correlation id
+
+    @host.task("waits/probe")
+    async def probe(flow: Flow) -> None:
+        flow.set("ranBy", os.getpid())
+
+    @host.task("waits/block")
+    async def block(flow: Flow) -> None:
+        (markers / f"doomed-{flow_name(flow)}-{os.getpid()}").write_text("")
+        await asyncio.sleep(3600)
+
+    @host.task("waits/ask")
+    async def ask(flow: Flow) -> None:
+        answer = flow.interrupt({"question": "approve?"}, timeout=flow.get_float("timeout"))
+        flow.set("timedOut", answer.get("timedOut", False))
+
+    @host.task("waits/pay")
+    async def pay(flow: Flow) -> None:
+        answer = flow.wait_for_signal("paid", timeout=flow.get_float("timeout"))
+        flow.set("timedOut", answer.get("timedOut", False))
+
+    def went_on(node: str) -> Any:
+        async def handler(flow: Flow) -> None:
+            (markers / f"{node}-{flow_name(flow)}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
+            flow.set("wentOn", node)
+
+        return handler
+
+    host.handle_task("waits/expired", went_on("expired"))
+    host.handle_task("waits/answered", went_on("answered"))
+    return host
+
+
+def _one_task_graph(name: str, url: str) -> Graph:
+    graph = Graph(name)
+    graph.add_task("Work", url)
+    graph.add_transition("Work", END)
+    return graph
 
 
 def retention_graphs(host: TestProxy) -> None:

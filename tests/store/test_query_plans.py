@@ -50,6 +50,11 @@ POSTGRES_LOOKUPS = [
     "latest_step",
     "get_step",
     "flow_holding_idempotency_key",
+    "next_timer",
+    "due_deadlines",
+    "due_wakeups",
+    "tree_signal_waiter",
+    "take_stored_signal",
     "retention_due",
     "mark_retention_due",
 ]
