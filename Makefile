@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test lint typecheck pytest bench clean
+.PHONY: venv demo test lint typecheck pytest bench mermaid clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: lint typecheck pytest
 # The comparison with DBOS and LangGraph needs the bench extra: `python -m bench report` (docs/benchmarks.md).
 bench: venv
 	$(BIN)/python -m bench suite
+
+# Re-pack the dashboard's vendored Mermaid from a directory laid out like its dist/ (see
+# src/dwarf/dashboard/mermaid/README.md): make mermaid MERMAID_DIR=/tmp/mermaid-dist
+MERMAID_DIR ?= mermaid-dist
+mermaid: venv
+	$(BIN)/python -c 'import sys, pathlib; from dwarf.dashboard.bundle import pack; pack(*map(pathlib.Path, sys.argv[1:]))' \
+		$(MERMAID_DIR) src/dwarf/dashboard/mermaid/mermaid.tar.xz
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

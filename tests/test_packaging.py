@@ -8,11 +8,14 @@ one line that names the extra.
 
 from __future__ import annotations
 
+import lzma
 import os
+import posixpath
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import tomllib
 import zipfile
@@ -22,8 +25,10 @@ from typing import Any
 
 import pytest
 
+from dwarf.dashboard.bundle import pack, tar_of
+
 ROOT = Path(__file__).resolve().parents[1]
-MERMAID = ROOT / "src" / "dwarf" / "dashboard" / "static" / "mermaid"
+MERMAID_ARCHIVE = ROOT / "src" / "dwarf" / "dashboard" / "mermaid" / "mermaid.tar.xz"
 ENTRY = "mermaid.esm.min.mjs"
 MAX_WHEEL_BYTES = 600 * 1000
 
@@ -67,41 +72,69 @@ import loads another diagram type, another layout, a debugging hook, or KaTeX, w
 labels: our labels never hold "$$" (``mermaid.escape_label``), so no diagram of ours asks for it."""
 
 
-def flowchart_closure(root: Path) -> set[Path]:
-    """The files under ``root`` that drawing a flowchart loads, following the ES-module imports from the
-    entry module: every static import, and the dynamic imports in ``FLOWCHART_DYNAMIC``."""
-    reached: set[Path] = set()
-    pending = [root / ENTRY]
+def archive_members(archive: Path = MERMAID_ARCHIVE) -> dict[str, bytes]:
+    """The regular files of the Mermaid archive by member name."""
+    with tarfile.open(archive, "r:xz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def flowchart_closure(modules: dict[str, bytes]) -> set[str]:
+    """The module names (archive members) that drawing a flowchart loads, following the ES-module imports
+    from the entry module: every static import, and the dynamic imports in ``FLOWCHART_DYNAMIC``."""
+    reached: set[str] = set()
+    pending = [ENTRY]
     while pending:
-        module = pending.pop().resolve()
-        if module in reached:
+        name = posixpath.normpath(pending.pop())
+        if name in reached:
             continue
-        reached.add(module)
-        if not module.exists():
+        reached.add(name)
+        if name not in modules:
             continue  # reported by the caller as missing
-        source = module.read_text(encoding="utf-8")
-        pending += [module.parent / spec for spec in _STATIC_IMPORT.findall(source)]
+        source = modules[name].decode("utf-8")
+        folder = posixpath.dirname(name)
+        pending += [posixpath.join(folder, spec) for spec in _STATIC_IMPORT.findall(source)]
         pending += [
-            module.parent / spec
+            posixpath.join(folder, spec)
             for spec in _DYNAMIC_IMPORT.findall(source)
-            if Path(spec).name.startswith(FLOWCHART_DYNAMIC)
+            if posixpath.basename(spec).startswith(FLOWCHART_DYNAMIC)
         ]
     return reached
 
 
 def test_shipped_mermaid_is_exactly_what_a_flowchart_loads() -> None:
-    needed = flowchart_closure(MERMAID)
-    shipped = {path.resolve() for path in MERMAID.rglob("*.mjs")}
-    assert sorted(p.name for p in needed - shipped) == [], "chunks a flowchart loads are missing"
-    assert sorted(p.name for p in shipped - needed) == [], "chunks no flowchart loads (delete them)"
+    members = archive_members()
+    needed = flowchart_closure(members)
+    shipped = {name for name in members if name.endswith(".mjs")}
+    assert sorted(needed - shipped) == [], "chunks a flowchart loads are missing"
+    assert sorted(shipped - needed) == [], "chunks no flowchart loads (delete them)"
+    assert set(members) - shipped == {"LICENSE"}
+    assert members["LICENSE"] == (MERMAID_ARCHIVE.parent / "LICENSE").read_bytes()
 
 
 def test_flowchart_closure_reaches_the_diagram_and_its_layout() -> None:
-    names = {path.name for path in flowchart_closure(MERMAID)}
+    names = {posixpath.basename(name) for name in flowchart_closure(archive_members())}
     for prefix in (ENTRY, *FLOWCHART_DYNAMIC):
         assert any(name.startswith(prefix) for name in names), prefix
     excluded = ("sequenceDiagram-", "cose-bilkent-", "swimlanes-", "katex-")
     assert not any(name.startswith(excluded) for name in names)
+
+
+def test_mermaid_archive_is_byte_stable(tmp_path: Path) -> None:
+    # Re-packing the archive's own files gives the same tar stream: sorted names, fixed modes, owners and
+    # mtimes, no directory entries. (The xz layer is compared whole too: same liblzma, same bytes.)
+    for name, body in archive_members().items():
+        (tmp_path / "dist" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "dist" / name).write_bytes(body)
+    shipped = MERMAID_ARCHIVE.read_bytes()
+    assert tar_of(tmp_path / "dist") == lzma.decompress(shipped)
+    pack(tmp_path / "dist", tmp_path / "again.tar.xz")
+    assert (tmp_path / "again.tar.xz").read_bytes() == shipped
+    with tarfile.open(MERMAID_ARCHIVE, "r:xz") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == sorted(m.name for m in members)
+    assert {(m.type, m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {
+        (tarfile.REGTYPE, 0o644, 0, 0, "", "", 0)
+    }
 
 
 # ----------------------------------------------------------------------------------------------- wheel
@@ -126,13 +159,17 @@ def test_wheel_is_under_600_kb(wheel: Path) -> None:
     assert wheel.stat().st_size < MAX_WHEEL_BYTES
 
 
-def test_wheel_ships_every_mermaid_file_a_flowchart_loads(wheel: Path) -> None:
-    prefix = "dwarf/dashboard/static/mermaid/"
-    needed = {prefix + path.relative_to(MERMAID.resolve()).as_posix() for path in flowchart_closure(MERMAID)}
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert prefix + ENTRY in names
-    assert needed - names == set()
-    assert {name for name in names if name.startswith(prefix) and name.endswith(".mjs")} == needed
+def test_wheel_ships_the_mermaid_archive_and_its_licence_not_loose_modules(wheel: Path) -> None:
+    wheel_zip = zipfile.ZipFile(wheel)
+    names = set(wheel_zip.namelist())
+    folder = "dwarf/dashboard/mermaid/"
+    assert {name for name in names if name.startswith(folder)} == {
+        folder + "mermaid.tar.xz",
+        folder + "LICENSE",
+        folder + "README.md",
+    }
+    assert wheel_zip.read(folder + "mermaid.tar.xz") == MERMAID_ARCHIVE.read_bytes()
+    assert [name for name in names if name.endswith(".mjs")] == ["dwarf/dashboard/static/diagrams.mjs"]
 
 
 def test_wheel_ships_every_data_file_of_the_package(wheel: Path) -> None:

@@ -3,7 +3,8 @@ for a chunk the package does not ship; a label that would be a KaTeX formula dra
 not shipped: escape_label breaks up "$$").
 
 The page loads the dashboard's own ``diagrams.mjs`` from the package's static directory, served as it is
-on disk. Without Chromium the test skips; with ``DWARF_REQUIRE_BROWSER=1`` (CI) it fails instead.
+on disk, and Mermaid's modules from the package's archive, as the dashboard serves them. Without Chromium
+the test skips; with ``DWARF_REQUIRE_BROWSER=1`` (CI) it fails instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from dwarf.dashboard.bundle import MERMAID
 from dwarf.workflow.mermaid import escape_label
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "dwarf" / "dashboard" / "static"
@@ -47,17 +49,25 @@ PAGE = f"""<!doctype html><html><body>
 
 
 class _StaticHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the package's static files, and the test page at /index.html."""
+    """Serves the package's static files, Mermaid's archived modules under /mermaid/, and the test page
+    at /index.html."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
 
     def do_GET(self) -> None:
-        if self.path != "/index.html":
+        if self.path.startswith("/mermaid/"):
+            archived = MERMAID.files().get(self.path.removeprefix("/mermaid/"))
+            if archived is None:
+                self.send_error(404)
+                return
+            body, media_type = archived.body, archived.media_type
+        elif self.path == "/index.html":
+            body, media_type = PAGE.encode(), "text/html; charset=utf-8"
+        else:
             super().do_GET()
             return
-        body = PAGE.encode()
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

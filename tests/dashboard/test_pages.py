@@ -101,6 +101,46 @@ async def test_mermaid_is_served_from_the_package(dashboard: Dashboard) -> None:
     assert "./mermaid/mermaid.esm.min.mjs" in drawer.text
 
 
+@SQLITE_ONLY
+async def test_mermaid_is_cached_like_the_other_static_files(dashboard: Dashboard) -> None:
+    # Mermaid comes from the package's archive, the other static files from disk: both revalidate
+    # (no-cache) by ETag or Last-Modified and answer a current copy with 304.
+    for url in ("/static/mermaid/mermaid.esm.min.mjs", "/static/dashboard.css"):
+        first = await dashboard.client.get(url)
+        assert first.headers["cache-control"] == "no-cache"
+        assert first.headers["x-content-type-options"] == "nosniff"
+        by_etag = await dashboard.client.get(url, headers={"if-none-match": first.headers["etag"]})
+        by_date = await dashboard.client.get(
+            url, headers={"if-modified-since": first.headers["last-modified"]}
+        )
+        stale = await dashboard.client.get(url, headers={"if-none-match": '"other"'})
+        assert (by_etag.status_code, by_date.status_code, stale.status_code) == (304, 304, 200), url
+        assert by_etag.headers["etag"] == first.headers["etag"]
+        assert by_etag.content == b""
+    license_text = await dashboard.client.get("/static/mermaid/LICENSE")
+    assert license_text.status_code == 200
+    assert "MIT" in license_text.text
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/mermaid/",
+        "/static/mermaid/nothing.mjs",
+        "/static/mermaid/chunks/mermaid.esm.min/katex-0000.mjs",
+        "/static/mermaid/%2e%2e/dashboard.css",
+        "/static/mermaid/..%2fbundle.py",
+        "/static/mermaid//etc/passwd",
+        "/static/mermaid/mermaid.tar.xz",
+    ],
+)
+async def test_mermaid_answers_only_its_archives_files(dashboard: Dashboard, path: str) -> None:
+    response = await dashboard.client.get(path)
+    assert response.status_code == 404
+    assert "Not found" in response.text
+
+
 # --- the flow list ---
 
 

@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from dwarf.dashboard.bundle import MERMAID
 from dwarf.dashboard.pages import Pages, path_for
 from dwarf.dashboard.security import (
     LOOPBACK_NAMES,
@@ -41,7 +42,7 @@ from dwarf.errors import DwarfError, EngineStateError
 __all__ = ["create_app"]
 
 # Browsers run module scripts only when served with a JavaScript type; some systems' MIME tables do not
-# know ".mjs" (the extension of Mermaid's ES-module build and of diagrams.mjs).
+# know ".mjs" (the extension of diagrams.mjs; bundle.py types Mermaid's own modules).
 mimetypes.add_type("text/javascript", ".mjs")
 
 
@@ -106,6 +107,8 @@ def create_app(
         Route("/schedules", pages.schedules, name="schedules"),
         Route("/schedules/pause", pages.pause_schedule, methods=["POST"], name="schedule_pause"),
         Route("/schedules/resume", pages.resume_schedule, methods=["POST"], name="schedule_resume"),
+        # Before /static: the vendored Mermaid is served from its archive, at the URLs of loose files.
+        Route("/static/mermaid/{path:path}", MERMAID.serve, name="mermaid"),
         Mount("/static", StaticFiles(packages=[("dwarf.dashboard", "static")]), name="static"),
     ]
 
