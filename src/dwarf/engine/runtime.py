@@ -21,6 +21,7 @@ from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache
 from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
+from dwarf.engine.limits import LimitsCache
 from dwarf.engine.reaper import Reaper
 from dwarf.engine.signals import (
     DOORBELL,
@@ -135,6 +136,8 @@ class Runtime:
         shards = [store.shard for store in stores]
         self.doorbells = Doorbells(shards)
         self.arrivals = CohortArrivals(self.doorbells, shards)
+        # What this engine knows of each shard's limits (docs/limits.md).
+        self.limits = LimitsCache()
         self.running = True
         self._background: set[asyncio.Task[Any]] = set()
         self.reaper = Reaper(self)
@@ -271,6 +274,11 @@ class Runtime:
         """New due work on ``shard``: wake its claimer here and tell the peers."""
         self.doorbells.ring(shard)
         self.signal(Signal(DOORBELL, shard))
+
+    def limits_changed(self, shard: int) -> None:
+        """The limits of ``shard`` changed here: wake its claimer, and have the peers read them again."""
+        self.doorbells.ring(shard)
+        self.signal(Signal(DOORBELL, shard, limits=True))
 
     def wake(self, shard: int, flow_id: int, outcome: FlowOutcome | None = None) -> None:
         """A flow stopped: return the waits on it, here (with ``outcome`` when known) and at the peers."""
