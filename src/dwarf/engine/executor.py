@@ -370,9 +370,9 @@ async def _commit_outcome(
         if run is not None:
             rt.telemetry.step_committed(run, step, LOST_LEASE)
         return None
-    if step.limit_slot:
-        # The step gave its slot back: steps of its keys held back by their limit may start now, here or
-        # at a peer (docs/limits.md).
+    if step.limit_slot or rt.limits.holds_back(store.shard, step.fairness_key, step.task_url):
+        # The step gave its slot back (one it took when its claim leased it, or when a limit of its key
+        # was set while it ran): steps held back by the limit may start now, here or at a peer.
         effects.new_work = True
     outcome = _outcome_name(attempt)
     node = step.task_name
