@@ -336,3 +336,4 @@ async def _waits_until(engine: Engine, key: str, reason: WaitReason) -> list[Any
             return waits
         assert time.monotonic() < deadline, f"no {reason} wait; last: {waits}"
         await asyncio.sleep(0.02)
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 from dwarf import END, Flow, Graph, TestProxy
@@ -155,5 +156,38 @@ def keyed_host(markers: Path) -> TestProxy:
     async def work(flow: Flow) -> None:
         flow.set("runs", flow.get_int("runs") + 1)
         await asyncio.sleep(flow.get_float("workSeconds"))
+
+    return host
+
+
+def limited_graph() -> Graph:
+    graph = Graph("limited")
+    graph.add_task("Hold", "limited/hold")
+    graph.add_transition("Hold", END)
+    return graph
+
+
+def limited_host(markers: Path) -> TestProxy:
+    """One task whose runs a test lines up across processes: each run appends ``enter`` and, when it
+    ends, ``exit`` lines (``EVENT FAIRNESS_KEY PID WALL_TIME STEP_KEY``) to ``limited.log``. A run whose
+    state says ``block`` waits until ``limited-unblock`` exists (a test kills its process meanwhile);
+    every run takes ``holdSeconds`` (from the state) and counts itself in ``runs``."""
+    host = TestProxy()
+    host.handle_graph("limited", limited_graph())
+
+    def note(event: str, flow: Flow) -> None:
+        line = f"{event} {flow.get_str('key')} {os.getpid()} {time.time():.6f} {flow.step_key}\n"
+        # One write per line on a file opened for appending: lines of several processes do not mix.
+        with (markers / "limited.log").open("a") as log:
+            log.write(line)
+
+    @host.task("limited/hold")
+    async def hold(flow: Flow) -> None:
+        note("enter", flow)
+        flow.set("runs", flow.get_int("runs") + 1)
+        while flow.get_bool("block") and not (markers / "limited-unblock").exists():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(flow.get_float("holdSeconds"))
+        note("exit", flow)
 
     return host
