@@ -156,7 +156,7 @@ claim_cursor_move(after_key) AS (
 -- Where a claim's walk starts in each band's key order (see _claim_walk), and how many limits exist
 -- (012_limits.sql): one read of the claim's control row. A claim that expects no limits claims nothing
 -- while there are some (it stops its walk at once); the claim under limits (_limited_claim_walk) does.
-claim_pivot(after_key, limit_count) AS (
+claim_pivot(after_key, limit_count) AS MATERIALIZED (
     SELECT COALESCE(MAX(after_key), ''), COALESCE(MAX(limit_count), 0) FROM dwarf_claim_cursor
     WHERE cursor_id = 1
 )
