@@ -185,7 +185,8 @@ def limited_host(markers: Path) -> TestProxy:
     async def hold(flow: Flow) -> None:
         note("enter", flow)
         flow.set("runs", flow.get_int("runs") + 1)
-        while flow.get_bool("block") and not (markers / "limited-unblock").exists():
+        # A marker file of the test's process: nothing to wait on but the file system.
+        while flow.get_bool("block") and not (markers / "limited-unblock").exists():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         await asyncio.sleep(flow.get_float("holdSeconds"))
         note("exit", flow)
