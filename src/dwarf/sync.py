@@ -284,7 +284,7 @@ class SyncEngine:
         """A token that changes whenever anything observable about the flow changes, and its status."""
         return self._call(lambda: self._engine.fingerprint(flow_key))
 
-    def set_limit(
+    def limit(
         self,
         key: str | Callable[..., Any],
         *,
@@ -293,9 +293,9 @@ class SyncEngine:
         burst: int | None = None,
         scope: LimitScope | str | None = None,
     ) -> None:
-        """Limit the steps of a fairness key or task URL (``Engine.set_limit``, docs/limits.md)."""
+        """Limit the steps of a fairness key or task URL (``Engine.limit``, docs/limits.md)."""
         self._call(
-            lambda: self._engine.set_limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope)
+            lambda: self._engine.limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope)
         )
 
     def clear_limit(self, key: str | Callable[..., Any], *, scope: LimitScope | str | None = None) -> bool:

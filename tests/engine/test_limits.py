@@ -85,7 +85,7 @@ async def test_a_concurrency_limit_holds_across_replicas(make_engine: EngineMake
     for task in ("W1", "W2"):
         proxy.handle_task(task, meter.task(gather={"b": 3}))
     replicas = [await make_engine(proxy, workers=4), await make_engine(proxy, workers=4)]
-    await replicas[0].set_limit("a", concurrency=2)
+    await replicas[0].limit("a", concurrency=2)
     keys = [await _create(replicas[i % 2], key) for i, key in enumerate(["a", "b"] * 8)]
     await _all_complete(replicas[1], keys)
     # Each step of each flow of "a" ran, never more than two at once (the second step of a flow is
@@ -103,7 +103,7 @@ async def test_a_task_url_limit_holds_whatever_the_flows_fairness_keys(make_engi
     for task in ("Slow", "After", "Fast"):
         proxy.handle_task(task, meter.task(task, gather={"Fast": 3}))
     engine = await make_engine(proxy, workers=6)
-    await engine.set_limit("Slow", concurrency=1, scope="task_url")
+    await engine.limit("Slow", concurrency=1, scope="task_url")
     keys = [await _create(engine, f"tenant-{i}", url) for i in range(6) for url in ("slow", "fast")]
     await _all_complete(engine, keys)
     assert meter.peak["Slow"] == 1 and len(meter.starts["Slow"]) == 6
@@ -119,7 +119,7 @@ async def test_a_fan_out_under_a_task_url_limit_finishes_within_it(make_engine: 
     proxy.handle_task("Work", meter.task("Work", hold=0.03))
     proxy.handle_task("Join", noop)
     engine = await make_engine(proxy, workers=8)
-    await engine.set_limit("Work", concurrency=3, scope="task_url")
+    await engine.limit("Work", concurrency=3, scope="task_url")
     key = await engine.create("work", {"items": list(range(12))})
     assert (await engine.wait(key, timeout=WAIT)).status == Status.COMPLETED
     assert meter.peak["Work"] == 3 and len(meter.starts["Work"]) == 12
@@ -133,7 +133,7 @@ async def test_a_registered_task_names_its_task_url(make_engine: EngineMaker) ->
         pass
 
     engine = await make_engine(proxy)
-    await engine.set_limit(charge, rate=5)
+    await engine.limit(charge, rate=5)
     [limit] = await engine.list_limits()
     assert (limit.scope, limit.key, limit.rate, limit.burst, limit.concurrency) == (
         LimitScope.TASK_URL,
@@ -153,7 +153,7 @@ async def test_a_rate_limit_spaces_the_starts_of_its_key(make_engine: EngineMake
     proxy = _metered(meter, chain("Work", "W1"), "W1", hold=0.0)
     replicas = [await make_engine(proxy, workers=4), await make_engine(proxy, workers=4)]
     rate, burst, flows = 20.0, 2, 24
-    await replicas[0].set_limit("r", rate=rate, burst=burst)
+    await replicas[0].limit("r", rate=rate, burst=burst)
     keys = [await _create(replicas[i % 2], "r") for i in range(flows)]
     created: dict[str, float] = {}
     for i in range(8):
@@ -198,7 +198,7 @@ async def test_a_database_without_limits_is_claimed_as_before(
     assert not engine.runtime.limits.active(store.shard)
     # A limit that comes and goes leaves the engine claiming as before.
     monkeypatch.undo()
-    await engine.set_limit("a", concurrency=1)
+    await engine.limit("a", concurrency=1)
     assert engine.runtime.limits.active(store.shard)
     await engine.clear_limit("a")
     assert not engine.runtime.limits.active(store.shard)
@@ -215,7 +215,7 @@ async def test_a_replica_that_has_not_heard_of_a_new_limit_starts_nothing_past_i
     first = await make_engine(setter, workers=4, scheduler_tuning=SchedulerTuning(idle_poll=0.1))
     second = await make_engine(stale, workers=4, scheduler_tuning=SchedulerTuning(idle_poll=60.0))
     await asyncio.sleep(0.1)  # the second replica's claimer has read the limits (none) before its loop
-    await first.set_limit("a", concurrency=1)
+    await first.limit("a", concurrency=1)
     assert not second.runtime.limits.active(1)
     keys = [await _create(second, "a") for _ in range(4)]
     await _all_complete(second, keys)
@@ -235,7 +235,7 @@ async def test_a_new_limit_counts_the_steps_of_its_key_already_running(make_engi
     engine = await make_engine(proxy, workers=4)
     first = await _create(engine, "a", role="first")
     await gate.wait_entered()
-    await engine.set_limit("a", concurrency=1)
+    await engine.limit("a", concurrency=1)
     [limit] = await engine.list_limits()
     assert limit.running == 1  # the step claimed before the limit existed holds its slot
     second = await _create(engine, "a", role="second")
@@ -252,7 +252,7 @@ async def test_why_names_a_rate_limit_and_clearing_it_lets_the_step_start(make_e
     proxy.handle_graph("work", chain("Work", "W1"))
     proxy.handle_task("W1", noop)
     engine = await make_engine(proxy)
-    await engine.set_limit("slow", rate=0.01, burst=1)  # one start, then one every 100 s
+    await engine.limit("slow", rate=0.01, burst=1)  # one start, then one every 100 s
     first = await _create(engine, "slow")
     await _all_complete(engine, [first])
     second = await _create(engine, "slow")
@@ -273,7 +273,7 @@ async def test_a_slot_freed_on_one_replica_wakes_the_other_at_once(make_engine: 
     proxy = _metered(meter, chain("Work", "W1"), "W1", hold=0.02)
     tuning = SchedulerTuning(idle_poll=60.0)
     replicas = [await make_engine(proxy, workers=2, scheduler_tuning=tuning) for _ in range(2)]
-    await replicas[0].set_limit("a", concurrency=1)
+    await replicas[0].limit("a", concurrency=1)
     started = time.monotonic()
     keys = [await _create(replicas[i % 2], "a") for i in range(8)]
     await _all_complete(replicas[0], keys)
@@ -284,7 +284,7 @@ async def test_a_slot_freed_on_one_replica_wakes_the_other_at_once(make_engine: 
 async def test_limits_hold_on_each_shard(make_engine: EngineMaker) -> None:
     meter = Meter()
     engine = await make_engine(_metered(meter, chain("Work", "W1"), "W1"), num_shards=2, workers=8)
-    await engine.set_limit("a", concurrency=1)
+    await engine.limit("a", concurrency=1)
     limits = await engine.list_limits()
     assert sorted(limit.shard for limit in limits) == [1, 2]
     keys = [await _create(engine, "a") for _ in range(8)]
@@ -320,7 +320,7 @@ async def test_bad_limits_are_refused_and_change_nothing(make_engine: EngineMake
     engine = await make_engine(TestProxy(), workers=0)
     for key, options, message in BAD_LIMITS:
         with pytest.raises(BadRequestError, match=message):
-            await engine.set_limit(key, **options)
+            await engine.limit(key, **options)
         if "scope" in options or not isinstance(key, str) or not key or len(key) > 1024 or "\x00" in key:
             with pytest.raises(BadRequestError):
                 await engine.clear_limit(key, scope=options.get("scope"))
@@ -329,15 +329,15 @@ async def test_bad_limits_are_refused_and_change_nothing(make_engine: EngineMake
 
 async def test_a_limit_is_replaced_and_keeps_its_tokens(make_engine: EngineMaker) -> None:
     engine = await make_engine(TestProxy(), workers=0)
-    await engine.set_limit("a", concurrency=3, rate=2.5)
+    await engine.limit("a", concurrency=3, rate=2.5)
     [limit] = await engine.list_limits()
     assert (limit.concurrency, limit.rate, limit.burst, limit.running) == (3, 2.5, 3, 0)
     assert limit.tokens == pytest.approx(3.0)
-    await engine.set_limit("a", rate=100, burst=2)
+    await engine.limit("a", rate=100, burst=2)
     [limit] = await engine.list_limits()
     assert (limit.concurrency, limit.rate, limit.burst) == (None, 100.0, 2)
     assert limit.tokens == pytest.approx(2.0)  # a full bucket, cut to the new burst
-    await engine.set_limit("a", concurrency=1)
+    await engine.limit("a", concurrency=1)
     [limit] = await engine.list_limits()
     assert (limit.concurrency, limit.rate, limit.burst, limit.tokens) == (1, None, None, 0.0)
     assert limit.describe() == "fairness key 'a': at most 1 running (0 now)"

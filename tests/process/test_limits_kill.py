@@ -75,7 +75,7 @@ async def test_a_killed_replicas_slots_come_back_only_when_its_leases_expire(
     await engine.startup()
     sampler: asyncio.Task[int] | None = None
     try:
-        await engine.set_limit("lim", concurrency=LIMIT)
+        await engine.limit("lim", concurrency=LIMIT)
 
         async def create(key: str, **state: object) -> str:
             options = FlowOptions(fairness_key=key, time_budget=DEADLINE)

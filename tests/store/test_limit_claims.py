@@ -29,7 +29,7 @@ async def test_a_claim_under_limits_waits_for_the_one_before_and_sees_its_slots(
     engine = Engine(host=proxy, dsn=fresh_dsn, workers=0)  # creates steps but claims none
     await engine.startup()
     try:
-        await engine.set_limit("a", concurrency=1)
+        await engine.limit("a", concurrency=1)
         for _ in range(3):
             await engine.create("work", {}, FlowOptions(fairness_key="a"))
     finally:

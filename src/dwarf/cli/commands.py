@@ -368,7 +368,7 @@ def show_limits(as_json: JsonOption = False, dsn: DsnOption = DEFAULT_DSN, shard
 
 
 @command("limit")
-def set_limit(
+def limit_key(
     key: Annotated[str, typer.Argument(metavar="KEY", help="A fairness key, or with --task-url a task URL.")],
     concurrency: Annotated[
         int | None,
@@ -402,7 +402,7 @@ def set_limit(
         return
     with_engine(
         target,
-        lambda engine: engine.set_limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope),
+        lambda engine: engine.limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope),
     )
     typer.echo(f"limited {what} {key!r}")
 

@@ -309,7 +309,7 @@ class Engine(EngineSetters):
         """A token that changes whenever anything observable about the flow changes, and its status."""
         return await listing.fingerprint(self.runtime, flow_key)
 
-    async def set_limit(
+    async def limit(
         self,
         key: str | Callable[..., Any],
         *,
@@ -322,7 +322,7 @@ class Engine(EngineSetters):
         of a task URL): at most ``concurrency`` running at once, at most ``rate`` starts per second in
         bursts of up to ``burst`` (default: a second's worth). Replaces the key's limit; every replica's
         claims obey it. See docs/limits.md."""
-        await limits.set_limit(self.runtime, key, scope, concurrency, rate, burst)
+        await limits.apply_limit(self.runtime, key, scope, concurrency, rate, burst)
 
     async def clear_limit(
         self, key: str | Callable[..., Any], *, scope: LimitScope | str | None = None

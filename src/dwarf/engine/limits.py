@@ -38,7 +38,7 @@ from dwarf.workflow.limits import Limit, LimitScope, LimitSpec
 if TYPE_CHECKING:
     from dwarf.engine.runtime import Runtime
 
-__all__ = ["LimitsCache", "claim_under_limits", "clear_limit", "list_limits", "set_limit"]
+__all__ = ["LimitsCache", "apply_limit", "claim_under_limits", "clear_limit", "list_limits"]
 
 
 @dataclass
@@ -185,10 +185,10 @@ async def claim_under_limits(
 # --- the operations ---
 
 
-async def set_limit(
+async def apply_limit(
     rt: Runtime, key: Any, scope: LimitScope | str | None, concurrency: Any, rate: Any, burst: Any
 ) -> None:
-    """Set (or replace) the limit of a key on every shard; see ``Engine.set_limit``."""
+    """Set (or replace) the limit of a key on every shard; see ``Engine.limit``."""
     spec = LimitSpec.target(key, scope).allowing(concurrency, rate, burst)
 
     async def work(tx: Tx) -> Row | None:

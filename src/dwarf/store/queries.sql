@@ -787,7 +787,7 @@ WHERE (l.scope = 'fairness_key' AND l.limit_key = :fairness_key)
    OR (l.scope = 'task_url' AND l.limit_key = :task_url)
 
 -- name: put_limit
--- Set a limit (Engine.set_limit), replacing the one the key had. A new rate starts with a full bucket;
+-- Set a limit (Engine.limit), replacing the one the key had. A new rate starts with a full bucket;
 -- a changed rate keeps the tokens its bucket holds now, up to the new burst.
 INSERT INTO dwarf_limits (
     scope, limit_key, concurrency, rate, burst, tokens, refilled_at, created_at, updated_at

@@ -1,4 +1,4 @@
-"""Concurrency and rate limits per fairness key or task URL: the records of ``Engine.set_limit`` and
+"""Concurrency and rate limits per fairness key or task URL: the records of ``Engine.limit`` and
 ``Engine.list_limits`` (docs/limits.md), and the checks of their arguments.
 
 A limit names a key in a scope: a fairness key (the ``FlowOptions.fairness_key`` of flows; '' is the
@@ -96,7 +96,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class LimitSpec:
-    """The checked arguments of ``Engine.set_limit``/``clear_limit``: scope and key, and what the limit
+    """The checked arguments of ``Engine.limit``/``clear_limit``: scope and key, and what the limit
     allows (0 for no concurrency limit, no rate)."""
 
     scope: LimitScope
