@@ -37,6 +37,7 @@ OPTIONAL_MODULES = (
     "rich",
     "httpx",
     "nats",
+    "cryptography",
 )
 """Top-level modules that only extras bring: the core install must not have any of them."""
 
@@ -148,13 +149,23 @@ def test_wheel_ships_every_data_file_of_the_package(wheel: Path) -> None:
 
 def test_core_dependencies_name_no_driver_framework_or_cli_library() -> None:
     core = " ".join(str(requirement) for requirement in _pyproject()["dependencies"])
-    for package in ("psycopg", "typer", "rich", "starlette", "uvicorn", "jinja2", "httpx", "nats"):
+    for package in (
+        "psycopg",
+        "typer",
+        "rich",
+        "starlette",
+        "uvicorn",
+        "jinja2",
+        "httpx",
+        "nats",
+        "cryptography",
+    ):
         assert package not in core, package
 
 
 def test_all_extra_brings_every_optional_part_and_dev_brings_all() -> None:
     extras: dict[str, list[str]] = _pyproject()["optional-dependencies"]
-    assert extras["all"] == ["dwarf-workflow[postgres,cli,web,http,nats]"]
+    assert extras["all"] == ["dwarf-workflow[postgres,cli,web,http,nats,crypto]"]
     assert "dwarf-workflow[all]" in extras["dev"]
 
 
@@ -288,3 +299,22 @@ def test_http_host_without_the_http_extra_fails_with_the_hint(core_install: Core
 def test_nats_relay_without_the_nats_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
     result = core_install.run(code="from dwarf.hosts.nats import NatsRelay; NatsRelay('nats://127.0.0.1:1')")
     assert "pip install 'dwarf-workflow[nats]'" in _last_line(result.stderr)
+
+
+def test_aes_gcm_codec_without_the_crypto_extra_fails_with_the_hint(core_install: CoreInstall) -> None:
+    result = core_install.run(code="from dwarf import AESGCMCodec; AESGCMCodec({'k1': bytes(32)})")
+    assert _last_line(result.stderr) == (
+        "ImportError: AESGCMCodec (encryption at rest) needs the crypto extra: "
+        "pip install 'dwarf-workflow[crypto]'"
+    )
+
+
+def test_core_install_compresses_stored_values(core_install: CoreInstall) -> None:
+    result = core_install.run(
+        code="""
+        from dwarf import ZlibCodec
+        print(ZlibCodec(min_bytes=0).encode(b"x" * 100)[0])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "zlib"

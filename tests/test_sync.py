@@ -354,3 +354,12 @@ def _record_error(errors: list[BaseException], call: Callable[[], Any]) -> None:
         call()
     except BaseException as error:
         errors.append(error)
+
+
+def test_sync_engine_reencodes_with_its_codecs() -> None:
+    from dwarf import ZlibCodec
+    from dwarf.engine.reencode import ReencodeReport
+
+    name = isolated_name("sync_reencode")
+    with SyncEngine(workers=0, dsn="sqlite://:memory:", in_test=name, codec=ZlibCodec()) as engine:
+        assert engine.reencode() == ReencodeReport()

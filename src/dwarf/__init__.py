@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dwarf.codecs import AESGCMCodec, BlobStore, Codec, ZlibCodec
 from dwarf.errors import (
     BadRequestError,
+    CodecError,
     ConflictError,
     DwarfError,
     EngineStateError,
     FlowExistsError,
     InvalidGraphError,
     NotFoundError,
+    StateTooLargeError,
     StateValidationError,
     StoreError,
     SubgraphError,
 )
 from dwarf.workflow import (
     END,
+    KEEP_FOREVER,
     Flow,
     FlowActivity,
     FlowOptions,
@@ -48,7 +52,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END",
+    "KEEP_FOREVER",
+    "AESGCMCodec",
     "BadRequestError",
+    "BlobStore",
+    "Codec",
+    "CodecError",
     "ConflictError",
     "DwarfError",
     "Engine",
@@ -73,6 +82,7 @@ __all__ = [
     "Retry",
     "SchedulerTuning",
     "ShardSummary",
+    "StateTooLargeError",
     "StateValidationError",
     "Status",
     "StoreError",
@@ -80,6 +90,7 @@ __all__ = [
     "SyncEngine",
     "TestProxy",
     "WaitReason",
+    "ZlibCodec",
     "current_baggage",
 ]
 

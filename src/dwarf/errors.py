@@ -8,12 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequestError",
+    "CodecError",
     "ConflictError",
     "DwarfError",
     "EngineStateError",
     "FlowExistsError",
     "InvalidGraphError",
     "NotFoundError",
+    "StateTooLargeError",
     "StateValidationError",
     "StoreError",
     "SubgraphError",
@@ -87,4 +89,34 @@ class StoreError(DwarfError):
 
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message)
+        self.transient = transient
+
+
+class StateTooLargeError(BadRequestError):
+    """A value the engine was about to store (a state, changes, a payload, resume data, baggage) is
+    larger than the engine's ``max_state_size``; nothing was written. From ``create``, ``resume``,
+    ``fork`` and ``continue_thread`` it reaches the caller; from a step it fails the step, routed like any
+    task error (see docs/codecs.md#the-size-guard). ``size`` and ``limit`` are in characters of JSON text,
+    ``what`` names the value."""
+
+    status_code = 413
+
+    def __init__(self, message: str, *, what: str = "", size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
+class CodecError(DwarfError):
+    """A stored value cannot be decoded: it was written by a codec or key this engine does not have, it
+    fails its integrity check, or its offloaded blob cannot be fetched. ``codec_id`` names the codec (and
+    key) that wrote it, e.g. ``"aesgcm.2024-06"``; messages never carry key material or the value.
+    ``transient`` is true when a later attempt may succeed (the blob store failed)."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, codec_id: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.codec_id = codec_id
         self.transient = transient

@@ -30,6 +30,7 @@ from typing import Any, TypeVar, Unpack
 
 from dwarf.engine import serving
 from dwarf.engine.engine import Engine
+from dwarf.engine.reencode import ReencodeReport
 from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
 from dwarf.workflow.durations import Duration
@@ -192,6 +193,14 @@ class SyncEngine:
         """The priority of flows created with priority 0 (see ``Engine.set_default_priority``)."""
         self._apply_setting(self._engine.set_default_priority, priority)
 
+    def set_retain_for(self, retain_for: Duration | None) -> None:
+        """How long a root flow is kept once it ended (see ``Engine.set_retain_for``)."""
+        self._apply_setting(self._engine.set_retain_for, retain_for)
+
+    def set_deletion_grace(self, grace: Duration) -> None:
+        """How long a delete_on_completion flow is kept once it completed (``Engine.set_deletion_grace``)."""
+        self._apply_setting(self._engine.set_deletion_grace, grace)
+
     def _apply_setting(self, setter: Callable[[Any], None], value: Any) -> None:
         if self._phase != _STARTED:
             setter(value)
@@ -228,6 +237,11 @@ class SyncEngine:
         """Create a flow and wait for it to stop; a timeout raises TimeoutError carrying ``flow_key``."""
         return self._call(lambda: self._engine.run(workflow_url, initial_state, options, timeout))
 
+    def poll(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
+        """The flow's outcome if it stopped (waiting up to ``timeout`` for that), else ``Status.RUNNING``;
+        never TimeoutError."""
+        return self._call(lambda: self._engine.poll(flow_key, timeout))
+
     def snapshot(self, flow_key: str) -> FlowOutcome:
         """The flow's outcome as of now."""
         return self._call(lambda: self._engine.snapshot(flow_key))
@@ -247,6 +261,10 @@ class SyncEngine:
     def activity(self, window: Duration = 86400.0, *, buckets: int = 24) -> FlowActivity:
         """Root flows created lately, by status and over time (``Engine.activity``)."""
         return self._call(lambda: self._engine.activity(window, buckets=buckets))
+
+    def reencode(self, *, batch: int = 200) -> ReencodeReport:
+        """Write stored values again with the current codecs (``Engine.reencode``)."""
+        return self._call(lambda: self._engine.reencode(batch=batch))
 
     def step(self, step_key: str) -> FlowStep:
         """One step by its key."""

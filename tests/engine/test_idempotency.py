@@ -126,7 +126,7 @@ async def test_start_new_if_ended_waits_for_the_flow_to_end(make_engine: Any) ->
 
 
 async def test_a_deleted_or_purged_flow_holds_its_key_no_more(make_engine: Any) -> None:
-    engine = await make_engine(_proxy())
+    engine = await make_engine(_proxy(), deletion_grace=0.1)
     first = await engine.create("count", {}, _keyed("k"))
     await engine.wait(first, timeout=WAIT)
     await engine.delete(first)
@@ -138,7 +138,7 @@ async def test_a_deleted_or_purged_flow_holds_its_key_no_more(make_engine: Any) 
     third = await engine.create("count", {}, _keyed("k", "fail"))
     assert third not in (first, second)
     assert await engine.create("count", {}, _keyed("k")) == third
-    # A flow deleted as it completes frees its key as it completes.
+    # A flow deleted on completion frees its key once its grace window is over.
     brief = await engine.create("count", {}, _keyed("brief", delete_on_completion=True))
     await engine.wait(brief, timeout=WAIT)
 

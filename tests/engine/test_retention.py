@@ -235,23 +235,28 @@ def test_purge_limit_is_4096() -> None:
     assert dwarf.engine.listing.PURGE_LIMIT == 4096
 
 
-async def test_delete_on_completion_deletes_a_completed_flow(make_engine: Any) -> None:
-    engine = await make_engine(_proxy())
+async def test_delete_on_completion_deletes_a_completed_flow_after_the_grace_window(
+    make_engine: Any,
+) -> None:
+    engine = await make_engine(_proxy(), deletion_grace=0.3)
     key = await engine.create("parent", options=FlowOptions(delete_on_completion=True))
     await wait_until_gone(engine, key)
     await _reaped(engine)
     assert await summaries(engine, Query(include_subgraphs=True)) == []
 
 
-async def test_run_with_delete_on_completion_returns_the_outcome_of_the_deleted_flow(
+async def test_run_with_delete_on_completion_returns_the_outcome_and_keeps_it_for_the_grace_window(
     make_engine: Any,
 ) -> None:
-    # The waiter of a flow that completed on this engine gets the committed final state handed over, so
-    # the deletion that follows the completion does not take the outcome from it.
-    engine = await make_engine(proxy_with("short", chain("Short", "A", "B"), A=noop, B=noop))
+    engine = await make_engine(
+        proxy_with("short", chain("Short", "A", "B"), A=noop, B=noop), deletion_grace=WAIT / 2
+    )
     key, outcome = await engine.run("short", {"x": 1}, FlowOptions(delete_on_completion=True), timeout=WAIT)
     assert outcome.status == Status.COMPLETED and outcome.state == {"x": 1}
-    await wait_until_gone(engine, key)
+    # Within the grace window every read still finds it: another replica's waiter, a poller.
+    assert (await engine.snapshot(key)).state == {"x": 1}
+    assert (await engine.poll(key)).status == Status.COMPLETED
+    assert len(await engine.history(key)) == 2
 
 
 async def test_delete_on_completion_keeps_a_failed_flow(make_engine: Any) -> None:

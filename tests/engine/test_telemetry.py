@@ -744,3 +744,21 @@ def test_traceparent_text_round_trips_and_rejects_garbage() -> None:
         "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     ):
         assert parse_traceparent(bad) is None
+
+
+async def test_a_flow_summary_carries_the_trace_id_of_its_flow_span(make_engine: Any, sdk: Sdk) -> None:
+    engine = await make_engine(_tree_proxy(), **sdk.settings())
+    _, outcome = await engine.run("tree", timeout=WAIT)
+    assert outcome.status == Status.COMPLETED
+    [root_span] = sdk.spans_named("flow tree")
+    trace_id = f"{root_span.context.trace_id:032x}"
+    flows, _ = await engine.list(Query(include_subgraphs=True))
+    # The child flow's span is in its parent's trace: one trace id for the whole tree.
+    assert {(flow.subgraph, flow.trace_id) for flow in flows} == {(False, trace_id), (True, trace_id)}
+
+
+async def test_without_a_tracer_the_trace_id_is_empty(make_engine: Any) -> None:
+    engine = await make_engine(_tree_proxy(), tracer_provider=NoOpTracerProvider())
+    await engine.run("tree", timeout=WAIT)
+    flows, _ = await engine.list(Query(include_subgraphs=True))
+    assert len(flows) == 2 and {flow.trace_id for flow in flows} == {""}

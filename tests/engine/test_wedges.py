@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from dwarf import Flow, Status
-from dwarf.engine import Engine, SchedulerTuning, TestProxy
+from dwarf.engine import Engine, SchedulerTuning, TestProxy, wedge
 from dwarf.engine.wedge import WEDGED_FLOW_ERROR, sweep_wedges
 from tests.engine.graphs import WAIT, Gate, chain
 
@@ -137,6 +137,27 @@ async def test_a_running_flow_whose_only_step_is_interrupted_surfaces_the_interr
         assert (outcome.status, outcome.interrupt_payload) == (Status.INTERRUPTED, {"question": "ok?"})
         await engine.resume(key, {"answer": "yes"})
         assert (await engine.wait(key, timeout=WAIT)).state == {"answer": "yes"}
+
+
+async def test_the_sweep_reads_running_flows_window_by_window_and_misses_none(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wedged flows spread among healthy running ones are all found when each read sees two flows."""
+    monkeypatch.setattr(wedge, "WEDGE_WINDOW", 2)
+    gate = Gate()
+    async with Engine(host=_proxy(gate), dsn=fresh_dsn, workers=1) as engine:
+        held = await engine.create("held")  # the one worker stays on it: the rest never start
+        await gate.wait_entered()
+        keys = [await engine.create("child") for _ in range(7)]
+        wedged = keys[1::2]
+        ids = ", ".join(str(_id(key)) for key in wedged)
+        await _raw(fresh_dsn, f"UPDATE dwarf_steps SET status = 'cancelled' WHERE flow_id IN ({ids})")
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == len(wedged)
+        for key in keys:
+            expected = Status.FAILED if key in wedged else Status.RUNNING
+            assert (await engine.snapshot(key)).status == expected
+        gate.open()
+        assert (await engine.wait(held, timeout=WAIT)).status == Status.COMPLETED
 
 
 async def test_healthy_flows_are_never_touched(fresh_dsn: str) -> None:

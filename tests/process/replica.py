@@ -5,6 +5,7 @@ Usage::
     python -m tests.process.replica --dsn DSN --markers DIR --workload MODULE:FUNCTION
         [--workers N] [--lease-period S] [--idle-poll S] [--log FILE]
         [--create GRAPH_URL [--state JSON] [--time-budget S] [--keyed-creates N [--keyed-seed S]]]
+        [--codec MODULE:FUNCTION]
 
 ``MODULE:FUNCTION`` names a function that takes the marker directory and returns the engine's host
 (``tests.process.workloads`` has the ones the tests use). With ``--create`` the replica starts one flow
@@ -12,7 +13,8 @@ and prints its key. With ``--keyed-creates N`` as well, it waits for the marker 
 creates N flows with the idempotency keys ``k0`` ... ``k<N-1>`` (in an order shuffled by
 ``--keyed-seed``; each state holds its ``key`` and, as ``createdBy``, the pid) and prints
 ``IDEMPOTENCY_KEY FLOW_KEY`` for each. Lease margin and idle poll shrink the scheduler's defaults (set
-right after startup, before any claim) so that crash recovery takes a second, not minutes. The engine
+right after startup, before any claim) so that crash recovery takes a second, not minutes. ``--codec``
+names a function of the marker directory that returns the engine's codecs (docs/codecs.md). The engine
 logs at INFO to ``--log``, which is how a test sees, e.g., that a late commit was rejected.
 """
 
@@ -55,7 +57,12 @@ async def run(args: argparse.Namespace) -> None:
     host = load_workload(args.workload)(markers)
     tuning = SchedulerTuning(lease_period=args.lease_period, idle_poll=args.idle_poll)
     engine = Engine(
-        host=host, dsn=args.dsn, workers=args.workers, logger=_file_logger(args.log), scheduler_tuning=tuning
+        host=host,
+        dsn=args.dsn,
+        workers=args.workers,
+        logger=_file_logger(args.log),
+        scheduler_tuning=tuning,
+        codec=load_workload(args.codec)(markers) if args.codec else None,
     )
     await engine.startup()
     if args.create and args.keyed_creates:
@@ -91,6 +98,7 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=1.0)
     parser.add_argument("--keyed-creates", type=int, default=0)
     parser.add_argument("--keyed-seed", type=int, default=0)
+    parser.add_argument("--codec", default="")
     asyncio.run(run(parser.parse_args()))
 
 

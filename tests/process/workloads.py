@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from dwarf import END, Flow, Graph, TestProxy
 
@@ -158,6 +159,89 @@ def keyed_host(markers: Path) -> TestProxy:
         await asyncio.sleep(flow.get_float("workSeconds"))
 
     return host
+
+
+def retention_graphs(host: TestProxy) -> None:
+    """``retained``: a chain of three tasks (three step rows); ``ask``: one task that interrupts."""
+    graph = Graph("retained")
+    for name in ("A", "B", "C"):
+        graph.add_task(name, "retained/step")
+    graph.add_transition_chain("A", "B", "C", END)
+    host.handle_graph("retained", graph)
+    ask = Graph("ask")
+    ask.add_task("Ask", "retained/ask")
+    ask.add_transition("Ask", END)
+    host.handle_graph("ask", ask)
+
+    @host.task("retained/step")
+    async def step(flow: Flow) -> None:
+        flow.set("steps", flow.get_int("steps") + 1)
+
+    @host.task("retained/ask")
+    async def ask_task(flow: Flow) -> None:
+        flow.interrupt({"question": "keep me?"})
+
+
+RETENTION_MARK_PAUSE = 0.05
+"""Seconds the throttled replica pauses after each statement that marks flows whose retention ran out."""
+REAP_PAUSE = 0.01
+"""Seconds it pauses after each reaper transaction (one row each)."""
+
+
+def retention_host(markers: Path) -> TestProxy:
+    """The retention graphs, in a replica whose retention pass marks two flows per statement and whose
+    reaper deletes one row per transaction, each followed by a pause: a purge takes seconds, so a test
+    can kill the process while some flows are marked, some rows reaped and some due flows not marked yet.
+    (The replica process is the test's own: its store classes are patched for it alone.)"""
+    import dwarf.engine.reaper
+    import dwarf.engine.retention
+    from dwarf.store.postgres import PostgresStore
+    from dwarf.store.sqlite import SQLiteStore
+
+    dwarf.engine.retention.RETENTION_BATCH = 2
+    dwarf.engine.reaper.REAP_BATCH = 1
+    for store_class in (SQLiteStore, PostgresStore):
+        _throttle(store_class)
+    host = TestProxy()
+    retention_graphs(host)
+    return host
+
+
+def _throttle(store_class: Any) -> None:
+    write, run = store_class.write, store_class.run
+
+    async def throttled_write(self: Any, query: str, **params: Any) -> Any:
+        rows = await write(self, query, **params)
+        if query == "mark_retention_due":
+            await asyncio.sleep(RETENTION_MARK_PAUSE)
+        return rows
+
+    async def throttled_run(self: Any, work: Any, *, write: bool = True) -> Any:
+        result = await run(self, work, write=write)
+        if getattr(work, "__name__", "") == "_reap_batch":
+            await asyncio.sleep(REAP_PAUSE)
+        return result
+
+    store_class.write = throttled_write
+    store_class.run = throttled_run
+
+
+CODEC_KEY1 = bytes(range(32))
+CODEC_KEY2 = bytes(range(64, 96))
+
+
+def codec_first_key(markers: Path) -> list[Any]:
+    """Compression, then encryption under key k1 (the codec kill test)."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1})]
+
+
+def codec_rotated(markers: Path) -> list[Any]:
+    """The same codecs after a rotation: k1 still decrypts, k2 encrypts."""
+    from dwarf import AESGCMCodec, ZlibCodec
+
+    return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1, "k2": CODEC_KEY2}, current="k2")]
 
 
 def limited_graph() -> Graph:

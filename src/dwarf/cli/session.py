@@ -7,11 +7,14 @@ is picked up by the application's own engines (they poll within about a second).
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from dwarf._extras import require_postgres
@@ -20,9 +23,19 @@ from dwarf.errors import DwarfError
 if TYPE_CHECKING:
     from dwarf.engine import Engine, Host
 
-__all__ = ["DEFAULT_DSN", "CommandError", "Target", "missing_sqlite_files", "redact", "with_engine"]
+__all__ = [
+    "DEFAULT_DSN",
+    "CommandError",
+    "Target",
+    "missing_sqlite_files",
+    "redact",
+    "value_settings",
+    "with_engine",
+]
 
 DEFAULT_DSN = "sqlite:///dwarf.db"
+CODEC_VARIABLE = "DWARF_CODEC"
+BLOB_STORE_VARIABLE = "DWARF_BLOB_STORE"
 PROBE_TIMEOUT = 5
 """Seconds to wait for a PostgreSQL server to accept a connection before reporting it unreachable."""
 
@@ -98,6 +111,40 @@ def with_engine(
     return asyncio.run(_session(target, operation, host, workers))
 
 
+def value_settings() -> dict[str, Any]:
+    """The engine settings for stored values that the environment names (docs/codecs.md): the codecs
+    of ``DWARF_CODEC`` and the blob store of ``DWARF_BLOB_STORE``, each ``MODULE:ATTR`` naming the object
+    (a codec or a list of codecs; a blob store) or a function of no arguments returning it."""
+    settings: dict[str, Any] = {}
+    for variable, setting in ((CODEC_VARIABLE, "codec"), (BLOB_STORE_VARIABLE, "blob_store")):
+        reference = os.environ.get(variable, "")
+        if reference:
+            settings[setting] = _resolve(reference, variable)
+    return settings
+
+
+def _resolve(reference: str, variable: str) -> Any:
+    """The object ``MODULE:ATTR`` names (``ATTR`` may be dotted), called when it is a plain function."""
+    module_name, sep, attr_path = reference.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise CommandError(f"{variable}={reference!r} is not MODULE:ATTR (e.g. myapp.storage:codecs)")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # as for python -m: the application's modules are importable
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise CommandError(f"{variable}: cannot import {module_name!r}: {error}") from None
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandError(f"{variable}: {module_name!r} has no attribute {attr_path!r}") from None
+    if inspect.isfunction(target):
+        target = target()
+    return target
+
+
 async def _probe_postgres(target: Target) -> None:
     """Connect once to every PostgreSQL shard, failing within seconds.
 
@@ -133,7 +180,7 @@ async def _session(
 ) -> T:
     from dwarf.engine import Engine
 
-    engine = Engine(workers=workers, dsn=target.dsn, num_shards=target.num_shards)
+    engine = Engine(workers=workers, dsn=target.dsn, num_shards=target.num_shards, **value_settings())
     if host is not None:
         engine.set_host(host)
     await _probe_postgres(target)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from dwarf.cli.session import CommandError
+from dwarf.cli.session import CommandError, value_settings
 from dwarf.errors import DwarfError
 
 if TYPE_CHECKING:
@@ -207,6 +207,7 @@ def run_worker(options: WorkerOptions) -> None:
                 num_shards=options.shards,
                 workers=options.workers,
                 logger=logging.getLogger("dwarf.engine"),
+                **value_settings(),
             )
             asyncio.run(
                 serve(

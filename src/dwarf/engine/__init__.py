@@ -2,8 +2,9 @@
 
 from dwarf.engine.engine import Engine
 from dwarf.engine.host import Host
+from dwarf.engine.reencode import ReencodeReport
 from dwarf.engine.testproxy import TaskHandler, TestProxy
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.workflow.records import ShardSummary
 
-__all__ = ["Engine", "Host", "SchedulerTuning", "ShardSummary", "TaskHandler", "TestProxy"]
+__all__ = ["Engine", "Host", "ReencodeReport", "SchedulerTuning", "ShardSummary", "TaskHandler", "TestProxy"]

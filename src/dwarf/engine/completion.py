@@ -28,9 +28,11 @@ from typing import Any
 from dwarf.engine.creation import insert_flow
 from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
-from dwarf.engine.states import StoredState, load_state_in, output_of
+from dwarf.engine.states import UNBOUNDED, StoredState, load_state_in, output_of
 from dwarf.engine.transitions import Branch, Route
-from dwarf.store.base import Store, Tx
+from dwarf.errors import StateTooLargeError
+from dwarf.store.base import Row, Store, Tx
+from dwarf.store.encoded import encoded_value_error
 from dwarf.store.rows import StepRow
 from dwarf.workflow.graph import END, Graph
 from dwarf.workflow.reducers import Reducer, ReducerError, merge_fan_in
@@ -101,6 +103,8 @@ class StepCommit:
     # outcomes receive already holds them.
     appends: Mapping[str, list[Any]] = field(default_factory=dict)
     effects: Effects = field(default_factory=Effects)
+    # The engine's size guard, for states stored as references (StoredState.after).
+    whole_state_above: int = UNBOUNDED
 
     # --- building blocks ---
 
@@ -149,7 +153,7 @@ class StepCommit:
     def _next_state(self, output: Mapping[str, Any], changes_text: str) -> StoredState:
         """How the state after this step is stored as its lone successor's input (see engine/states)."""
         appended = len(self._appends_text()) if self.appends else 0
-        return StoredState.after(self.step, output, len(changes_text) + appended)
+        return StoredState.after(self.step, output, len(changes_text) + appended, self.whole_state_above)
 
     async def _insert_step(
         self,
@@ -704,7 +708,14 @@ class StepCommit:
             )
             return
         members = await self.tx.fetch_all("arrived_members", spawn_id=spawn_id)
-        deltas = [json.loads(member["carry"]) for member in members]
+        try:
+            deltas = [json.loads(member["carry"]) for member in members]
+        except ValueError:
+            for member in members:
+                failure = encoded_value_error(member["carry"])
+                if failure is not None:
+                    raise failure from None
+            raise
         reducers = self.info.graph.reducers
         base = output_of(await load_state_in(self.tx, spawn))
         outer_lineage = spawn.lineage_id
@@ -720,6 +731,19 @@ class StepCommit:
                 _restore(merged, base, key)
                 _restore(outer_carry, spawn.carry, key)
         self.effects.merges += 1
+        try:
+            await self._continue_after_join(spawn, members, merged, outer_carry)
+        except StateTooLargeError as error:
+            # Raised before its statement ran (store/encoded.py): the transaction is intact.
+            await self._fail_flow(f"merging the branches of {spawn.task_name!r}: {error}")
+
+    async def _continue_after_join(
+        self, spawn: StepRow, members: list[Row], merged: dict[str, Any], outer_carry: dict[str, Any]
+    ) -> None:
+        """Start the fan-in step on the merged state, or complete the flow, or arrive at the enclosing
+        cohort (a cohort that ended at END inside another)."""
+        spawn_id = spawn.step_id
+        outer_lineage = spawn.lineage_id
         target = spawn.join_target or END
         if target != END:
             depth = max((int(m["step_depth"]) for m in members), default=spawn.step_depth) + 1

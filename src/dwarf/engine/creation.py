@@ -32,6 +32,11 @@ class FlowPolicy:
     notify_on_stop: bool = False
     delete_on_completion: bool = False
     baggage: Any = None
+    # Seconds a root flow is kept once it failed or was cancelled (None: for ever), and once it completed
+    # (the grace window of delete_on_completion, or retain_for): see 014_retention.sql. Child flows keep
+    # none of their own: they go with their root's tree.
+    retain_for: float | None = None
+    retain_completed_for: float | None = None
 
 
 async def insert_flow(
@@ -77,6 +82,8 @@ async def insert_flow(
         "fairness_weight": policy.fairness_weight,
         "time_budget_ms": policy.time_budget_ms,
         "trace_parent": trace_parent,
+        "retain_for": None if parent_flow_id else policy.retain_for,
+        "retain_completed_for": None if parent_flow_id else policy.retain_completed_for,
     }
     if with_entry_step:
         # One statement inserts the flow, fixes its lineage and inserts the entry step.
@@ -123,4 +130,6 @@ async def insert_flow(
         fairness_weight=policy.fairness_weight,
         time_budget_ms=policy.time_budget_ms,
         trace_parent=trace_parent,
+        retain_for=None if parent_flow_id else policy.retain_for,
+        retain_completed_for=None if parent_flow_id else policy.retain_completed_for,
     )

@@ -18,13 +18,16 @@ from dwarf.engine import limits, listing, operations, progress, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import HostHooks
 from dwarf.engine.keys import parse_key
+from dwarf.engine.reencode import ReencodeReport, reencode_values
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.scheduler import Scheduler
-from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters
+from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters, positive_int
 from dwarf.engine.settings import DEFAULT_DRAIN_TIMEOUT, EngineConfig, EngineSettings
 from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, decode_signal
 from dwarf.engine.telemetry import Telemetry
 from dwarf.errors import BadRequestError, EngineStateError
+from dwarf.store.base import Store
+from dwarf.store.encoded import ValueCoder, encoded_stores
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.limits import Limit, LimitScope
@@ -58,6 +61,7 @@ class Engine(EngineSetters):
         self._config = EngineConfig()
         self._hooks = HostHooks()  # the host's optional methods, resolved by set_host
         self._specs: list[StoreSpec] = []
+        self._opened: list[Store] = []  # the stores as opened (the runtime may see them through codecs)
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
         self.drain_timeout = DEFAULT_DRAIN_TIMEOUT
@@ -99,13 +103,15 @@ class Engine(EngineSetters):
         except BaseException:
             self._phase = NEW
             raise
+        self._opened = stores
         rt = self._runtime = Runtime(
             owner=self,
-            stores=stores,
+            stores=encoded_stores(stores, config) if config.encodes_values else stores,
             host=config.host,
             hooks=self._hooks,
             log=config.logger,
             telemetry=telemetry,
+            max_state_size=config.max_state_size,
         )
         scheduler = self._scheduler = Scheduler(rt, config.workers, config.scheduler_tuning)
         telemetry.attach(stores, lambda: scheduler.busy_workers)
@@ -159,7 +165,7 @@ class Engine(EngineSetters):
         if self._runtime is not None:
             await self._runtime.close()
             self._runtime.telemetry.close()
-            await release_stores(self._specs, self._runtime.stores)
+            await release_stores(self._specs, self._opened)
 
     async def __aenter__(self) -> Engine:
         await self.startup()
@@ -198,6 +204,14 @@ class Engine(EngineSetters):
         elif signal.op == FLOW_STOPPED:
             rt.waiters.wake(signal.shard, signal.flow_id)
 
+    async def reencode(self, *, batch: int = 200) -> ReencodeReport:
+        """Write every stored value that the engine's codecs would store differently again (after a key
+        rotation, or to encode rows written before a codec was set); see docs/codecs.md#rotating-keys."""
+        self.runtime.require_running()
+        config = self._config
+        coder = ValueCoder(config.codec, blobs=config.blob_store, offload_above=config.offload_above)
+        return await reencode_values(self._opened, coder, positive_int(batch, "the batch size"))
+
     # --- operations ---
 
     async def create(
@@ -208,7 +222,10 @@ class Engine(EngineSetters):
     ) -> str:
         """Start a flow of the graph at ``workflow_url`` and return its key (or, with an idempotency key,
         maybe that of the flow holding it: docs/flows.md#idempotent-create)."""
-        defaults = operations.CreateDefaults(self._config.default_priority, self._config.time_budget)
+        config = self._config
+        defaults = operations.CreateDefaults(
+            config.default_priority, config.time_budget, config.retain_for, config.deletion_grace
+        )
         return await operations.create_flow(self.runtime, workflow_url, initial_state, options, defaults)
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
@@ -217,6 +234,13 @@ class Engine(EngineSetters):
         rt = self.runtime
         limit = None if timeout is None else to_seconds(timeout, what="timeout")
         return await waiting.wait_for_flow(rt, flow_key, limit)
+
+    async def poll(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
+        """The flow's outcome if it has stopped (as ``wait`` returns it), else ``Status.RUNNING`` with an
+        empty state; never TimeoutError. ``timeout`` (default 0) is how long to wait for a stop first.
+        See docs/flows.md#polling-a-flow."""
+        rt = self.runtime
+        return await waiting.poll_flow(rt, flow_key, to_seconds(timeout, what="timeout"))
 
     async def run(
         self,

@@ -23,7 +23,7 @@ from dwarf.engine.states import load_state
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
 from dwarf.engine.tuning import SchedulerTuning
-from dwarf.errors import BadRequestError, DwarfError, StoreError
+from dwarf.errors import BadRequestError, DwarfError, StateTooLargeError, StoreError
 from dwarf.store.base import SingleStatementTx, Store, Tx
 from dwarf.store.rows import StepRow
 from dwarf.workflow.baggage import baggage_scope
@@ -111,6 +111,8 @@ class Attempt:
     # The loaded graph of the requested child flow and its trace parent (set before the commit).
     child_graph: Graph | None = None
     child_trace_parent: str = ""
+    # False when the error must fail the flow without onError routing (see _record_attempt).
+    routable: bool = True
 
     @classmethod
     def of(cls, carrier: Flow, park: Park | None, error: BaseException | None) -> Attempt:
@@ -332,6 +334,8 @@ def _is_unstorable(error: BaseException) -> bool:
     the same way), as opposed to an outage or a lock, which a later attempt may get past."""
     if isinstance(error, StoreError):
         return not error.transient
+    if isinstance(error, StateTooLargeError):
+        return True
     if isinstance(error, DwarfError | LeaseLostError):
         return False
     # Raised while encoding the outcome, or by a driver binding it, before any store wrapped them.
@@ -362,7 +366,9 @@ async def _commit_outcome(
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
             child_span, attempt.child_trace_parent = rt.telemetry.open_flow_span(url, run.span)
-    target = _CommitTarget(store, info, step, lease_token, inline_lease_margin, rt.limits)
+    target = _CommitTarget(
+        store, info, step, lease_token, inline_lease_margin, rt.whole_state_above, rt.limits
+    )
     try:
         effects, attempt = await _record_attempt(target, attempt)
     except LeaseLostError:
@@ -413,6 +419,7 @@ class _CommitTarget:
     step: StepRow
     lease_token: str
     inline_lease_margin: float | None
+    whole_state_above: int
     # What the engine knows of the shards' limits: a lone successor under a limit is queued for a claim,
     # never run inline past its limit.
     limits: LimitsCache
@@ -429,18 +436,25 @@ async def _record_attempt(target: _CommitTarget, attempt: Attempt) -> tuple[Effe
         reason = error_text(error.__cause__ if isinstance(error, StoreError) and error.__cause__ else error)
         # Re-running the task would produce the same values and fail the same way, for ever: the step
         # fails once, routed like any task error (onError, or the flow fails).
-        failed = Attempt(
-            changes={},
-            error=UnstorableOutcomeError(
-                f"the outcome of task {target.step.task_name!r} could not be stored: {reason}"
-            ),
-        )
+        message = f"the outcome of task {target.step.task_name!r} could not be stored: {reason}"
+        unstorable: DwarfError = UnstorableOutcomeError(message)
+        if isinstance(error, StateTooLargeError):
+            # The size guard's error keeps its type (and status code, in onErr) for the handler.
+            unstorable = StateTooLargeError(message, what=error.what, size=error.size, limit=error.limit)
+        failed = Attempt(changes={}, error=unstorable)
+    try:
+        return await _commit_attempt(target, failed), failed
+    except StateTooLargeError:
+        # Even the routed failure is over the size guard (the handler's input is this step's input
+        # plus onErr): the step fails without routing, which stores no state at all.
+        failed.routable = False
         return await _commit_attempt(target, failed), failed
 
 
 async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
     store, info, step, lease_token = target.store, target.info, target.step, target.lease_token
     inline_lease_margin = target.inline_lease_margin
+    whole_above = target.whole_state_above
     state = step.state
     assert state is not None
     changes = attempt.changes
@@ -457,7 +471,9 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
     task_error = attempt.error
 
     async def record(tx: Tx) -> Effects:
-        commit = StepCommit(tx, info, step, lease_token, inline_lease_margin, attempt.appends)
+        commit = StepCommit(
+            tx, info, step, lease_token, inline_lease_margin, attempt.appends, whole_state_above=whole_above
+        )
         if park is not None and park.kind == "interrupt":
             await commit.commit_interrupt(changes, attempt.interrupt_payload or {})
         elif park is not None and attempt.child_graph is not None and attempt.subgraph_request is not None:
@@ -470,7 +486,10 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
                 changes, merged, attempt.retry_delay, error_text(task_error) if task_error else ""
             )
         elif task_error is not None:
-            await _commit_error(commit, graph, node, changes, merged, task_error)
+            if attempt.routable:
+                await _commit_error(commit, graph, node, changes, merged, task_error)
+            else:
+                await commit.commit_failure(changes, error_text(task_error))
         else:
             assert route is not None
             await commit.commit_success(changes, merged, route, attempt.sleep_seconds)

@@ -1,29 +1,53 @@
 """The immutable facts about a flow that every step of it needs, cached per engine.
 
 A flow's graph, baggage, identity and scheduling policy never change after create, so a worker reads
-them from the database once per flow and keeps them in a bounded LRU cache: no step re-parses the graph.
+them from the database once per flow and keeps them in a bounded LRU cache. Flows of one workflow share
+one parsed graph: a backlog drained breadth-first (more flows in flight than the cache holds) reads each
+flow's row at every step, and parsing its graph each time was most of what that cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.keys import correlation_id, format_key
+from dwarf.store.base import Store
 from dwarf.store.rows import FlowRow
 from dwarf.workflow.graph import Graph
+from dwarf.workflow.status import Status
 
 if TYPE_CHECKING:
     from dwarf.engine.creation import FlowPolicy
 
-__all__ = ["FlowInfo", "FlowInfoCache", "dumps"]
+__all__ = ["FlowInfo", "FlowInfoCache", "FlowReads", "dumps", "parse_graph"]
+
+PARSED_GRAPHS = 256
+"""Distinct graph texts whose parsed Graph is kept (see parse_graph)."""
+_parsed_graphs: dict[str, Graph] = {}
 
 
 def dumps(value: Any) -> str:
     """Compact JSON text for storage (state, changes, payloads)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def parse_graph(text: str) -> Graph:
+    """The Graph of a stored graph text, parsed once per distinct text and shared.
+
+    Sharing is safe because nothing in the engine changes a flow's graph (the host's own Graph objects
+    are never stored: a flow's graph is always parsed from its stored text).
+    """
+    graph = _parsed_graphs.get(text)
+    if graph is None:
+        graph = Graph.from_json(text)
+        if len(_parsed_graphs) >= PARSED_GRAPHS:
+            del _parsed_graphs[next(iter(_parsed_graphs))]
+        _parsed_graphs[text] = graph
+    return graph
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,18 @@ class FlowInfo:
     time_budget_ms: int
     # The W3C traceparent of the flow's span ("" when tracing was off at create): task spans nest under it.
     trace_parent: str = ""
+    # How long the flow is kept once it ended (see FlowPolicy): the engine that ends it wakes its retention
+    # pass then, instead of waiting for the pass's poll.
+    retain_for: float | None = None
+    retain_completed_for: float | None = None
+
+    def retained_for(self, status: Status) -> float | None:
+        """Seconds this flow is kept after stopping with ``status``; None when it is kept (or interrupted)."""
+        if status == Status.COMPLETED:
+            return self.retain_completed_for
+        if status in (Status.FAILED, Status.CANCELLED):
+            return self.retain_for
+        return None
 
     @property
     def key(self) -> str:
@@ -81,7 +117,7 @@ class FlowInfo:
             token=row.flow_token,
             workflow_url=row.workflow_url,
             workflow_name=row.workflow_name,
-            graph=Graph.from_json(row.graph),
+            graph=parse_graph(row.graph),
             baggage=row.baggage,
             created_at=row.created_at,
             parent_flow_id=row.parent_flow_id,
@@ -94,6 +130,8 @@ class FlowInfo:
             fairness_weight=row.fairness_weight,
             time_budget_ms=row.time_budget_ms,
             trace_parent=row.trace_parent,
+            retain_for=row.retain_for,
+            retain_completed_for=row.retain_completed_for,
         )
 
 
@@ -109,6 +147,8 @@ def policy_of_row(row: FlowRow) -> FlowPolicy:
         notify_on_stop=row.notify_on_stop,
         delete_on_completion=row.delete_on_completion,
         baggage=row.baggage,
+        retain_for=row.retain_for,
+        retain_completed_for=row.retain_completed_for,
     )
 
 
@@ -133,3 +173,70 @@ class FlowInfoCache:
 
     def discard(self, shard: int, flow_id: int) -> None:
         self._items.pop((shard, flow_id), None)
+
+
+class FlowReads:
+    """Reads the flows that miss the cache, those asked for in the same turn of the loop in one statement.
+
+    A claim starts its steps together; when more flows are in flight than the cache holds (a backlog of
+    queued flows drains breadth-first, one step of every flow before the next), each of them misses. One
+    read per step cost a unit of work on the store each; gathered, a claim of 64 steps reads its flows
+    once.
+    """
+
+    def __init__(self, cache: FlowInfoCache) -> None:
+        self._cache = cache
+        self._waiting: dict[int, dict[int, asyncio.Future[FlowInfo | None]]] = {}  # shard -> flow_id
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def load(self, store: Store, flow_id: int) -> FlowInfo | None:
+        """The flow's FlowInfo read from ``store`` (and cached); None when the flow is gone."""
+        waiting = self._waiting.get(store.shard)
+        if waiting is None:
+            waiting = self._waiting[store.shard] = {}
+            # Runs once every caller that is ready in this turn of the loop has asked.
+            asyncio.get_running_loop().call_soon(self._start_read, store)
+        future = waiting.get(flow_id)
+        if future is None:
+            future = waiting[flow_id] = asyncio.get_running_loop().create_future()
+        # Shielded: a caller cancelled while it waits must not cancel the read for the others.
+        return await asyncio.shield(future)
+
+    def _start_read(self, store: Store) -> None:
+        waiting = self._waiting.pop(store.shard, {})
+        if waiting:
+            # It ends with its read; shutdown closes the store under it, which fails the read and so
+            # every waiter.
+            read = asyncio.ensure_future(self._read(store, waiting))
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
+
+    async def _read(self, store: Store, waiting: dict[int, asyncio.Future[FlowInfo | None]]) -> None:
+        try:
+            if len(waiting) == 1:
+                rows = await store.read("get_flow", flow_id=next(iter(waiting)))
+            else:
+                rows = await store.read("get_flows", flow_ids=json.dumps(sorted(waiting)))
+        except asyncio.CancelledError:
+            for future in waiting.values():
+                future.cancel()
+            raise
+        except Exception as error:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for row in rows:
+            found = waiting.get(int(row["flow_id"]))
+            if found is None or found.done():
+                continue
+            try:
+                info = FlowInfo.from_row(store.shard, FlowRow.of(row))
+            except Exception as error:  # one flow's damaged row fails its own steps only
+                found.set_exception(error)
+                continue
+            self._cache.put(info)
+            found.set_result(info)
+        for future in waiting.values():  # no row: the flow is gone
+            if not future.done():
+                future.set_result(None)

@@ -9,7 +9,6 @@ chosen step is queued again with the overrides applied to its input. The origina
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from dwarf.engine.flowinfo import FlowInfo, dumps
 from dwarf.engine.keys import new_token
 from dwarf.engine.states import StoredState, load_state_in
 from dwarf.store.base import Row, Tx
-from dwarf.store.rows import StepRow
+from dwarf.store.rows import StepRow, parse_json
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.reducers import apply_changes
 from dwarf.workflow.status import Status
@@ -226,7 +225,7 @@ async def _requeue(
     if lineage:
         previous = await tx.fetch_one("get_step", step_id=int(target["predecessor_id"]))
         if previous is not None and int(previous["lineage_id"]) == int(target["lineage_id"]):
-            carry = json.loads(previous["carry"])
+            carry = parse_json(previous["carry"])
     return int(
         await tx.fetch_value(
             "insert_step",

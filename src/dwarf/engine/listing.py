@@ -21,6 +21,7 @@ from typing import Any
 from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.keys import MAX_ID, format_key
 from dwarf.engine.runtime import Runtime
+from dwarf.engine.telemetry import trace_id_of
 from dwarf.errors import BadRequestError, NotFoundError
 from dwarf.store.base import Row, Store
 from dwarf.workflow.durations import to_seconds
@@ -151,6 +152,7 @@ def _summary(shard: int, row: Row) -> FlowSummary:
         priority=int(row["priority"]),
         fairness_key=row["fairness_key"],
         subgraph=int(row["parent_flow_id"]) != 0,
+        trace_id=trace_id_of(row["trace_parent"]),
     )
 
 

@@ -8,7 +8,7 @@ call changes nothing. Resume, cancel and delete act on a whole tree and only thr
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +22,11 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.tree_writes import cancel_tree, delete_tree, run_tree_write
 from dwarf.errors import BadRequestError, ConflictError, FlowExistsError, NotFoundError, StoreError
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
-from dwarf.store.rows import FlowRow
+from dwarf.store.rows import FlowRow, parse_json
 from dwarf.workflow.durations import to_seconds
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
-from dwarf.workflow.records import MAX_KEYED_URL_BYTES, FlowOptions, IdempotencyPolicy
+from dwarf.workflow.records import MAX_KEYED_URL_BYTES, FlowOptions, IdempotencyPolicy, retention_seconds
 from dwarf.workflow.reducers import ReducerError, apply_with_reducers
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
@@ -49,6 +49,19 @@ class CreateDefaults:
 
     priority: int
     time_budget: float
+    # Seconds a root flow is kept once it ended (None: for ever), and the grace window of a flow created
+    # with delete_on_completion.
+    retain_for: float | None = None
+    deletion_grace: float = 0.0
+
+    def retention(self, options: FlowOptions) -> tuple[float | None, float | None]:
+        """(retain_for, retain_completed_for) of a flow created with ``options``, in seconds; None keeps
+        the flow for ever (docs/operations.md#retention)."""
+        chosen = retention_seconds(options.retain_for)
+        retain = self.retain_for if chosen is None else chosen
+        if retain == math.inf:
+            retain = None
+        return retain, (self.deletion_grace if options.delete_on_completion else retain)
 
 
 async def resolve_root(rt: Runtime, flow_key: str, verb: str) -> tuple[Store, int]:
@@ -94,6 +107,7 @@ async def create_flow(
         store = thread[0] if thread is not None else rt.pick_shard()
     time_budget = to_seconds(options.time_budget) if options.time_budget is not None else 0.0
     thread_row = thread[1] if thread is not None else None
+    retain_for, retain_completed_for = defaults.retention(options)
     policy = FlowPolicy(
         priority=options.priority or defaults.priority,
         fairness_key=options.fairness_key,
@@ -102,6 +116,8 @@ async def create_flow(
         notify_on_stop=options.notify_on_stop,
         delete_on_completion=options.delete_on_completion,
         baggage=options.baggage,
+        retain_for=retain_for,
+        retain_completed_for=retain_completed_for,
     )
     try:
         if idempotency_key:
@@ -325,7 +341,7 @@ async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any]
             await surface_interrupt(
                 tx,
                 int(following["flow_id"]),
-                json.loads(following["interrupt_payload"]),
+                parse_json(following["interrupt_payload"]),
                 int(following["step_id"]),
                 effects,
             )
@@ -411,12 +427,15 @@ async def fork_flow(rt: Runtime, step_key: str, state_overrides: Mapping[str, An
     if Status(root.status) not in TERMINAL_STATUSES:
         raise ConflictError(f"only a stopped flow can be forked; this one is {root.status}")
     base = policy_of_row(root)
+    # Not the stop flags (notify, delete_on_completion and its grace window); the retention, yes.
     policy = FlowPolicy(
         priority=base.priority,
         fairness_key=base.fairness_key,
         fairness_weight=base.fairness_weight,
         time_budget_ms=base.time_budget_ms,
         baggage=base.baggage,
+        retain_for=base.retain_for,
+        retain_completed_for=base.retain_for,
     )
     opened = rt.telemetry.open_fork_spans([flow["workflow_url"] for flow in chain])
     trace_parents = [trace_parent for _, trace_parent in opened]

@@ -3,8 +3,9 @@
 The engine builds one ``Runtime`` at startup and hands it to the scheduler, the step executor, the wedge
 sweep and the operations. It holds the shards, the host (its optional hooks resolved once), logging,
 telemetry, the flow-info cache, the local waiters, the per-shard doorbells, the cohort arrivals awaiting
-a join and the reaper of purged flows. None of those parts sees the ``Engine`` itself: configuration and
-lifecycle stay there, and the runtime is all they need to run steps and operations.
+a join, the reaper of purged flows and the retention passes that mark them. None of those parts sees
+the ``Engine`` itself: configuration and lifecycle stay there, and the runtime is all they need to run
+steps and operations.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects
-from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache
+from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, FlowReads, parse_graph
 from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
 from dwarf.engine.limits import LimitsCache
 from dwarf.engine.reaper import Reaper
+from dwarf.engine.retention import Retention
 from dwarf.engine.signals import (
     DOORBELL,
     FLOW_STOPPED,
@@ -31,9 +33,10 @@ from dwarf.engine.signals import (
     encode_signal,
     sending_engine,
 )
+from dwarf.engine.states import UNBOUNDED
 from dwarf.engine.telemetry import TaskRun, Telemetry
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
-from dwarf.store.base import Store, Tx
+from dwarf.store.base import Store
 from dwarf.store.rows import FlowRow
 from dwarf.workflow.baggage import baggage_scope
 from dwarf.workflow.flow import Flow
@@ -121,14 +124,19 @@ class Runtime:
         hooks: HostHooks,
         log: logging.Logger,
         telemetry: Telemetry,
+        max_state_size: int = 0,
     ) -> None:
         self.owner = owner
+        # The size guard (docs/codecs.md#the-size-guard) for states stored as references; the codec layer
+        # (store/encoded.py) checks every value written whole.
+        self.whole_state_above = max_state_size or UNBOUNDED
         self.stores = stores
         self.host = host
         self.hooks = hooks
         self.log = log
         self.telemetry = telemetry
         self.flow_cache = FlowInfoCache()
+        self._flow_reads = FlowReads(self.flow_cache)
         # Frozen copies of the graphs flows start with, by their JSON text: parsing the text back at every
         # create cost a quarter of a short flow's CPU. Oldest first out.
         self._frozen_graphs: dict[str, Graph] = {}
@@ -141,6 +149,7 @@ class Runtime:
         self.running = True
         self._background: set[asyncio.Task[Any]] = set()
         self.reaper = Reaper(self)
+        self.retention = Retention(self)
 
     def require_running(self) -> None:
         """EngineStateError once the engine began to stop (an operation in progress ends with it)."""
@@ -196,12 +205,7 @@ class Runtime:
         info = self.flow_cache.get(store.shard, flow_id)
         if info is not None:
             return info
-        rows = await store.read("get_flow", flow_id=flow_id)
-        if not rows:
-            return None
-        info = FlowInfo.from_row(store.shard, FlowRow.of(rows[0]))
-        self.flow_cache.put(info)
-        return info
+        return await self._flow_reads.load(store, flow_id)
 
     # --- the host ---
 
@@ -225,7 +229,7 @@ class Runtime:
             return frozen
         graph.validate()
         self._check_served(workflow_url, graph)
-        frozen = Graph.from_json(text)
+        frozen = parse_graph(text)
         if len(self._frozen_graphs) >= FROZEN_GRAPHS:
             del self._frozen_graphs[next(iter(self._frozen_graphs))]
         self._frozen_graphs[text] = frozen
@@ -312,24 +316,24 @@ class Runtime:
     async def flow_stopped(
         self, info: FlowInfo, status: Status, final_state: dict[str, Any] | None = None
     ) -> None:
-        """A flow stopped: record it, run the host's hook, delete it if it asked, wake its waiters.
+        """A flow stopped: record it, run the host's hook, wake its waiters and, when the flow is to be
+        purged (its retention, or delete_on_completion's grace window), the retention pass.
 
         ``final_state`` is the state a completion committed, when the caller has it: local waiters then
-        return without reading the flow back (one round trip less for every create-and-wait), and a flow
-        deleted on completion still gives its waiters the outcome.
+        return without reading the flow back (one round trip less for every create-and-wait).
         """
         self.telemetry.flow_stopped(info, status)
         self.log.debug("flow %s %s", info.correlation_id, status.value, extra={"flow": info.correlation_id})
+        retained = info.retained_for(status)
+        if retained is not None and not info.parent_flow_id:
+            self.retention.note(info.shard, retained)
         notify = self.hooks.flow_stopped
         outcome: FlowOutcome | None = None
         if info.notify_on_stop and notify is not None:
-            # Read the outcome before delete_on_completion can remove the flow.
             try:
                 outcome = await load_outcome(self.store(info.shard), info.flow_id)
-            except NotFoundError:
+            except NotFoundError:  # deleted or purged meanwhile (a retention of 0)
                 outcome = FlowOutcome(status=status, state={})
-        if status == Status.COMPLETED and info.delete_on_completion and info.parent_flow_id == 0:
-            await self.delete_finished_tree(self.store(info.shard), info.flow_id)
         completed = None
         if status == Status.COMPLETED and final_state is not None:
             completed = FlowOutcome(status=status, state=final_state)
@@ -345,13 +349,3 @@ class Runtime:
                     error,
                     extra={"flow": info.correlation_id},
                 )
-
-    async def delete_finished_tree(self, store: Store, flow_id: int) -> None:
-        """Delete a finished root flow's tree at once (``delete_on_completion``): nothing of it runs."""
-
-        async def work(tx: Tx) -> None:
-            await tx.execute("delete_flow_steps", root_flow_id=flow_id)
-            await tx.execute("delete_flow_rows", root_flow_id=flow_id)
-
-        await store.run(work)
-        self.flow_cache.discard(store.shard, flow_id)

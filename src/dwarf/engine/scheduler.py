@@ -23,7 +23,7 @@ from dwarf.engine.limits import claim_under_limits
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
-from dwarf.errors import StoreError
+from dwarf.errors import CodecError, StoreError
 from dwarf.store.base import Row, Store
 from dwarf.store.rows import StepRow
 
@@ -84,6 +84,7 @@ class Scheduler:
         self.tuning = tuning
         self._retuned.set()
         self._doorbells.ring_all()
+        self._runtime.retention.retune(tuning.retention_poll)
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
         """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
@@ -97,6 +98,9 @@ class Scheduler:
             self._claimers.append(task)
         self._claimers.append(asyncio.create_task(self._sweep_loop(), name="dwarf-wedge-sweep"))
         self._claimers.append(asyncio.create_task(self._heartbeat_loop(), name="dwarf-lease-heartbeat"))
+        for store in self._stores:
+            passes = self._runtime.retention.run(store, lambda: self.tuning.retention_poll)
+            self._claimers.append(asyncio.create_task(passes, name=f"dwarf-retention-{store.shard}"))
 
     @property
     def busy_workers(self) -> int:
@@ -353,7 +357,13 @@ class Scheduler:
             )
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
-        steps = sorted((StepRow.of(row) for row in rows), key=lambda step: (step.priority, step.step_id))
+        steps = []
+        for row in rows:
+            try:
+                steps.append(StepRow.of(row))
+            except CodecError as error:
+                self._unreadable(store, row, error)
+        steps.sort(key=lambda step: (step.priority, step.step_id))
         for step in steps:
             flight = _InFlight(store, step, Lease(lease_token))
             task = asyncio.create_task(self._run(flight))
@@ -369,6 +379,19 @@ class Scheduler:
             self._doorbells.ring_later(store.shard, claim.next_token_in)
         rt.limits.observe(rt, store, claim.limit_count, claim.limit_version)
         return claim.rows
+
+    def _unreadable(self, store: Store, row: Row, error: CodecError) -> None:
+        """A claimed step whose row this engine cannot decode (it lacks a codec or key that wrote it):
+        it is not run, and its lease is left to expire, for a replica that can read it (or, after
+        ``max_recoveries`` of these, to fail with WorkerLostError); the other claimed steps run."""
+        flow = correlation_id(store.shard, int(row["flow_id"]))
+        self._log.error(
+            "step %s of flow %s cannot be read by this engine and is left to another replica: %s",
+            correlation_id(store.shard, int(row["step_id"])),
+            flow,
+            error,
+            extra={"flow": flow},
+        )
 
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""

@@ -7,9 +7,11 @@ API; the keywords are a shorthand for calling them before startup).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict, cast
 
+from dwarf.codecs import BlobStore, Codec
 from dwarf.engine.host import Host
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.store.base import silent_logger
@@ -35,6 +37,12 @@ class EngineSettings(TypedDict, total=False):
     time_budget: Duration
     default_priority: int
     scheduler_tuning: SchedulerTuning
+    retain_for: Duration | None
+    deletion_grace: Duration
+    codec: Codec | Sequence[Codec] | None
+    max_state_size: int
+    blob_store: BlobStore | None
+    offload_above: int
 
 
 DEFAULT_WORKERS = 64
@@ -43,6 +51,10 @@ DEFAULT_MAX_OPEN_CONNS = 8
 DEFAULT_TIME_BUDGET = 120.0
 DEFAULT_PRIORITY = 100
 DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_DELETION_GRACE = 60.0
+"""Seconds a flow created with delete_on_completion is kept once it completed, so that whoever waits for
+it, here or on another replica, or polls it, still reads its outcome (the reference keeps it a minute)."""
+DEFAULT_OFFLOAD_ABOVE = 256 * 1024
 
 
 @dataclass
@@ -63,11 +75,23 @@ class EngineConfig:
     time_budget: float = DEFAULT_TIME_BUDGET
     default_priority: int = DEFAULT_PRIORITY
     scheduler_tuning: SchedulerTuning = field(default_factory=SchedulerTuning)
+    retain_for: float | None = None
+    deletion_grace: float = DEFAULT_DELETION_GRACE
+    # Values at rest (docs/codecs.md): none of them set means no codec layer at all.
+    codec: tuple[Codec, ...] = ()
+    max_state_size: int = 0
+    blob_store: BlobStore | None = None
+    offload_above: int = DEFAULT_OFFLOAD_ABOVE
+
+    @property
+    def encodes_values(self) -> bool:
+        """Whether stored values go through the codec layer (store/encoded.py)."""
+        return bool(self.codec) or self.max_state_size > 0 or self.blob_store is not None
 
     def as_settings(self) -> EngineSettings:
         """The settings as ``Engine(**settings)`` keywords: an engine built from them is configured alike."""
         settings: dict[str, Any] = {item.name: getattr(self, item.name) for item in fields(self)}
-        for unset in ("host", "in_test"):
+        for unset in ("host", "in_test", "codec", "max_state_size", "blob_store"):
             if not settings[unset]:
                 del settings[unset]
         if settings["debug_logger"]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +27,14 @@ from typing import Any
 from dwarf.engine.flowinfo import dumps
 from dwarf.errors import StoreError
 from dwarf.store.base import Row, Store, Tx
+from dwarf.store.encoded import encoded_value_error
 from dwarf.store.rows import StepRow
 from dwarf.workflow.reducers import apply_output
 
 __all__ = [
     "DELTA_MIN_STATE_BYTES",
     "MAX_DELTA_DEPTH",
+    "UNBOUNDED",
     "StoredState",
     "load_state",
     "load_state_in",
@@ -44,6 +47,9 @@ DELTA_MIN_STATE_BYTES = 8192
 
 MAX_DELTA_DEPTH = 200
 """The most references from a step back to the nearest whole state."""
+
+UNBOUNDED = sys.maxsize
+"""``StoredState.after``'s ``whole_above`` when the engine has no size guard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +70,23 @@ class StoredState:
         return cls(text, snapshot_bytes=len(text))
 
     @classmethod
-    def after(cls, step: StepRow, output: Mapping[str, Any], output_bytes: int) -> StoredState:
+    def after(
+        cls, step: StepRow, output: Mapping[str, Any], output_bytes: int, whole_above: int = UNBOUNDED
+    ) -> StoredState:
         """The input of ``step``'s lone successor: ``output``, the state after ``step``, which the step
         reached by writing ``output_bytes`` of changes and appends. A reference to ``step`` unless a
-        snapshot is due (or the state is small)."""
+        snapshot is due (or the state is small).
+
+        ``whole_above`` is the engine's size guard (``max_state_size``): the snapshot plus the changes
+        since bound the state's size from above, and once that bound passes the guard the state is
+        written whole, where the guard measures it exactly. A state over the guard is never stored as a
+        reference."""
         delta_bytes = step.delta_bytes + output_bytes
         if (
             step.snapshot_bytes + delta_bytes < DELTA_MIN_STATE_BYTES
             or step.delta_depth >= MAX_DELTA_DEPTH
             or delta_bytes > step.snapshot_bytes
+            or step.snapshot_bytes + delta_bytes > whole_above
         ):
             return cls.whole(output)
         return cls("", step.step_id, step.delta_depth + 1, delta_bytes, step.snapshot_bytes)
@@ -103,9 +117,18 @@ def replay(chain: Sequence[Row]) -> dict[str, Any]:
             f"the state of step {step_id} cannot be rebuilt: it refers to a step that no longer exists",
             transient=False,
         )
-    state: dict[str, Any] = json.loads(chain[0]["state"])
-    for row in chain[:-1]:
-        state = apply_output(state, json.loads(row["changes"]), json.loads(row["appends"]))
+    try:
+        state: dict[str, Any] = json.loads(chain[0]["state"])
+        for row in chain[:-1]:
+            state = apply_output(state, json.loads(row["changes"]), json.loads(row["appends"]))
+    except ValueError:
+        # Most likely a value encoded by codecs this engine cannot undo: say which (a CodecError).
+        for row in chain:
+            for text in (row["state"], row["changes"], row["appends"]):
+                failure = encoded_value_error(text) if text else None
+                if failure is not None:
+                    raise failure from None
+        raise
     return state
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "Telemetry",
     "format_traceparent",
     "parse_traceparent",
+    "trace_id_of",
 ]
 
 SCOPE = "dwarf"
@@ -122,6 +123,13 @@ def parse_traceparent(text: str) -> SpanContext | None:
         return None
     context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
     return context if context.is_valid else None
+
+
+def trace_id_of(trace_parent: str) -> str:
+    """The trace id (32 hex digits) of a stored ``traceparent``; "" when there is none (no tracer at
+    create) or it is malformed. What ``FlowSummary.trace_id`` shows, to find the flow's trace."""
+    parsed = parse_traceparent(trace_parent) if trace_parent else None
+    return "" if parsed is None else f"{parsed.trace_id:032x}"
 
 
 def _parent_context(trace_parent: str) -> otel_context.Context | None:

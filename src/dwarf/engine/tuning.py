@@ -41,6 +41,9 @@ class SchedulerTuning:
     """How long a row must have been still before a wedge sweep may call it wedged."""
     max_recoveries: int = 20
     """How many times in a row a step may lose its worker before it fails instead of running again."""
+    retention_poll: float = 60.0
+    """The longest a retention pass sleeps before it asks the database which ended flows are due for
+    purging (flows this engine ended wake it when due; this is how it learns of the other engines')."""
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -15,7 +15,7 @@ from dwarf.store.rows import FlowRow
 from dwarf.workflow.records import FlowOutcome
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
-__all__ = ["STOPPED_STATUSES", "bounded", "wait_for_flow"]
+__all__ = ["STOPPED_STATUSES", "bounded", "poll_flow", "wait_for_flow"]
 
 T = TypeVar("T")
 
@@ -33,7 +33,19 @@ async def wait_for_flow(rt: Runtime, flow_key: str, limit: float | None) -> Flow
     return await bounded(_wait(rt, flow_key, limit), limit, f"the flow did not stop within {limit:g}s")
 
 
-async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
+async def poll_flow(rt: Runtime, flow_key: str, limit: float) -> FlowOutcome:
+    """The flow's outcome once it stopped, waiting up to ``limit`` seconds for that (0: not at all); a
+    flow still running then answers ``Status.RUNNING`` with an empty state, never TimeoutError. See
+    ``Engine.poll``.
+
+    The outcome of a running flow is deliberately not its current state (``snapshot`` rebuilds that):
+    a poll is meant to be cheap enough to repeat, one indexed read of the flow's row.
+    """
+    return await _wait(rt, flow_key, max(0.0, limit), give_up=True)
+
+
+async def _wait(rt: Runtime, flow_key: str, limit: float | None, *, give_up: bool = False) -> FlowOutcome:
+    """Wait for the flow to stop; past ``limit``, TimeoutError, or with ``give_up`` a RUNNING outcome."""
     store, row = await rt.resolve(flow_key)
     flow_id = row.flow_id
     loop = asyncio.get_running_loop()
@@ -61,6 +73,8 @@ async def _wait(rt: Runtime, flow_key: str, limit: float | None) -> FlowOutcome:
             current = None
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
+                if give_up:
+                    return FlowOutcome(status=Status.RUNNING, state={})
                 raise TimeoutError(f"flow {correlation_id(store.shard, flow_id)} did not stop in time")
             pause = poll if remaining is None else min(poll, remaining)
             with contextlib.suppress(TimeoutError):

@@ -21,12 +21,12 @@ wedge: the claimers look for those on every quiet poll (Scheduler._join_stranded
 from __future__ import annotations
 
 import functools
-import json
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects, surface_interrupt
 from dwarf.engine.keys import correlation_id
 from dwarf.store.base import Row, Store, Tx
+from dwarf.store.rows import parse_json
 from dwarf.workflow.status import Status
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["sweep_wedges"]
 
+WEDGE_WINDOW = 2000
+"""Running flows the sweep looks at per read (see _wedged_running_flows)."""
 WEDGED_FLOW_ERROR = "the flow could not make progress (no step left to run); the wedge sweep failed it"
 
 
@@ -45,7 +47,7 @@ async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
             repaired += 1
             _log(rt, store, park["flow_id"], "its step was parked on a child flow that had ended")
             rt.ring(store.shard)
-    for flow in await store.read("wedged_running_flows", min_age=min_age):
+    for flow in await _wedged_running_flows(store, min_age):
         effects = Effects()
         stopped = await store.run(functools.partial(_unstick_flow, flow=flow, effects=effects))
         if stopped is None:
@@ -58,6 +60,23 @@ async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
             await rt.after_commit(info, effects)
     rt.telemetry.wedge_repaired(repaired)
     return repaired
+
+
+async def _wedged_running_flows(store: Store, min_age: float) -> list[Row]:
+    """The running flows that nothing can move, read WEDGE_WINDOW running flows at a time.
+
+    Each window is a read of its own, so other work interleaves with a sweep over a large backlog (every
+    queued flow is running) instead of waiting for one long read.
+    """
+    wedged: list[Row] = []
+    after = 0
+    while True:
+        window = await store.read("running_flows_window", after=after, batch=WEDGE_WINDOW)
+        upto = window[0]["upto"] if window else None
+        if upto is None:
+            return wedged
+        wedged += await store.read("wedged_running_flows", after=after, upto=upto, min_age=min_age)
+        after = int(upto)
 
 
 async def _wake_parked_parent(tx: Tx, park: Row) -> bool:
@@ -84,7 +103,7 @@ async def _unstick_flow(tx: Tx, flow: Row, effects: Effects) -> Status | None:
     interrupted_step_id = int(flow["interrupted_step_id"])
     if interrupted_step_id:
         step = await tx.fetch_one("get_step", step_id=interrupted_step_id)
-        payload: dict[str, Any] = json.loads(step["interrupt_payload"]) if step else {}
+        payload: dict[str, Any] = parse_json(step["interrupt_payload"]) if step else {}
         await surface_interrupt(tx, flow_id, payload, interrupted_step_id, effects)
         effects.stopped = Status.INTERRUPTED
         return Status.INTERRUPTED

@@ -164,6 +164,9 @@ class Store(abc.ABC):
     log: logging.Logger = silent_logger()
     # Whether the last failure was an outage not yet followed by a success (see note_failure).
     _outage: bool = False
+    # Whether a unit of work may await something other than its Tx (SQLite runs a unit on the database's
+    # thread, where it must never suspend): the codec layer calls a blob store accordingly.
+    units_may_suspend: bool = True
 
     @abc.abstractmethod
     async def open(self, *, migrate: bool = True) -> None:

@@ -14,11 +14,13 @@ SELECT (SELECT COUNT(*) FROM dwarf_flows) AS flows, (SELECT COUNT(*) FROM dwarf_
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, retain_for, retain_completed_for,
+    created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :retain_for,
+    :retain_completed_for, {now}, {now}, {now}
 )
 RETURNING flow_id, created_at
 
@@ -266,9 +268,13 @@ SELECT
 -- name: stranded_cohorts
 -- Complete cohorts nobody joined: the replica that committed the last arrival died (or failed) before
 -- its claimer looked. Joining one is guarded by claim_cohort_join, so a race with that claimer is safe.
+-- The open cohorts drive the lookup (an EXISTS, not a join): driven from the flows, it read every running
+-- flow, which a backlog of 100,000 queued flows made a 150 ms read once a second.
 SELECT c.step_id, c.flow_id FROM dwarf_complete_cohorts c
-JOIN dwarf_flows f ON f.flow_id = c.flow_id
-WHERE f.status IN ('running', 'interrupted') AND f.purge_marked = 0
+WHERE EXISTS (
+    SELECT 1 FROM dwarf_flows f
+    WHERE f.flow_id = c.flow_id AND f.status IN ('running', 'interrupted') AND f.purge_marked = 0
+)
 
 -- name: count_due_steps
 -- The pending-steps gauge: due steps waiting for a worker, per priority band.
@@ -325,17 +331,21 @@ WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
 
 -- name: finish_flow
 -- A flow stops: completed, failed or interrupted (interrupted is a stop, not an end). A flow that is
--- interrupted (one branch parked) can still end: a sibling branch may fail it.
+-- interrupted (one branch parked) can still end: a sibling branch may fail it. An end starts the flow's
+-- retention (014_retention.sql): purge_after stays NULL for a flow kept for ever.
 UPDATE dwarf_flows
 SET status = :status, final_state = :final_state, error = :error, interrupt_payload = :interrupt_payload,
-    surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1
+    surfaced_step_id = :surfaced_step_id, updated_at = {now}, version = version + 1,
+    purge_after = CASE WHEN :status = 'completed' THEN {now} + retain_completed_for
+                       WHEN :status = 'failed' THEN {now} + retain_for ELSE purge_after END
 WHERE flow_id = :flow_id
   AND (status = 'running' OR (status = 'interrupted' AND :status IN ('completed', 'failed')))
 
 -- name: cancel_flow_tree
--- Cancel every running or interrupted flow of a tree.
+-- Cancel every running or interrupted flow of a tree (its root's retention starts: see finish_flow).
 UPDATE dwarf_flows
-SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1
+SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_for
 WHERE root_flow_id = :root_flow_id AND status IN ('running', 'interrupted')
 
 -- name: cancel_steps_of_tree
@@ -377,7 +387,7 @@ f.purge_marked = 0
 -- engine derives that bound per shard from the cursor's last row (see Engine.list).
 SELECT f.flow_id, f.flow_token, f.thread_id, f.thread_token, f.workflow_url, f.workflow_name, f.status,
        f.error, f.cancel_reason, f.created_at, f.started_at, f.updated_at, f.priority, f.fairness_key,
-       f.parent_flow_id,
+       f.parent_flow_id, f.trace_parent,
        COALESCE((SELECT s.task_name FROM dwarf_steps s WHERE s.flow_id = f.flow_id
                  ORDER BY s.step_id DESC LIMIT 1), '') AS task_name
 FROM dwarf_flows f
@@ -388,7 +398,7 @@ LIMIT :limit
 -- name: mark_for_purge
 -- Mark up to :limit matching stopped root flows, and their whole trees, for the reaper. Marked flows
 -- vanish from every read at once; the reaper deletes their rows in bounded batches later.
-UPDATE dwarf_flows SET purge_marked = 1
+UPDATE dwarf_flows SET purge_marked = 1, purge_after = NULL
 WHERE purge_marked = 0 AND root_flow_id IN (
     SELECT f.flow_id FROM dwarf_flows f
     WHERE f.parent_flow_id = 0 AND f.status <> 'running'
@@ -418,8 +428,39 @@ DELETE FROM dwarf_flows WHERE flow_id IN (
 -- Whether the reaper has work on this shard.
 SELECT COUNT(*) AS marked FROM (SELECT 1 FROM dwarf_flows WHERE purge_marked = 1 LIMIT 1) AS m
 
+-- name: retention_due
+-- The retention pass's look (014_retention.sql): whether a flow's retention has run out (due), and in
+-- how many seconds the next one runs out (NULL when no flow waits for it). Two seeks in the partial
+-- index; a due root that cannot be marked yet (a flow of its tree still runs) does not hide the next.
+-- The clock is read in a subquery: PostgreSQL bounds an index scan only by a value fixed for the whole
+-- statement, and clock_timestamp() is not one (compared directly, every entry is read and filtered).
+SELECT
+    (SELECT COUNT(*) FROM (
+        SELECT 1 FROM dwarf_flows WHERE purge_after IS NOT NULL AND purge_after <= (SELECT {now}) LIMIT 1
+    ) AS d) AS due,
+    (SELECT MIN(purge_after) FROM dwarf_flows
+     WHERE purge_after IS NOT NULL AND purge_after > (SELECT {now})) - {now} AS next_in
+
+-- name: mark_retention_due
+-- Mark up to :batch root flows whose retention ran out, with their trees, for the reaper, the longest
+-- due first; purge_after is cleared as they are marked. As purge does, it passes over a root while a
+-- flow of its tree still runs (a failed root's child may still be finishing): a later pass takes it.
+-- Only the statements that end a flow set purge_after, so no status test is needed (one would let SQLite
+-- read every ended flow through idx_dwarf_flows_status instead of the due ones; "+ 0" likewise keeps it
+-- from reading every root flow through idx_dwarf_flows_list; the clock is read as in retention_due).
+UPDATE dwarf_flows SET purge_marked = 1, purge_after = NULL
+WHERE purge_marked = 0 AND root_flow_id IN (
+    SELECT f.flow_id FROM dwarf_flows f
+    WHERE f.purge_after IS NOT NULL AND f.purge_after <= (SELECT {now}) AND f.parent_flow_id + 0 = 0
+      AND f.purge_marked = 0
+      AND NOT EXISTS (SELECT 1 FROM dwarf_flows d WHERE d.root_flow_id = f.flow_id AND d.status = 'running')
+    ORDER BY f.purge_after
+    LIMIT :batch
+)
+RETURNING flow_id, parent_flow_id
+
 -- name: delete_flow_steps
--- Remove the steps of a tree (delete_on_completion, delete, the purge reaper).
+-- Remove the steps of a tree (delete).
 DELETE FROM dwarf_steps WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
 
 -- name: delete_flow_rows
@@ -623,16 +664,26 @@ LEFT JOIN dwarf_flows c ON c.flow_id = s.child_flow_id AND c.purge_marked = 0
 WHERE s.status = 'created' AND s.parked = 1 AND s.child_flow_id > 0 AND s.updated_at < {now} - :min_age
   AND (c.flow_id IS NULL OR c.status IN ('completed', 'failed', 'cancelled'))
 
+-- name: running_flows_window
+-- Wedge sweep: the last flow id of the next :batch running flows after :after (NULL past the last one).
+-- The sweep looks at running flows one such window at a time: a backlog of queued flows is all running,
+-- and reading them in one statement held SQLite's only connection for a quarter of a second.
+SELECT MAX(flow_id) AS upto FROM (
+    SELECT flow_id FROM dwarf_flows WHERE status = 'running' AND flow_id > :after
+    ORDER BY flow_id LIMIT :batch
+) w
+
 -- name: wedged_running_flows
--- Wedge sweep: flows still marked running, untouched for :min_age seconds, with no step left that could
--- move them (none created, pending or running, no complete cohort waiting for its join).
+-- Wedge sweep: flows of the window (:after, :upto] still marked running, untouched for :min_age seconds,
+-- with no step left that could move them (none created, pending or running, no complete cohort waiting for its join).
 -- `interrupted_step_id` is a parked interrupt the flow
 -- should be surfacing (0 when there is none).
 SELECT f.flow_id, f.parent_flow_id, f.parent_step_id,
     COALESCE((SELECT MIN(i.step_id) FROM dwarf_steps i
               WHERE i.flow_id = f.flow_id AND i.status = 'interrupted'), 0) AS interrupted_step_id
 FROM dwarf_flows f
-WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :min_age
+WHERE f.status = 'running' AND f.flow_id > :after AND f.flow_id <= :upto
+  AND f.purge_marked = 0 AND f.updated_at < {now} - :min_age
   AND NOT EXISTS (
       SELECT 1 FROM dwarf_steps s
       WHERE s.flow_id = f.flow_id AND s.status IN ('created', 'pending', 'running')
@@ -645,7 +696,8 @@ WHERE f.status = 'running' AND f.purge_marked = 0 AND f.updated_at < {now} - :mi
 -- name: fail_wedged_flow
 -- Wedge sweep: end a running flow that nothing can move any more.
 UPDATE dwarf_flows
-SET status = 'failed', error = :error, updated_at = {now}, version = version + 1
+SET status = 'failed', error = :error, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_for
 WHERE flow_id = :flow_id AND status = 'running'
 
 -- name: claim_cohort_join
@@ -819,3 +871,35 @@ UPDATE dwarf_claim_cursor
 SET limit_count = (SELECT COUNT(*) FROM dwarf_limits), limit_version = limit_version + 1
 WHERE cursor_id = 1
 RETURNING limit_count, limit_version
+
+-- name: reencode_steps_page
+-- Engine.reencode: the next :limit steps after :after (by id, the primary key), with their JSON columns
+-- as stored, to write them again with the engine's current codecs (store/encoded.py).
+SELECT step_id, state, changes, appends, carry, interrupt_payload, resume_data, subgraph_result
+FROM dwarf_steps WHERE step_id > :after ORDER BY step_id LIMIT :limit
+
+-- name: reencode_step
+-- Engine.reencode: write a step's JSON columns in their new stored form, only if none of them changed
+-- since they were read (a live engine may have written the row meanwhile: then 0 rows, and nothing is
+-- lost). Columns are compared as stored text; resume_data and subgraph_result may be NULL.
+UPDATE dwarf_steps
+SET state = :new_state, changes = :new_changes, appends = :new_appends, carry = :new_carry,
+    interrupt_payload = :new_interrupt_payload, resume_data = :new_resume_data,
+    subgraph_result = :new_subgraph_result
+WHERE step_id = :step_id AND state = :old_state AND changes = :old_changes AND appends = :old_appends
+  AND carry = :old_carry AND interrupt_payload = :old_interrupt_payload
+  AND (resume_data = :old_resume_data OR (resume_data IS NULL AND CAST(:old_resume_data AS TEXT) IS NULL))
+  AND (subgraph_result = :old_subgraph_result
+       OR (subgraph_result IS NULL AND CAST(:old_subgraph_result AS TEXT) IS NULL))
+
+-- name: reencode_flows_page
+-- Engine.reencode: the next :limit flows after :after (by id), with their JSON columns as stored.
+SELECT flow_id, baggage, final_state, interrupt_payload
+FROM dwarf_flows WHERE flow_id > :after ORDER BY flow_id LIMIT :limit
+
+-- name: reencode_flow
+-- Engine.reencode: a flow's JSON columns in their new stored form, only if unchanged since read.
+UPDATE dwarf_flows
+SET baggage = :new_baggage, final_state = :new_final_state, interrupt_payload = :new_interrupt_payload
+WHERE flow_id = :flow_id AND baggage = :old_baggage AND final_state = :old_final_state
+  AND interrupt_payload = :old_interrupt_payload

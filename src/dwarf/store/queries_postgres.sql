@@ -177,7 +177,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        created_at, started_at, updated_at
+        retain_for, retain_completed_for, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -185,7 +185,9 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent,
+        CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
+        {now}, {now}, {now}
     FROM new_flow
     RETURNING flow_id, created_at
 ), entry AS (
@@ -215,7 +217,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        idempotency_key, created_at, started_at, updated_at
+        idempotency_key, retain_for, retain_completed_for, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -223,7 +225,9 @@ WITH new_flow AS (
         CASE WHEN :thread_id = 0 THEN new_flow.flow_id ELSE :thread_id END,
         CASE WHEN :thread_token = '' THEN :flow_token ELSE :thread_token END,
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
-        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now}, {now}, {now}
+        :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
+        CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
+        {now}, {now}, {now}
     FROM new_flow
     ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
     RETURNING flow_id, created_at
@@ -255,7 +259,8 @@ WITH finished AS (
 ), stopped AS (
     UPDATE dwarf_flows
     SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
-        surfaced_step_id = 0, updated_at = {now}, version = version + 1
+        surfaced_step_id = 0, updated_at = {now}, version = version + 1,
+        purge_after = {now} + retain_completed_for
     WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND EXISTS (SELECT 1 FROM finished)
     RETURNING flow_id
 )
@@ -264,7 +269,7 @@ SELECT (SELECT COUNT(*) FROM finished) AS finished, (SELECT COUNT(*) FROM stoppe
 -- name: insert_branch_steps
 -- The pending first steps of a fan-out's branches, in one statement (one round trip however wide the
 -- fan-out): :branches is a JSON array of objects (token, task, url, state as JSON text, ordinal); the
--- rest is common to every branch.
+-- rest is common to every branch; bytes, when present, is the plain state's length (queries_sqlite.sql).
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
@@ -273,7 +278,7 @@ INSERT INTO dwarf_steps (
 SELECT :flow_id, b.value ->> 'token', :step_depth, b.value ->> 'task', b.value ->> 'url',
     b.value ->> 'state', '{}', '{}', 'pending', 0, :time_budget_ms, :priority, :fairness_key,
     :fairness_weight, :predecessor_id, :lineage_id, (b.value ->> 'ordinal')::integer,
-    length(b.value ->> 'state'), {now} + :delay, {now}, {now}
+    COALESCE((b.value ->> 'bytes')::bigint, length(b.value ->> 'state')), {now} + :delay, {now}, {now}
 FROM json_array_elements(CAST(:branches AS json)) WITH ORDINALITY AS b(value, position)
 ORDER BY b.position
 RETURNING step_id, fan_out_ordinal
@@ -297,3 +302,8 @@ RETURNING step_id
 -- lock cycle with a step commit it errs (lock_not_available) and is retried, long before the deadlock
 -- detector would pick a victim. Transaction-scoped (set_config's is_local).
 SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout
+
+-- name: get_flows
+-- See queries_sqlite.sql; PostgreSQL reads the JSON array with its own function.
+SELECT * FROM dwarf_flows
+WHERE flow_id IN (SELECT json_array_elements_text(CAST(:flow_ids AS json))::bigint) AND purge_marked = 0

@@ -149,11 +149,13 @@ UPDATE dwarf_steps SET successor_id = last_insert_rowid() WHERE step_id = :step_
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, created_at, started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, retain_for, retain_completed_for,
+    created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, {now}, {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :retain_for,
+    :retain_completed_for, {now}, {now}, {now}
 )
 RETURNING flow_id, created_at;
 UPDATE dwarf_flows
@@ -179,13 +181,13 @@ INSERT INTO dwarf_steps (
 INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
-    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, created_at,
-    started_at, updated_at
+    priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, retain_for,
+    retain_completed_for, created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
-    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key, {now},
-    {now}, {now}
+    :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
+    :retain_for, :retain_completed_for, {now}, {now}, {now}
 )
 ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING flow_id, created_at;
@@ -216,7 +218,8 @@ SET status = 'completed', changes = :changes, appends = :appends, error = '', in
 WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running';
 UPDATE dwarf_flows
 SET status = 'completed', final_state = :final_state, error = '', interrupt_payload = '{}',
-    surfaced_step_id = 0, updated_at = {now}, version = version + 1
+    surfaced_step_id = 0, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_completed_for
 WHERE flow_id = :flow_id AND status IN ('running', 'interrupted') AND changes() = 1
 RETURNING 1 AS finished, 1 AS stopped;
 SELECT COUNT(*) AS finished, 0 AS stopped FROM dwarf_steps
@@ -224,7 +227,8 @@ WHERE step_id = :step_id AND status = 'completed' AND version = :version + 1
 
 -- name: insert_branch_steps
 -- The pending first steps of a fan-out's branches, in one statement: :branches is a JSON array of
--- objects (token, task, url, state as JSON text, ordinal); the rest is common to every branch.
+-- objects (token, task, url, state as JSON text, ordinal); the rest is common to every branch. A branch
+-- whose state the codec layer encoded (store/encoded.py) brings the plain state's length as bytes.
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, carry, status, attempt,
     time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id, lineage_id, fan_out_ordinal,
@@ -233,7 +237,8 @@ INSERT INTO dwarf_steps (
 SELECT :flow_id, json_extract(b.value, '$.token'), :step_depth, json_extract(b.value, '$.task'),
     json_extract(b.value, '$.url'), json_extract(b.value, '$.state'), '{}', '{}', 'pending', 0,
     :time_budget_ms, :priority, :fairness_key, :fairness_weight, :predecessor_id, :lineage_id,
-    json_extract(b.value, '$.ordinal'), length(json_extract(b.value, '$.state')), {now} + :delay, {now},
+    json_extract(b.value, '$.ordinal'),
+    COALESCE(json_extract(b.value, '$.bytes'), length(json_extract(b.value, '$.state'))), {now} + :delay, {now},
     {now}
 FROM json_each(:branches) AS b
 ORDER BY b.key
@@ -247,3 +252,7 @@ SELECT step_id FROM dwarf_complete_cohorts WHERE step_id IN (SELECT value FROM j
 -- name: set_lock_timeout
 -- Nothing to bound: SQLite has no row locks (its writers are serialized). Answers the value it was given.
 SELECT :lock_timeout AS lock_timeout
+
+-- name: get_flows
+-- The flows of :flow_ids (a JSON array), as get_flow reads one: a claim caches its steps' flows at once.
+SELECT * FROM dwarf_flows WHERE flow_id IN (SELECT value FROM json_each(:flow_ids)) AND purge_marked = 0

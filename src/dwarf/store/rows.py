@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dwarf.store.base import Row
+from dwarf.store.encoded import encoded_value_error
 
 _T = TypeVar("_T")
 
@@ -35,7 +36,7 @@ else:
         return dataclass(slots=True)(cls)
 
 
-__all__ = ["FlowRow", "StepRow"]
+__all__ = ["FlowRow", "StepRow", "parse_failure", "parse_json"]
 
 
 def _json(text: str | None) -> Any:
@@ -44,7 +45,31 @@ def _json(text: str | None) -> Any:
         return {}  # most JSON columns of most rows: not worth a parse
     if text == "null":
         return None
-    return json.loads(text) if text else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        raise parse_failure(text) from None
+
+
+def parse_json(text: str) -> Any:
+    """A JSON column's text parsed; CodecError for a value encoded by codecs this engine cannot undo."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise parse_failure(text) from None
+
+
+def parse_failure(text: Any) -> Exception:
+    """The error for a JSON column that does not parse: the CodecError of an encoded value (see
+    store/encoded.py), else the parser's own error. Costs nothing until a parse failed."""
+    error = encoded_value_error(text) if isinstance(text, str) else None
+    if error is not None:
+        return error
+    try:
+        json.loads(text)
+    except (TypeError, ValueError) as failure:
+        return failure
+    return ValueError("not a JSON column")
 
 
 def _time(value: Any) -> float | None:
@@ -85,6 +110,11 @@ class FlowRow:
     created_at: float
     started_at: float | None
     updated_at: float
+    # Seconds the flow is kept after it fails or is cancelled / after it completes; None for ever. The
+    # time its retention runs out, once it ended (014_retention.sql).
+    retain_for: float | None
+    retain_completed_for: float | None
+    purge_after: float | None
 
     @classmethod
     def of(cls, row: Row) -> FlowRow:
@@ -120,6 +150,9 @@ class FlowRow:
             created_at=float(row["created_at"]),
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),
+            retain_for=_time(row["retain_for"]),
+            retain_completed_for=_time(row["retain_completed_for"]),
+            purge_after=_time(row["purge_after"]),
         )
 
 

@@ -151,6 +151,7 @@ class SQLiteStore(Store):
     """One SQLite database driven by its own thread, committing queued units of work in groups."""
 
     dialect = "sqlite"
+    units_may_suspend = False
     # Units that arrived while the thread was busy commit together, each inside its own savepoint; the
     # cap bounds how long the first of them waits for the shared COMMIT.
     max_group = 64

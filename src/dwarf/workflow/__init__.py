@@ -11,6 +11,7 @@ from dwarf.workflow.graph import END, Graph, Node, Transition
 from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.progress import FlowActivity, FlowWait, WaitReason
 from dwarf.workflow.records import (
+    KEEP_FOREVER,
     FlowOptions,
     FlowOutcome,
     FlowStep,
@@ -25,6 +26,7 @@ from dwarf.workflow.status import Status
 
 __all__ = [
     "END",
+    "KEEP_FOREVER",
     "Flow",
     "FlowActivity",
     "FlowOptions",

@@ -17,6 +17,7 @@ from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.status import Status
 
 __all__ = [
+    "KEEP_FOREVER",
     "FlowOptions",
     "FlowOutcome",
     "FlowStep",
@@ -24,6 +25,7 @@ __all__ = [
     "IdempotencyPolicy",
     "Query",
     "ShardSummary",
+    "retention_seconds",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,6 +48,24 @@ or cancelled) and returns the running or interrupted one's key otherwise. See do
 """
 _IDEMPOTENCY_POLICIES = frozenset(get_args(IdempotencyPolicy))
 
+KEEP_FOREVER = timedelta.max
+"""A retention that never runs out: ``FlowOptions(retain_for=KEEP_FOREVER)`` keeps a flow for ever even
+when the engine's default retention is set (``math.inf`` means the same)."""
+
+
+def retention_seconds(value: timedelta | float | None, what: str = "retain_for") -> float | None:
+    """A retention in seconds: None stays None (unset); ``KEEP_FOREVER`` (``timedelta.max``) or
+    ``math.inf`` is ``math.inf``; otherwise a finite number of seconds, at least 0. BadRequestError
+    for anything else."""
+    if value is None:
+        return None
+    if value == KEEP_FOREVER or (isinstance(value, float) and value == math.inf):
+        return math.inf
+    seconds = to_seconds(value, what=what)
+    if seconds < 0:
+        raise BadRequestError(f"{what} must not be negative")
+    return seconds
+
 
 @dataclass
 class FlowOptions:
@@ -55,6 +75,9 @@ class FlowOptions:
     ``time_budget`` None means the engine default. ``thread_key`` joins the flow to an existing thread.
     ``idempotency_key`` makes the create idempotent per workflow URL, ``idempotency_policy`` says what a
     second create with the key does (see ``IdempotencyPolicy`` and docs/flows.md#idempotent-create).
+    ``retain_for`` is how long the flow is kept once it has ended (completed, failed or cancelled) before
+    it is purged with its tree: None means the engine default (``Engine.set_retain_for``, itself for ever
+    unless set), ``KEEP_FOREVER`` for ever (docs/operations.md#retention).
     """
 
     priority: int = 0
@@ -67,6 +90,7 @@ class FlowOptions:
     thread_key: str = ""
     idempotency_key: str = ""
     idempotency_policy: IdempotencyPolicy = "return_existing"
+    retain_for: timedelta | float | None = None
 
     def check(self) -> None:
         """Raise BadRequestError if a field is out of range or of the wrong type."""
@@ -113,6 +137,7 @@ class FlowOptions:
                 "idempotency_policy must be one of "
                 + ", ".join(repr(p) for p in sorted(_IDEMPOTENCY_POLICIES))
             )
+        retention_seconds(self.retain_for)
 
 
 @dataclass
@@ -176,6 +201,9 @@ class FlowSummary:
     priority: int = 0
     fairness_key: str = ""
     subgraph: bool = False
+    # The flow's distributed trace (32 hex digits), to look it up in a tracing backend; "" when the
+    # engine that created it had no tracer (docs/observability.md#traces).
+    trace_id: str = ""
 
 
 _QUERY_TEXT_FIELDS = (
