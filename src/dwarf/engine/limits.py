@@ -242,17 +242,3 @@ async def list_limits(rt: Runtime) -> list[Limit]:
     for store in rt.stores:
         found.extend(Limit.of(row, store.shard) for row in await store.read("list_limits"))
     return found
-
-
-async def limits_of_step(rt: Runtime, store: Store, fairness_key: str, task_url: str) -> list[Limit]:
-    """The limits that apply to a step of ``fairness_key`` running ``task_url`` (for ``Engine.why``)."""
-    if not rt.limits.active(store.shard):
-        return []
-    rows = await store.read("limits_of_step", fairness_key=fairness_key, task_url=task_url)
-    return [Limit.of(row, store.shard) for row in rows]
-
-
-def wake_after_token(rt: Runtime, shard: int, delay: float | None) -> None:
-    """Ring the shard's doorbell when a rate a claim drained has a token again."""
-    if delay is not None:
-        rt.doorbells.ring_later(shard, max(0.0, delay))
