@@ -24,8 +24,10 @@ from dwarf.errors import (
     SubgraphError,
 )
 from dwarf.workflow import (
+    DEADLINE_REASON,
     END,
     KEEP_FOREVER,
+    TIMED_OUT,
     Flow,
     FlowActivity,
     FlowOptions,
@@ -51,8 +53,10 @@ if TYPE_CHECKING:
     from dwarf.sync import SyncEngine
 
 __all__ = [
+    "DEADLINE_REASON",
     "END",
     "KEEP_FOREVER",
+    "TIMED_OUT",
     "AESGCMCodec",
     "BadRequestError",
     "BlobStore",

@@ -278,6 +278,10 @@ class SyncEngine:
         """Resume an interrupted flow."""
         self._call(lambda: self._engine.resume(flow_key, resume_data))
 
+    def signal(self, flow_key: str, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send a signal to a flow (see ``Engine.signal``)."""
+        self._call(lambda: self._engine.signal(flow_key, name, data))
+
     def cancel(self, flow_key: str, reason: str = "") -> None:
         """Cancel a flow that has not stopped."""
         self._call(lambda: self._engine.cancel(flow_key, reason))

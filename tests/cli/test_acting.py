@@ -1,4 +1,5 @@
-"""`dwarf resume/cancel/fork/delete/purge`: steering flows; the application's engine runs what they record."""
+"""`dwarf resume/signal/cancel/fork/delete/purge`: steering flows; the application's engine runs what they
+record."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ async def test_resume_hands_the_data_over_and_the_applications_engine_completes_
     assert outcome.status == Status.COMPLETED
     assert outcome.state["approved"] is True
     assert outcome.state["recorded"] is True
+
+
+async def test_signal_is_kept_for_the_flow_and_a_stopped_flow_refuses_it(shop: Shop) -> None:
+    result = await shop.cli("signal", shop.interrupted, "paid", "--data", '{"amount": 42}')
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"signal 'paid' sent to {shop.interrupted}\n"
+    refused = await shop.cli("signal", shop.completed, "paid")
+    assert refused.exit_code == 1
+    assert "it takes no more signals" in refused.stderr
+    malformed = await shop.cli("signal", shop.interrupted, "paid", "--data", "[1]")
+    assert malformed.exit_code == 2
 
 
 async def test_cancel_stops_an_interrupted_flow_and_keeps_the_reason(shop: Shop) -> None:

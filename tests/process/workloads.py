@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,68 @@ def keyed_host(markers: Path) -> TestProxy:
     return host
 
 
+def waits_host(markers: Path) -> TestProxy:
+    """Timers that must fire after a crash (docs/waits.md): ``probe`` (one quick task, to know a worker
+    claims), ``doomed`` (a task that writes ``doomed-<flow>-<pid>`` and blocks: created with a deadline),
+    ``asking`` (an interrupt with the timeout ``timeout`` from the state) and ``paying`` (a wait for the
+    signal "paid" with that timeout). After a timed wait the ``Expired`` or ``Answered`` task writes
+    ``<node>-<flow>-<unique>`` for every run, so a test counts how often each flow went on.
+    """
+    host = TestProxy()
+    host.handle_graph("probe", _one_task_graph("probe", "waits/probe"))
+    host.handle_graph("doomed", _one_task_graph("doomed", "waits/block"))
+    for name, wait in (("asking", "waits/ask"), ("paying", "waits/pay")):
+        graph = Graph(name)
+        graph.add_task("Wait", wait)
+        graph.add_task("Expired", "waits/expired")
+        graph.add_task("Answered", "waits/answered")
+        graph.add_transition_switch("Wait", "Expired", "timedOut")
+        graph.add_transition_switch("Wait", "Answered", "true")
+        graph.add_transition("Expired", END)
+        graph.add_transition("Answered", END)
+        host.handle_graph(name, graph)
+
+    def flow_name(flow: Flow) -> str:
+        return "-".join(flow.flow_key.split("-")[:2])  # the token-free correlation id
+
+    @host.task("waits/probe")
+    async def probe(flow: Flow) -> None:
+        flow.set("ranBy", os.getpid())
+
+    @host.task("waits/block")
+    async def block(flow: Flow) -> None:
+        (markers / f"doomed-{flow_name(flow)}-{os.getpid()}").write_text("")
+        await asyncio.sleep(3600)
+
+    @host.task("waits/ask")
+    async def ask(flow: Flow) -> None:
+        answer = flow.interrupt({"question": "approve?"}, timeout=flow.get_float("timeout"))
+        flow.set("timedOut", answer.get("timedOut", False))
+
+    @host.task("waits/pay")
+    async def pay(flow: Flow) -> None:
+        answer = flow.wait_for_signal("paid", timeout=flow.get_float("timeout"))
+        flow.set("timedOut", answer.get("timedOut", False))
+
+    def went_on(node: str) -> Any:
+        async def handler(flow: Flow) -> None:
+            (markers / f"{node}-{flow_name(flow)}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
+            flow.set("wentOn", node)
+
+        return handler
+
+    host.handle_task("waits/expired", went_on("expired"))
+    host.handle_task("waits/answered", went_on("answered"))
+    return host
+
+
+def _one_task_graph(name: str, url: str) -> Graph:
+    graph = Graph(name)
+    graph.add_task("Work", url)
+    graph.add_transition("Work", END)
+    return graph
+
+
 def retention_graphs(host: TestProxy) -> None:
     """``retained``: a chain of three tasks (three step rows); ``ask``: one task that interrupts."""
     graph = Graph("retained")
@@ -244,20 +307,13 @@ def codec_rotated(markers: Path) -> list[Any]:
     return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1, "k2": CODEC_KEY2}, current="k2")]
 
 
-def limited_graph() -> Graph:
-    graph = Graph("limited")
-    graph.add_task("Hold", "limited/hold")
-    graph.add_transition("Hold", END)
-    return graph
-
-
 def limited_host(markers: Path) -> TestProxy:
     """One task whose runs a test lines up across processes: each run appends ``enter`` and, when it
     ends, ``exit`` lines (``EVENT FAIRNESS_KEY PID WALL_TIME STEP_KEY``) to ``limited.log``. A run whose
     state says ``block`` waits until ``limited-unblock`` exists (a test kills its process meanwhile);
     every run takes ``holdSeconds`` (from the state) and counts itself in ``runs``."""
     host = TestProxy()
-    host.handle_graph("limited", limited_graph())
+    host.handle_graph("limited", _one_task_graph("limited", "limited/hold"))
 
     def note(event: str, flow: Flow) -> None:
         line = f"{event} {flow.get_str('key')} {os.getpid()} {time.time():.6f} {flow.step_key}\n"

@@ -55,6 +55,11 @@ POSTGRES_LOOKUPS = [
     "limits_of_step",
     "list_limits",
     "mark_limit_slots",
+    "next_timer",
+    "due_deadlines",
+    "due_wakeups",
+    "tree_signal_waiter",
+    "take_stored_signal",
     "retention_due",
     "mark_retention_due",
 ]

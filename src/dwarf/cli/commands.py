@@ -109,8 +109,8 @@ def _root(
         typer.Option("--debug", help="Show the traceback of an unexpected error (as DWARF_DEBUG=1 does)."),
     ] = False,
 ) -> None:
-    """Inspect and steer the flows of a dwarf database: list, show, history, resume, cancel, fork, purge;
-    run your application's tasks with `dwarf worker`.
+    """Inspect and steer the flows of a dwarf database: list, show, history, resume, signal, cancel, fork,
+    purge; run your application's tasks with `dwarf worker`.
 
     Each command takes --dsn (or DWARF_DSN) naming the database; the default is the SQLite file dwarf.db
     in the working directory. Run `dwarf demo` first for some flows to look at.
@@ -420,6 +420,22 @@ def resume_flow(
     answer = parse_json_object(data, "--data")
     with_engine(Target(dsn, shards), lambda engine: engine.resume(key, answer))
     typer.echo(f"resumed {key}")
+
+
+@command("signal")
+def signal_flow(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The key of a running or interrupted flow.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The signal's name, as the task waits for it.")],
+    data: Annotated[
+        str, typer.Option("--data", help="The signal's data, a JSON object: what wait_for_signal() returns.")
+    ] = "{}",
+    dsn: DsnOption = DEFAULT_DSN,
+    shards: ShardsOption = 1,
+) -> None:
+    """Send a signal to a flow: the step waiting for it runs on, or the next wait for it takes it."""
+    payload = parse_json_object(data, "--data")
+    with_engine(Target(dsn, shards), lambda engine: engine.signal(key, name, payload))
+    typer.echo(f"signal {name!r} sent to {key}")
 
 
 @command("cancel")

@@ -68,6 +68,8 @@ class Effects:
     created: list[FlowInfo] = field(default_factory=list)
     # Seconds until delayed steps created here come due (sleeps, retries): the claimer sets timers.
     due_in: list[float] = field(default_factory=list)
+    # Seconds until timers set here fall due (a timed interrupt or signal wait): see engine/timers.py.
+    timers: list[float] = field(default_factory=list)
     # A successor inserted already leased to this worker, to run next without a claim.
     inline_step: StepRow | None = None
     # Cohorts whose branches were merged at their join (for telemetry).
@@ -85,6 +87,7 @@ class Effects:
         self.woken.extend(later.woken)
         self.created.extend(later.created)
         self.due_in.extend(later.due_in)
+        self.timers.extend(later.timers)
         self.merges += later.merges
         self.joins += later.joins
 
@@ -342,12 +345,49 @@ class StepCommit:
         if delay > 0:
             self.effects.due_in.append(delay)
 
-    async def commit_interrupt(self, changes: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
-        """Park the step awaiting resume; the flow becomes interrupted unless it already is."""
+    async def commit_interrupt(
+        self, changes: Mapping[str, Any], payload: Mapping[str, Any], timeout: float | None = None
+    ) -> None:
+        """Park the step awaiting resume; the flow becomes interrupted unless it already is. With a
+        ``timeout`` the step is resumed with ``{"timedOut": true}`` once it passed (engine/timers.py)."""
         await self._finish(
             Status.INTERRUPTED, changes, interrupt_payload=payload, carry=self._parked_carry(changes)
         )
+        if timeout is not None:
+            await self.tx.execute("set_step_wake_at", step_id=self.step.step_id, delay=timeout)
+            self.effects.timers.append(timeout)
         await self._stop_flow(Status.INTERRUPTED, interrupt_payload=payload)
+
+    async def commit_signal_wait(self, changes: Mapping[str, Any], name: str, timeout: float | None) -> None:
+        """Park the step until signal ``name`` comes (or ``timeout`` seconds pass); the flow runs on.
+
+        A signal sent before is taken at once, and the step runs again with its data. The root flow's row
+        lock orders this against ``Engine.signal``, which takes it too: a signal committed before this
+        transaction took the lock is found here, one sent after finds this step waiting. Locking the root
+        after the step is the order every step commit locks in (tree_writes.py).
+        """
+        count = await self.tx.execute(
+            "park_for_signal",
+            step_id=self.step.step_id,
+            lease_token=self.lease_token,
+            name=name,
+            timeout=timeout,
+            changes=dumps(changes),
+            appends=self._appends_text(),
+            carry=dumps(self._parked_carry(changes)),
+        )
+        if count != 1:
+            raise LeaseLostError(f"step {self.step.step_id} is no longer leased by this worker")
+        root_flow_id = self.info.root_flow_id
+        await self.tx.fetch_one("get_flow_for_update", flow_id=root_flow_id)
+        kept = await self.tx.fetch_one("take_stored_signal", root_flow_id=root_flow_id, name=name)
+        if kept is not None:
+            await self.tx.execute(
+                "wake_signal_waiter", step_id=self.step.step_id, resume_data=kept["resume_data"]
+            )
+            self.effects.new_work = True
+        elif timeout is not None:
+            self.effects.timers.append(timeout)
 
     async def commit_subgraph(
         self,

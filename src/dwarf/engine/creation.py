@@ -56,11 +56,13 @@ async def insert_flow(
     with_entry_step: bool = True,
     trace_parent: str = "",
     idempotency_key: str = "",
+    deadline_in: float | None = None,
 ) -> FlowInfo:
     """Insert a running flow (and, unless told otherwise, its pending entry step); return its FlowInfo.
 
     With an ``idempotency_key`` (a root flow with its entry step only) KeyHeld is raised, and nothing
-    inserted, when another flow of ``workflow_url`` holds the key.
+    inserted, when another flow of ``workflow_url`` holds the key. ``deadline_in`` (a root flow with its
+    entry step only) is the seconds from now until the flow's deadline.
     """
     token = new_token()
     flow_fields: dict[str, Any] = {
@@ -101,6 +103,7 @@ async def insert_flow(
             task_url=graph.url_of(entry),
             state=state_text,
             snapshot_bytes=len(state_text),
+            deadline_in=deadline_in,
         )
         if row is None and idempotency_key:
             raise KeyHeld(idempotency_key)

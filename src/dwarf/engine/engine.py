@@ -301,6 +301,12 @@ class Engine(EngineSetters):
         """Re-run the interrupted step of an interrupted flow; its ``interrupt`` call returns the data."""
         await operations.resume_flow(self.runtime, flow_key, resume_data)
 
+    async def signal(self, flow_key: str, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send signal ``name`` with ``data`` to a running or interrupted root flow's tree: the oldest step
+        waiting for it (``flow.wait_for_signal``) runs again with the data, or the next one to wait takes
+        it. ConflictError once the flow stopped (docs/waits.md#signals)."""
+        await operations.signal_flow(self.runtime, flow_key, name, data)
+
     async def cancel(self, flow_key: str, reason: str = "") -> None:
         """Cancel a running or interrupted root flow and its whole tree."""
         await operations.cancel_flow(self.runtime, flow_key, reason)

@@ -107,6 +107,8 @@ class Attempt:
     goto_target: str | None = None
     sleep_seconds: float = 0.0
     interrupt_payload: dict[str, Any] | None = None
+    signal_wait: str | None = None
+    park_timeout: float | None = None
     subgraph_request: tuple[str, dict[str, Any]] | None = None
     # The loaded graph of the requested child flow and its trace parent (set before the commit).
     child_graph: Graph | None = None
@@ -126,6 +128,8 @@ class Attempt:
             goto_target=carrier.goto_target,
             sleep_seconds=carrier.sleep_seconds,
             interrupt_payload=carrier.interrupt_payload,
+            signal_wait=carrier.signal_wait,
+            park_timeout=carrier.park_timeout,
             subgraph_request=carrier.subgraph_request,
         )
 
@@ -325,6 +329,7 @@ def _build_carrier(info: FlowInfo, step: StepRow) -> Flow:
         resume_data=step.resume_data,
         subgraph_result=step.subgraph_result,
         subgraph_error=step.subgraph_error or "",
+        waited_signal=step.wait_signal or "",
         share_state=True,
     )
 
@@ -475,7 +480,9 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
             tx, info, step, lease_token, inline_lease_margin, attempt.appends, whole_state_above=whole_above
         )
         if park is not None and park.kind == "interrupt":
-            await commit.commit_interrupt(changes, attempt.interrupt_payload or {})
+            await commit.commit_interrupt(changes, attempt.interrupt_payload or {}, attempt.park_timeout)
+        elif park is not None and park.kind == "signal" and attempt.signal_wait is not None:
+            await commit.commit_signal_wait(changes, attempt.signal_wait, attempt.park_timeout)
         elif park is not None and attempt.child_graph is not None and attempt.subgraph_request is not None:
             url, child_input = attempt.subgraph_request
             await commit.commit_subgraph(

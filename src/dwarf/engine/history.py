@@ -50,6 +50,8 @@ def step_record(
         interrupt_payload=row.interrupt_payload,
         status=Status(row.status),
         parked=row.parked,
+        waited_signal=row.wait_signal or "",
+        timeout_at=optional_utc(row.wake_at),
         error=row.error,
         created_at=utc(row.created_at),
         started_at=optional_utc(row.started_at),

@@ -7,9 +7,10 @@ call changes nothing. Resume, cancel and delete act on a whole tree and only thr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from dwarf.errors import BadRequestError, ConflictError, FlowExistsError, NotFou
 from dwarf.store.base import Row, SingleStatementTx, Store, Tx
 from dwarf.store.rows import FlowRow, parse_json
 from dwarf.workflow.durations import to_seconds
+from dwarf.workflow.flow import check_signal_name
 from dwarf.workflow.graph import Graph
 from dwarf.workflow.jsonvalue import check_json, check_text, checked_json_object
 from dwarf.workflow.records import MAX_KEYED_URL_BYTES, FlowOptions, IdempotencyPolicy, retention_seconds
@@ -40,6 +42,8 @@ __all__ = [
     "idempotency_shard",
     "resolve_root",
     "resume_flow",
+    "resume_parked_step",
+    "signal_flow",
 ]
 
 
@@ -98,6 +102,8 @@ async def create_flow(
     if options.thread_key:
         thread = await rt.resolve(options.thread_key, "thread")
     graph = await rt.load_graph(workflow_url, options.baggage)
+    # Measured after the graph loaded (a host may take a while): an aware datetime is as near as can be.
+    deadline_in = options.deadline_in()
     idempotency_key = options.idempotency_key
     if idempotency_key:
         # Every create with this key must meet the others in one database (its unique index decides):
@@ -119,21 +125,20 @@ async def create_flow(
         retain_for=retain_for,
         retain_completed_for=retain_completed_for,
     )
+    insert = functools.partial(
+        _insert_flow, rt, store, graph, workflow_url, state, policy, deadline_in=deadline_in
+    )
     try:
         if idempotency_key:
-            return await _create_keyed(
-                rt, store, graph, workflow_url, state, policy, idempotency_key, options.idempotency_policy
+            policy_name = options.idempotency_policy
+            key = await _create_keyed(rt, store, workflow_url, insert, idempotency_key, policy_name)
+        else:
+            info = await insert(
+                thread_id=thread_row.thread_id if thread_row else 0,
+                thread_token=thread_row.thread_token if thread_row else "",
             )
-        info = await _insert_flow(
-            rt,
-            store,
-            graph,
-            workflow_url,
-            state,
-            policy,
-            thread_id=thread_row.thread_id if thread_row else 0,
-            thread_token=thread_row.thread_token if thread_row else "",
-        )
+            rt.ring(store.shard)
+            key = info.key
     except StoreError as error:
         # The shard did not take the flow: place the next ones elsewhere until it answers again. This one
         # is not retried on another shard, because a lost answer may hide a committed insert. A value the
@@ -141,8 +146,10 @@ async def create_flow(
         if error.transient:
             store.healthy = False
         raise
-    rt.ring(store.shard)
-    return info.key
+    if deadline_in is not None:
+        # This engine's claimer fires it on time; the others find it on their polls.
+        rt.timers.note(store.shard, deadline_in)
+    return key
 
 
 def idempotency_shard(workflow_url: str, idempotency_key: str, num_shards: int) -> int:
@@ -166,10 +173,8 @@ row would take a storm of them."""
 async def _create_keyed(
     rt: Runtime,
     store: Store,
-    graph: Graph,
     workflow_url: str,
-    state: Mapping[str, Any],
-    policy: FlowPolicy,
+    insert: Callable[..., Awaitable[FlowInfo]],
     idempotency_key: str,
     on_conflict: IdempotencyPolicy,
 ) -> str:
@@ -177,13 +182,13 @@ async def _create_keyed(
     (docs/flows.md#idempotent-create). The unique index decides between racing creates, on any number of
     engines: the insert does nothing when the key is held, and only then is the holder read. A holder
     that may give the key up (a purged one; an ended one under "start_new_if_ended") does so in the
-    transaction that inserts its successor, so the key is never free for a moment, nor held twice."""
+    transaction that inserts its successor, so the key is never free for a moment, nor held twice.
+    ``insert`` is ``_insert_flow`` bound to the flow's graph, state and policy."""
     when_ended = 1 if on_conflict == "start_new_if_ended" else 0
+    insert = functools.partial(insert, idempotency_key=idempotency_key)
     for _ in range(KEYED_CREATE_ATTEMPTS):
         try:
-            info = await _insert_flow(
-                rt, store, graph, workflow_url, state, policy, idempotency_key=idempotency_key
-            )
+            info = await insert()
         except KeyHeld:
             pass
         else:
@@ -199,16 +204,7 @@ async def _create_keyed(
         ended = Status(holder["status"]) in TERMINAL_STATUSES
         if int(holder["purge_marked"]) or (when_ended and ended):
             try:
-                info = await _insert_flow(
-                    rt,
-                    store,
-                    graph,
-                    workflow_url,
-                    state,
-                    policy,
-                    idempotency_key=idempotency_key,
-                    release=(holder_id, when_ended),
-                )
+                info = await insert(release=(holder_id, when_ended))
             except KeyHeld:
                 continue  # another create released it first and holds it now
             rt.ring(store.shard)
@@ -235,12 +231,23 @@ async def _insert_flow(
     thread_token: str = "",
     idempotency_key: str = "",
     release: tuple[int, int] | None = None,
+    deadline_in: float | None = None,
 ) -> FlowInfo:
-    """Insert a root flow and its entry step, with its telemetry; see _insert_keyed for the last two."""
+    """Insert a root flow and its entry step, with its telemetry; see _insert_keyed for ``idempotency_key``
+    and ``release``, insert_flow for ``deadline_in``."""
     span, trace_parent = rt.telemetry.open_flow_span(workflow_url)
     if idempotency_key:
         info = await _insert_keyed(
-            store, graph, workflow_url, state, policy, trace_parent, span, idempotency_key, release
+            store,
+            graph,
+            workflow_url,
+            state,
+            policy,
+            trace_parent,
+            span,
+            idempotency_key,
+            release,
+            deadline_in,
         )
     else:
         # Creating a root flow is one statement (see insert_flow): no surrounding transaction needed.
@@ -254,6 +261,7 @@ async def _insert_flow(
             thread_id=thread_id,
             thread_token=thread_token,
             trace_parent=trace_parent,
+            deadline_in=deadline_in,
         )
     rt.flow_cache.put(info)
     rt.telemetry.flow_created(info, span)
@@ -273,6 +281,7 @@ async def _insert_keyed(
     span: Any,
     idempotency_key: str,
     release: tuple[int, int] | None,
+    deadline_in: float | None,
 ) -> FlowInfo:
     """Insert a root flow holding ``idempotency_key``; KeyHeld, with nothing written, when another flow
     holds it. ``release`` = (flow id, when ended) first takes the key from that flow in the same
@@ -288,6 +297,7 @@ async def _insert_keyed(
             policy,
             trace_parent=trace_parent,
             idempotency_key=idempotency_key,
+            deadline_in=deadline_in,
         )
 
     async def release_and_insert(tx: Tx) -> FlowInfo:
@@ -332,19 +342,7 @@ async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any]
         # Resume the interrupt the caller was shown (its payload is the flow's), else the oldest.
         surfaced = int(locked["surfaced_step_id"])
         chosen = next((p for p in parked if int(p["step_id"]) == surfaced), parked[0])
-        await tx.execute("resume_step", step_id=chosen["step_id"], resume_data=dumps(data))
-        await tx.execute("resume_interrupted_flows_of_tree", root_flow_id=flow_id)
-        rest = [p for p in parked if p is not chosen]
-        if rest:
-            # Another step of the tree is parked too: surface it at once (one interrupt at a time).
-            following = rest[0]
-            await surface_interrupt(
-                tx,
-                int(following["flow_id"]),
-                parse_json(following["interrupt_payload"]),
-                int(following["step_id"]),
-                effects,
-            )
+        await resume_parked_step(tx, flow_id, parked, chosen, data, effects)
 
     await store.run(work)
     resumed = correlation_id(store.shard, flow_id)
@@ -352,6 +350,56 @@ async def resume_flow(rt: Runtime, flow_key: str, resume_data: Mapping[str, Any]
     rt.ring(store.shard)
     for woken in effects.woken:
         rt.wake(store.shard, woken)
+
+
+async def resume_parked_step(
+    tx: Tx, root_flow_id: int, parked: list[Row], chosen: Row, data: Mapping[str, Any], effects: Effects
+) -> None:
+    """Resume ``chosen``, one of the tree's ``parked`` interrupts (tree_interrupted_steps, read under the
+    root's lock), with ``data``: the tree's flows run again, and another parked interrupt, if any, is
+    surfaced at once (one interrupt at a time). Shared by resume and an interrupt's timeout."""
+    await tx.execute("resume_step", step_id=chosen["step_id"], resume_data=dumps(data))
+    await tx.execute("resume_interrupted_flows_of_tree", root_flow_id=root_flow_id)
+    rest = [p for p in parked if p is not chosen]
+    if rest:
+        following = rest[0]
+        await surface_interrupt(
+            tx,
+            int(following["flow_id"]),
+            parse_json(following["interrupt_payload"]),
+            int(following["step_id"]),
+            effects,
+        )
+
+
+async def signal_flow(rt: Runtime, flow_key: str, name: str, data: Mapping[str, Any] | None) -> None:
+    """Deliver signal ``name`` to a running or interrupted tree; see ``Engine.signal``."""
+    check_signal_name(name)
+    payload = dumps(checked_json_object(data, "signal data"))
+    store, flow_id = await resolve_root(rt, flow_key, "signal")
+
+    async def work(tx: Tx) -> bool:
+        # The root's lock orders this against a step parking for the signal (commit_signal_wait).
+        locked = await tx.fetch_one("get_flow_for_update", flow_id=flow_id)
+        if locked is None:
+            raise NotFoundError("flow not found")
+        if Status(locked["status"]) in TERMINAL_STATUSES:
+            raise ConflictError(f"the flow is {locked['status']}: it takes no more signals")
+        waiter = await tx.fetch_one("tree_signal_waiter", root_flow_id=flow_id, name=name)
+        # Under the root's lock no timeout can end the wait in between; the count is a second guard.
+        if waiter is not None:
+            woken = await tx.execute("wake_signal_waiter", step_id=waiter["step_id"], resume_data=payload)
+            if woken:
+                return True
+        await tx.execute("store_signal", root_flow_id=flow_id, name=name, resume_data=payload)
+        return False
+
+    woke = await store.run(work)
+    flow = correlation_id(store.shard, flow_id)
+    what = "woke a step" if woke else "kept for a later wait"
+    rt.log.debug("flow %s: signal %r %s", flow, name, what, extra={"flow": flow})
+    if woke:
+        rt.ring(store.shard)
 
 
 async def cancel_flow(rt: Runtime, flow_key: str, reason: str) -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dwarf.engine.clock import utc
+from dwarf.engine.clock import optional_utc, utc
 from dwarf.engine.keys import format_key
 from dwarf.engine.runtime import Runtime
 from dwarf.errors import BadRequestError
 from dwarf.store.base import Row, Store
-from dwarf.store.rows import FlowRow
+from dwarf.store.rows import PARKED_ON_SIGNAL, FlowRow
 from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.limits import Limit
 from dwarf.workflow.progress import AHEAD_LIMIT, FlowActivity, FlowWait, WaitReason
@@ -40,10 +40,11 @@ async def flow_waits(rt: Runtime, flow_key: str) -> list[FlowWait]:
 
     Each ``FlowWait`` is one way of waiting shared by steps at one task: running on a worker, queued
     behind ``ahead`` due steps or held back by its ``limit`` (docs/limits.md), sleeping until ``until``,
-    waiting for a retry (``attempt``) at ``until``,
-    interrupted since ``since``, or waiting on a child flow (``child_flow_key``); a running flow with
-    nothing to run is ``stalled``. One grouped read of the flow's unfinished steps, a point read per
-    group, and a count bounded by ``AHEAD_LIMIT`` for a queue: call it when someone looks.
+    waiting for a retry (``attempt``) at ``until``, interrupted since ``since`` (until ``until`` with a
+    timeout), waiting for a signal (``signal_name``), or waiting on a child flow (``child_flow_key``); a
+    running flow with nothing to run is ``stalled``. One grouped read of the flow's unfinished steps, a
+    point read per group, and for a queue the limits of its keys and a count bounded by ``AHEAD_LIMIT``:
+    call it when someone looks.
     """
     store, flow = await rt.resolve(flow_key)
     status = Status(flow.status)
@@ -87,6 +88,10 @@ async def _wait_of(store: Store, group: Row) -> FlowWait:
         if reason == WaitReason.RETRYING:
             wait.attempt = int(group["attempt"])
             wait.error = str(first.get("error", ""))
+    elif reason in (WaitReason.INTERRUPTED, WaitReason.SIGNAL):
+        wait.since = utc(group["changed"])
+        wait.until = optional_utc(group["wake_at"])
+        wait.signal_name = str(group["wait_signal"] or "")
     elif reason == WaitReason.CHILD_FLOW:
         wait.since = utc(group["changed"])
         child_id = int(first.get("child_flow_id", 0) or 0)
@@ -121,7 +126,10 @@ def _reason(group: Row) -> WaitReason:
         if not int(group["later"]):
             return WaitReason.QUEUED
         return WaitReason.RETRYING if int(group["retried"]) else WaitReason.SLEEPING
-    # "created": a step parked on the child flow it started (or is about to start, in a fork).
+    # "created": a step parked on the child flow it started (or is about to start, in a fork), or on a
+    # signal (parked = 2, 013_timed_waits.sql).
+    if int(group["parked"]) == PARKED_ON_SIGNAL:
+        return WaitReason.SIGNAL
     if int(group["on_child"]) or int(group["parked"]):
         return WaitReason.CHILD_FLOW
     return WaitReason.STALLED
@@ -144,6 +152,7 @@ async def _interrupt_surfaced(store: Store, flow: FlowRow) -> FlowWait | None:
         task_name=str(step["task_name"]),
         step_key=format_key(store.shard, int(step["step_id"]), step["step_token"]),
         since=utc(step["updated_at"]),
+        until=optional_utc(step["wake_at"]),
     )
 
 

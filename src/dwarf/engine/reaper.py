@@ -61,8 +61,10 @@ class Reaper:
 
 
 async def _reap_batch(tx: Tx) -> int:
-    """Delete one bounded batch of marked rows: steps first, then the flows left without steps."""
-    deleted = await tx.execute("reap_marked_steps", batch=REAP_BATCH)
+    """Delete one bounded batch of marked rows: kept signals and steps first, then the flows left
+    without steps (a flow deleted before its signals would leave them behind for good)."""
+    deleted = await tx.execute("reap_marked_signals", batch=REAP_BATCH)
+    deleted += await tx.execute("reap_marked_steps", batch=REAP_BATCH)
     if not deleted:
         deleted = await tx.execute("reap_marked_flows", batch=REAP_BATCH)
     return deleted

@@ -2,11 +2,12 @@
 
 After a key rotation, old rows stay encrypted with the old key, which every replica must keep until they
 are gone; plaintext rows written before a codec was switched on stay plaintext. ``reencode_values``
-walks every step and flow of every shard in pages by primary key, decodes each JSON column with the
-engine's codecs and writes it again when its fresh stored form would name other codecs or keys (or
-none: a plaintext row that the codecs now encode). Each row is written with a compare-and-set on the
-text it was read with, so a row a live engine changed meanwhile is left alone (it was written with the
-current codecs anyway). Values this engine cannot decode are counted and left as they are.
+walks every step, flow and kept signal (013_timed_waits.sql) of every shard in pages by primary key,
+decodes each JSON column with the engine's codecs and writes it again when its fresh stored form would
+name other codecs or keys (or none: a plaintext row that the codecs now encode). Each row is written with
+a compare-and-set on the text it was read with, so a row a live engine changed meanwhile is left alone
+(it was written with the current codecs anyway). Values this engine cannot decode are counted and left
+as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _FLOW_COLUMNS = ("baggage", "final_state", "interrupt_payload")
 _TABLES: tuple[tuple[StatementName, StatementName, str, tuple[str, ...]], ...] = (
     ("reencode_steps_page", "reencode_step", "step_id", _STEP_COLUMNS),
     ("reencode_flows_page", "reencode_flow", "flow_id", _FLOW_COLUMNS),
+    ("reencode_signals_page", "reencode_signal", "signal_id", ("resume_data",)),
 )
 _PLAIN = frozenset({"", "{}", "null"})
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from dwarf.workflow.status import Status
 if TYPE_CHECKING:
     from dwarf.engine.engine import Engine
 
-__all__ = ["FROZEN_GRAPHS", "CohortArrivals", "Doorbells", "Runtime"]
+__all__ = ["FROZEN_GRAPHS", "CohortArrivals", "Doorbells", "LocalTimers", "Runtime"]
 
 FROZEN_GRAPHS = 256
 """How many frozen graphs (distinct graph texts) an engine keeps for reuse by later creates."""
@@ -78,6 +79,52 @@ class Doorbells:
         """Ring ``shard`` once ``delay`` seconds have passed (a local step comes due then)."""
         loop = asyncio.get_running_loop()
         loop.call_later(max(0.0, delay) + 0.001, self.ring, shard)
+
+
+class LocalTimers:
+    """Per shard, the earliest timer this engine knows of (engine/timers.py): it rings the shard's
+    doorbell when the timer falls due, and the claimer then fires the due timers (``take_due``).
+
+    Only the earliest time is kept, with one scheduled call: however many flows wait, an engine holds a
+    float and a handle per shard. Later timers are found again from the database after each firing.
+    """
+
+    def __init__(self, doorbells: Doorbells) -> None:
+        self._doorbells = doorbells
+        self._earliest: dict[int, float] = {}
+        self._calls: dict[int, asyncio.TimerHandle] = {}
+
+    def note(self, shard: int, delay: float) -> None:
+        """A timer of ``shard`` falls due ``delay`` seconds from now (a known earlier one stays)."""
+        delay = max(0.0, delay)
+        at = time.monotonic() + delay
+        earliest = self._earliest.get(shard)
+        if earliest is not None and earliest <= at:
+            return
+        self._earliest[shard] = at
+        call = self._calls.pop(shard, None)
+        if call is not None:
+            call.cancel()
+        loop = asyncio.get_running_loop()
+        self._calls[shard] = loop.call_later(delay + 0.001, self._doorbells.ring, shard)
+
+    def take_due(self, shard: int) -> bool:
+        """True (once) when the earliest known timer of ``shard`` is due: the caller fires timers now."""
+        earliest = self._earliest.get(shard)
+        if earliest is None or earliest > time.monotonic():
+            return False
+        del self._earliest[shard]
+        call = self._calls.pop(shard, None)
+        if call is not None:
+            call.cancel()
+        return True
+
+    def close(self) -> None:
+        """Cancel the scheduled rings (the engine stops)."""
+        for call in self._calls.values():
+            call.cancel()
+        self._calls.clear()
+        self._earliest.clear()
 
 
 class CohortArrivals:
@@ -144,6 +191,7 @@ class Runtime:
         shards = [store.shard for store in stores]
         self.doorbells = Doorbells(shards)
         self.arrivals = CohortArrivals(self.doorbells, shards)
+        self.timers = LocalTimers(self.doorbells)
         # What this engine knows of each shard's limits (docs/limits.md).
         self.limits = LimitsCache()
         self.running = True
@@ -159,6 +207,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop the background work and wake every waiter; the stores are closed by the engine."""
         self.running = False
+        self.timers.close()
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
@@ -269,6 +318,8 @@ class Runtime:
             self.ring(info.shard)
         for delay in effects.due_in:
             self.doorbells.ring_later(info.shard, delay)
+        for delay in effects.timers:
+            self.timers.note(info.shard, delay)
         for flow_id in effects.woken:
             self.wake(info.shard, flow_id)
         if effects.stopped is not None:

@@ -2,8 +2,9 @@
 
 One claimer task per shard leases as many due steps as there are idle workers, in one statement, and
 starts a task per step. It sleeps until a doorbell rings (new work created here or signalled by a peer),
-until the earliest not-before time or lease expiry it knows of, or at most ``idle_poll`` seconds: the
-poll is the fallback that makes progress when every signal was lost.
+until the earliest not-before time, lease expiry or timer it knows of, or at most ``idle_poll`` seconds:
+the poll is the fallback that makes progress when every signal was lost. It also fires the shard's due
+timers (deadlines, timed waits: see ``timers``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.limits import claim_under_limits
 from dwarf.engine.runtime import Runtime
+from dwarf.engine.timers import fire_due_timers, next_timer_delay, timer_delay
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
 from dwarf.errors import CodecError, StoreError
@@ -205,8 +207,15 @@ class Scheduler:
         doorbell = self._doorbells.event(store.shard)
         telemetry = self._telemetry
         last_lease_check = time.monotonic()
+        timers = self._runtime.timers
+        # Timers that fell due while no engine ran (deadlines, timed waits) fire on the first round; an
+        # error here (the database is not up yet) leaves them to the idle poll.
+        with contextlib.suppress(Exception):
+            await self._note_next_timer(store)
         while not self._stopping:
             await self._join_arrivals(store)
+            if timers.take_due(store.shard):
+                await self._fire_timers(store)
             if telemetry.wants_pending(store.shard):
                 await self._count_pending(store)
             free = self._workers - len(self._in_flight)
@@ -235,6 +244,8 @@ class Scheduler:
                     with contextlib.suppress(Exception):
                         await self._recover_expired(store)
                         await self._join_stranded(store)
+                        # Timers a peer set (and may have died with) are found here while this is busy.
+                        await self._note_next_timer(store)
                 continue
             # Nothing more is due. Local work rings the doorbell (and delayed local work sets a timer);
             # after a quiet poll interval, ask the database what is coming (peers' sleeps, expired leases).
@@ -401,6 +412,11 @@ class Scheduler:
             await self._join_stranded(store)
         now = float(row["now"])
         delay = self.tuning.idle_poll
+        until_timer = timer_delay(row)
+        if until_timer is not None:
+            # Rings the doorbell when it falls due (at once if it is): the loop then fires it.
+            self._runtime.timers.note(store.shard, until_timer)
+            delay = min(delay, until_timer)
         if row["next_due"] is not None:
             delay = min(delay, float(row["next_due"]) - now)
         if row["next_expiry"] is not None:
@@ -411,6 +427,36 @@ class Scheduler:
             else:
                 delay = min(delay, until_expiry)
         return max(0.0, delay)
+
+    async def _fire_timers(self, store: Store) -> None:
+        """Fire the shard's due timers, then note when the next one falls due."""
+        timers = self._runtime.timers
+        try:
+            fired, more = await fire_due_timers(self._runtime, store)
+            if more:
+                timers.note(store.shard, 0.0)
+                return
+            delay = await next_timer_delay(store)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            _reraise_swallowed_cancel()
+            self._report(error, "firing timers on shard %d failed", store.shard)
+            timers.note(store.shard, self.tuning.error_backoff)
+            return
+        if delay is None:
+            return
+        if delay <= 0 and not fired:
+            # Due, yet nothing fired (another engine won each race, or a clock ahead of the database's):
+            # look again after a poll interval rather than at once, lest the claimer spin.
+            delay = self.tuning.idle_poll
+        timers.note(store.shard, delay)
+
+    async def _note_next_timer(self, store: Store) -> None:
+        """Read when the shard's earliest timer falls due and have the doorbell rung then."""
+        delay = await next_timer_delay(store)
+        if delay is not None:
+            self._runtime.timers.note(store.shard, delay)
 
     async def _recover_expired(self, store: Store) -> int:
         """Queue again the steps whose worker's lease expired (it died or stalled); return how many."""

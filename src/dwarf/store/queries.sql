@@ -254,16 +254,90 @@ CASE WHEN limit_slot = 1
 
 -- name: next_wake_time
 -- When the claimer has something to do again: the earliest not-before of a pending step, the earliest
--- expiry of a lease (NULL when there is neither), and whether a complete cohort waits for its join (its
--- last member's replica died before looking: see stranded_cohorts). Also how many limits exist and their
--- version (012_limits.sql), so that an engine that missed a change of limits learns of it here.
+-- expiry of a lease, the earliest timer (a deadline, a timed wait's end: see next_timer; each NULL when
+-- there is none), and whether a complete cohort waits for its join (its last member's replica died
+-- before looking: see stranded_cohorts). Also how many limits exist and their version (012_limits.sql),
+-- so that an engine that missed a change of limits learns of it here.
 SELECT
     (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
+    {_next_timers},
     (SELECT COUNT(*) FROM dwarf_complete_cohorts) AS stranded,
     (SELECT limit_count FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_count,
     (SELECT limit_version FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_version,
     {now} AS now
+
+-- name: next_timer
+-- The earliest timer of the shard (the dialect files' _next_timers) and the database's clock: a busy
+-- claimer, which never reaches next_wake_time, asks this once per poll interval, and so does an engine
+-- after it fired timers.
+SELECT {_next_timers}, {now} AS now
+
+-- name: due_deadlines
+-- Root flows whose deadline passed and that have not stopped, earliest first (cancelled by the caller,
+-- through cancel_tree, which decides between engines racing for one).
+SELECT flow_id FROM {_flows_by_deadline}
+WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND deadline <= {now}
+  AND purge_marked = 0
+ORDER BY deadline
+LIMIT :limit
+
+-- name: due_wakeups
+-- Parked steps whose timed wait ended, earliest first: interrupts (status interrupted) and signal waits
+-- (status created), with the root of their tree, whose lock the wake-up takes.
+SELECT s.step_id, s.status, f.root_flow_id FROM dwarf_steps s JOIN dwarf_flows f ON f.flow_id = s.flow_id
+WHERE s.wake_at IS NOT NULL AND s.status IN ('interrupted', 'created') AND s.wake_at <= {now}
+ORDER BY s.wake_at
+LIMIT :limit
+
+-- name: set_step_wake_at
+-- A timed interrupt: the step, parked in this transaction, is resumed with {"timedOut": true} once
+-- :delay seconds have passed without a resume.
+UPDATE dwarf_steps SET wake_at = {now} + :delay WHERE step_id = :step_id
+
+-- name: park_for_signal
+-- A step waits for signal :name (Flow.wait_for_signal); only the lease holder may park it (0 rows = the
+-- lease was lost). parked = 2 marks a signal wait; wake_at is NULL without a timeout.
+UPDATE dwarf_steps
+SET status = 'created', parked = 2, wait_signal = :name, wake_at = {now} + :timeout, changes = :changes,
+    appends = :appends, carry = :carry, error = '', interrupt_payload = '{}', lease_token = '',
+    lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE step_id = :step_id AND lease_token = :lease_token AND status = 'running'
+
+-- name: wake_signal_waiter
+-- A step waiting for a signal runs again with :resume_data (the signal's data, or {"timedOut": true}).
+-- Only a step still waiting matches: of a signal and a timeout racing for it, one wins.
+UPDATE dwarf_steps
+SET status = 'pending', parked = 0, resume_data = :resume_data, not_before = {now}, updated_at = {now},
+    version = version + 1
+WHERE step_id = :step_id AND status = 'created' AND parked = 2
+
+-- name: tree_signal_waiter
+-- The oldest step anywhere in a tree that waits for signal :name (the caller holds the root's lock).
+SELECT s.step_id FROM dwarf_flows f JOIN dwarf_steps s ON s.flow_id = f.flow_id
+WHERE f.root_flow_id = :root_flow_id AND s.status = 'created' AND s.parked = 2 AND s.wait_signal = :name
+ORDER BY s.step_id
+LIMIT 1
+
+-- name: store_signal
+-- Keep a signal no step of the tree waits for yet (the caller holds the root's lock).
+INSERT INTO dwarf_signals (root_flow_id, name, resume_data, created_at)
+VALUES (:root_flow_id, :name, :resume_data, {now})
+
+-- name: take_stored_signal
+-- The oldest kept signal :name of a tree, removed as a step takes it (the caller holds the root's lock).
+DELETE FROM dwarf_signals
+WHERE signal_id = (
+    SELECT signal_id FROM dwarf_signals WHERE root_flow_id = :root_flow_id AND name = :name
+    ORDER BY signal_id LIMIT 1)
+RETURNING resume_data
+
+-- name: reap_marked_signals
+-- Delete a batch of the kept signals of flows marked for deletion.
+DELETE FROM dwarf_signals WHERE signal_id IN (
+    SELECT s.signal_id FROM dwarf_flows f JOIN dwarf_signals s ON s.root_flow_id = f.flow_id
+    WHERE f.purge_marked = 1 LIMIT :batch
+)
 
 -- name: stranded_cohorts
 -- Complete cohorts nobody joined: the replica that committed the last arrival died (or failed) before
@@ -463,10 +537,6 @@ RETURNING flow_id, parent_flow_id
 -- Remove the steps of a tree (delete).
 DELETE FROM dwarf_steps WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
 
--- name: delete_flow_rows
--- Remove the flows of a tree.
-DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
-
 -- name: count_arrival
 -- An arrival counted on the spawn itself (an onError handler reaching the fan-in, a nested cohort's spawn
 -- reaching END), not by finish_and_arrive; whether the cohort is then complete is asked after commit.
@@ -561,7 +631,7 @@ SET status = 'interrupted', interrupt_payload = :interrupt_payload, surfaced_ste
 WHERE flow_id = :flow_id AND status = 'running'
 
 -- name: tree_interrupted_steps
--- The parked interrupts anywhere in a tree of flows, oldest first.
+-- The parked interrupts anywhere in a tree of flows, oldest first (the caller holds the root's lock).
 SELECT s.step_id, s.flow_id, s.interrupt_payload FROM dwarf_steps s
 JOIN dwarf_flows f ON f.flow_id = s.flow_id
 WHERE f.root_flow_id = :root_flow_id AND s.status = 'interrupted'
@@ -580,21 +650,23 @@ SELECT parent_flow_id FROM dwarf_flows WHERE flow_id = :flow_id
 
 -- name: clone_step
 -- Copy a step into a forked flow; ids that point at other steps (state_base too) are remapped afterwards.
+-- The signal a step waited for stays with its data (resume_data): a re-queued copy replays the answer.
 -- A member's uncounted arrival (3, 4) is copied as counted (1, 2): the fork recounts the copied spawn.
 INSERT INTO dwarf_steps (
     flow_id, step_token, step_depth, task_name, task_url, state, changes, appends, carry, interrupt_payload,
     status, error, attempt, time_budget_ms, priority, fairness_key, fairness_weight, predecessor_id,
     successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures, cohort_joined,
     arrived, for_each_as, join_target, fan_in_step_id, parked, child_flow_id, resume_data, subgraph_result,
-    subgraph_error, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at,
-    updated_at
+    subgraph_error, wait_signal, wake_at, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before,
+    created_at, started_at, updated_at
 )
 SELECT :flow_id, :step_token, step_depth, task_name, task_url, state, changes, appends, carry,
     interrupt_payload, status, error, attempt, time_budget_ms, :priority, :fairness_key, :fairness_weight,
     predecessor_id, successor_id, lineage_id, fan_out_ordinal, cohort_size, cohort_arrivals, cohort_failures,
     cohort_joined, CASE WHEN arrived > 2 THEN arrived - 2 ELSE arrived END,
     for_each_as, join_target, fan_in_step_id, 0, 0, resume_data, subgraph_result, subgraph_error,
-    state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at, started_at, {now}
+    wait_signal, wake_at, state_base, delta_depth, delta_bytes, snapshot_bytes, not_before, created_at,
+    started_at, {now}
 FROM dwarf_steps WHERE step_id = :source_step_id
 RETURNING step_id
 
@@ -771,7 +843,7 @@ SELECT task_name, status, parked,
     CASE WHEN not_before > {now} THEN 1 ELSE 0 END AS later,
     COUNT(*) AS steps, MIN(step_id) AS first_step_id, MIN(not_before) AS due, MAX(attempt) AS attempt,
     MIN(created_at) AS created, MIN(started_at) AS started, MIN(updated_at) AS changed,
-    MIN(priority) AS priority
+    MIN(priority) AS priority, MIN(wake_at) AS wake_at, MIN(wait_signal) AS wait_signal
 FROM dwarf_steps
 WHERE flow_id = :flow_id AND status IN ('created', 'pending', 'running', 'interrupted')
 GROUP BY task_name, status, parked, on_child, retried, later
@@ -891,6 +963,16 @@ WHERE step_id = :step_id AND state = :old_state AND changes = :old_changes AND a
   AND (resume_data = :old_resume_data OR (resume_data IS NULL AND CAST(:old_resume_data AS TEXT) IS NULL))
   AND (subgraph_result = :old_subgraph_result
        OR (subgraph_result IS NULL AND CAST(:old_subgraph_result AS TEXT) IS NULL))
+
+-- name: reencode_signals_page
+-- Engine.reencode: the next :limit kept signals after :after (by id), with their data as stored.
+SELECT signal_id, resume_data FROM dwarf_signals WHERE signal_id > :after ORDER BY signal_id LIMIT :limit
+
+-- name: reencode_signal
+-- Engine.reencode: a kept signal's data in its new stored form, only if unchanged since read (a step
+-- may have taken and deleted it meanwhile: 0 rows).
+UPDATE dwarf_signals SET resume_data = :new_resume_data
+WHERE signal_id = :signal_id AND resume_data = :old_resume_data
 
 -- name: reencode_flows_page
 -- Engine.reencode: the next :limit flows after :after (by id), with their JSON columns as stored.

@@ -177,7 +177,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        retain_for, retain_completed_for, created_at, started_at, updated_at
+        retain_for, retain_completed_for, deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -187,7 +187,7 @@ WITH new_flow AS (
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
         :fairness_weight, :time_budget_ms, :trace_parent,
         CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
-        {now}, {now}, {now}
+        {now} + CAST(:deadline_in AS DOUBLE PRECISION), {now}, {now}, {now}
     FROM new_flow
     RETURNING flow_id, created_at
 ), entry AS (
@@ -217,7 +217,7 @@ WITH new_flow AS (
         flow_id, flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id,
         parent_step_id, root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop,
         delete_on_completion, priority, fairness_key, fairness_weight, time_budget_ms, trace_parent,
-        idempotency_key, retain_for, retain_completed_for, created_at, started_at, updated_at
+        idempotency_key, retain_for, retain_completed_for, deadline, created_at, started_at, updated_at
     )
     SELECT new_flow.flow_id, :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running',
         :parent_flow_id, :parent_step_id,
@@ -227,7 +227,7 @@ WITH new_flow AS (
         :forked_from_step_id, :notify_on_stop, :delete_on_completion, :priority, :fairness_key,
         :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
         CAST(:retain_for AS DOUBLE PRECISION), CAST(:retain_completed_for AS DOUBLE PRECISION),
-        {now}, {now}, {now}
+        {now} + CAST(:deadline_in AS DOUBLE PRECISION), {now}, {now}, {now}
     FROM new_flow
     ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
     RETURNING flow_id, created_at
@@ -302,6 +302,25 @@ RETURNING step_id
 -- lock cycle with a step commit it errs (lock_not_available) and is retried, long before the deadlock
 -- detector would pick a victim. Transaction-scoped (set_config's is_local).
 SELECT set_config('lock_timeout', :lock_timeout, true) AS lock_timeout
+
+-- name: delete_flow_rows
+-- Remove the flows of a tree, and the signals kept for it that no step took (013_timed_waits.sql), in one
+-- statement.
+WITH signals AS (DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id)
+DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
+
+-- name: _flows_by_deadline
+-- dwarf_flows, whose deadline index (013_timed_waits.sql) PostgreSQL's planner picks by its statistics:
+-- it holds only the flows with a deadline (see the SQLite version).
+dwarf_flows
+
+-- name: _next_timers
+-- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
+-- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none.
+(SELECT MIN(deadline) FROM dwarf_flows
+ WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
+(SELECT MIN(wake_at) FROM dwarf_steps
+ WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
 
 -- name: get_flows
 -- See queries_sqlite.sql; PostgreSQL reads the JSON array with its own function.

@@ -150,12 +150,12 @@ INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
     priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, retain_for, retain_completed_for,
-    created_at, started_at, updated_at
+    deadline, created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
     :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :retain_for,
-    :retain_completed_for, {now}, {now}, {now}
+    :retain_completed_for, {now} + :deadline_in, {now}, {now}, {now}
 )
 RETURNING flow_id, created_at;
 UPDATE dwarf_flows
@@ -182,12 +182,12 @@ INSERT INTO dwarf_flows (
     flow_token, workflow_url, workflow_name, graph, baggage, status, parent_flow_id, parent_step_id,
     root_flow_id, thread_id, thread_token, forked_from_step_id, notify_on_stop, delete_on_completion,
     priority, fairness_key, fairness_weight, time_budget_ms, trace_parent, idempotency_key, retain_for,
-    retain_completed_for, created_at, started_at, updated_at
+    retain_completed_for, deadline, created_at, started_at, updated_at
 ) VALUES (
     :flow_token, :workflow_url, :workflow_name, :graph, :baggage, 'running', :parent_flow_id, :parent_step_id,
     :root_flow_id, :thread_id, :thread_token, :forked_from_step_id, :notify_on_stop, :delete_on_completion,
     :priority, :fairness_key, :fairness_weight, :time_budget_ms, :trace_parent, :idempotency_key,
-    :retain_for, :retain_completed_for, {now}, {now}, {now}
+    :retain_for, :retain_completed_for, {now} + :deadline_in, {now}, {now}, {now}
 )
 ON CONFLICT (workflow_url, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING flow_id, created_at;
@@ -252,6 +252,26 @@ SELECT step_id FROM dwarf_complete_cohorts WHERE step_id IN (SELECT value FROM j
 -- name: set_lock_timeout
 -- Nothing to bound: SQLite has no row locks (its writers are serialized). Answers the value it was given.
 SELECT :lock_timeout AS lock_timeout
+
+-- name: delete_flow_rows
+-- Remove the flows of a tree, and the signals kept for it that no step took (013_timed_waits.sql).
+DELETE FROM dwarf_signals WHERE root_flow_id = :root_flow_id;
+DELETE FROM dwarf_flows WHERE root_flow_id = :root_flow_id
+
+-- name: _flows_by_deadline
+-- dwarf_flows read through the deadline index (013_timed_waits.sql). Without statistics SQLite prefers
+-- idx_dwarf_flows_status for the status test, which reads every running flow to find the few with a
+-- deadline; the partial index holds only those.
+dwarf_flows INDEXED BY idx_dwarf_flows_deadline
+
+-- name: _next_timers
+-- The earliest deadline of a flow that has not stopped, and the earliest end of a timed wait (a parked
+-- step's wake_at), each the first entry of its partial index (013_timed_waits.sql), NULL when none. The
+-- deadlines are read through their index by name (see _flows_by_deadline).
+(SELECT MIN(deadline) FROM dwarf_flows INDEXED BY idx_dwarf_flows_deadline
+ WHERE deadline IS NOT NULL AND status IN ('running', 'interrupted') AND purge_marked = 0) AS next_deadline,
+(SELECT MIN(wake_at) FROM dwarf_steps
+ WHERE wake_at IS NOT NULL AND status IN ('interrupted', 'created')) AS next_wakeup
 
 -- name: get_flows
 -- The flows of :flow_ids (a JSON array), as get_flow reads one: a claim caches its steps' flows at once.

@@ -36,7 +36,12 @@ else:
         return dataclass(slots=True)(cls)
 
 
-__all__ = ["FlowRow", "StepRow", "parse_failure", "parse_json"]
+__all__ = ["PARKED_ON_CHILD", "PARKED_ON_SIGNAL", "FlowRow", "StepRow", "parse_failure", "parse_json"]
+
+# The ``parked`` column of a step in status 'created': waiting on the child flow it started, or on a
+# signal (013_timed_waits.sql). 0 for every other step.
+PARKED_ON_CHILD = 1
+PARKED_ON_SIGNAL = 2
 
 
 def _json(text: str | None) -> Any:
@@ -110,6 +115,8 @@ class FlowRow:
     created_at: float
     started_at: float | None
     updated_at: float
+    deadline: float | None
+    """When the flow is cancelled unless it stopped before (013_timed_waits.sql); None for no deadline."""
     # Seconds the flow is kept after it fails or is cancelled / after it completes; None for ever. The
     # time its retention runs out, once it ended (014_retention.sql).
     retain_for: float | None
@@ -150,6 +157,7 @@ class FlowRow:
             created_at=float(row["created_at"]),
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),
+            deadline=_time(row["deadline"]),
             retain_for=_time(row["retain_for"]),
             retain_completed_for=_time(row["retain_completed_for"]),
             purge_after=_time(row["purge_after"]),
@@ -203,6 +211,10 @@ class StepRow:
     subgraph_result: Any
     """The final state of the child flow this step waited on (None unless it completed)."""
     subgraph_error: str
+    wait_signal: str | None
+    """The signal the step waits (or waited) for (013_timed_waits.sql); None for none."""
+    wake_at: float | None
+    """When its timed interrupt or signal wait times out; None without a timeout."""
     not_before: float
     version: int
     recoveries: int
@@ -256,6 +268,8 @@ class StepRow:
             resume_data=_json(row["resume_data"]),
             subgraph_result=_json(row["subgraph_result"]),
             subgraph_error=row["subgraph_error"],
+            wait_signal=row["wait_signal"],
+            wake_at=_time(row["wake_at"]),
             not_before=float(row["not_before"]),
             version=int(row["version"]),
             recoveries=int(row["recoveries"]),

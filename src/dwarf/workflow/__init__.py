@@ -6,11 +6,12 @@ defines graphs and tasks stays light.
 
 from dwarf.errors import SubgraphError
 from dwarf.workflow.baggage import current_baggage
-from dwarf.workflow.flow import Flow, Park
+from dwarf.workflow.flow import TIMED_OUT, Flow, Park
 from dwarf.workflow.graph import END, Graph, Node, Transition
 from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.progress import FlowActivity, FlowWait, WaitReason
 from dwarf.workflow.records import (
+    DEADLINE_REASON,
     KEEP_FOREVER,
     FlowOptions,
     FlowOutcome,
@@ -25,8 +26,10 @@ from dwarf.workflow.retry import Retry
 from dwarf.workflow.status import Status
 
 __all__ = [
+    "DEADLINE_REASON",
     "END",
     "KEEP_FOREVER",
+    "TIMED_OUT",
     "Flow",
     "FlowActivity",
     "FlowOptions",

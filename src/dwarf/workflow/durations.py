@@ -22,9 +22,14 @@ def to_seconds(value: Duration | None, *, what: str = "duration") -> float:
         raise BadRequestError(
             f"{what} must be a timedelta or a number of seconds, not {type(value).__name__}"
         )
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)
+    except OverflowError:
+        # An int beyond float's range is no more a duration than infinity is.
+        raise BadRequestError(f"{what} must be finite") from None
+    if not math.isfinite(seconds):
         raise BadRequestError(f"{what} must be finite")
-    return float(value)
+    return seconds
 
 
 def to_timedelta(value: Duration | None, *, what: str = "duration") -> timedelta:

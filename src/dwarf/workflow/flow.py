@@ -3,9 +3,10 @@
 A task reads the step's input state merged with its own changes so far (field by field, or as a typed
 model with ``state_as``), writes changes (``set``, ``delete``, ``clear``, ``set_from``), appends to array
 fields (``append``) and may signal the engine (``goto``, ``sleep``, ``retry``, ``interrupt``,
-``subgraph``). After the task returns (or raises ``Park``) the engine reads the outcome through the
-engine-facing properties (``changes``, ``appends``, ``goto_target``, ``sleep_seconds``, ``retry_delay``,
-``interrupt_payload``, ``subgraph_request``); a host's retry policy also reads ``retry_asked``.
+``wait_for_signal``, ``subgraph``). After the task returns (or raises ``Park``) the engine reads the
+outcome through the engine-facing properties (``changes``, ``appends``, ``goto_target``,
+``sleep_seconds``, ``retry_delay``, ``interrupt_payload``, ``park_timeout``, ``signal_wait``,
+``subgraph_request``); a host's retry policy also reads ``retry_asked``.
 docs/tasks.md is the contract.
 
 Decisions where the spec is silent (following the reference unless marked):
@@ -32,8 +33,12 @@ Decisions where the spec is silent (following the reference unless marked):
   then changes, then appended items, which is also the order in which the engine applies them
   (``reducers.apply_output``). A field that holds something other than an array refuses ``append`` with
   TypeError even when no items are given, so the mistake shows whether or not there was anything to add.
-- A step parks at most once: ``interrupt`` after a ``subgraph`` in the same step (requested now or
-  resolved earlier) and vice versa, or a second request of the same kind, raise BadRequestError.
+- A step parks at most once: ``interrupt``, ``wait_for_signal`` and ``subgraph`` after another of them
+  in the same step (requested now or answered earlier), or a second request of the same kind, raise
+  BadRequestError.
+- **Python:** a timed wait (``interrupt(..., timeout=...)``, ``wait_for_signal(..., timeout=...)``) that
+  is not answered in time returns ``{"timedOut": True}`` (``TIMED_OUT``); a negative timeout counts as
+  zero and timeouts are clamped to a century, as sleeps are (docs/waits.md).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from dwarf.workflow.durations import Duration, to_seconds
 from dwarf.workflow.jsonvalue import (
     canonical_json,
     check_json,
+    check_text,
     checked_json_object,
     json_copy,
     json_copy_object,
@@ -56,9 +62,15 @@ from dwarf.workflow.jsonvalue import (
 )
 from dwarf.workflow.typed import model_values, state_view
 
-__all__ = ["Flow", "Park", "ParkKind"]
+__all__ = ["TIMED_OUT", "Flow", "Park", "ParkKind"]
 
-ParkKind = Literal["interrupt", "subgraph"]
+ParkKind = Literal["interrupt", "signal", "subgraph"]
+
+TIMED_OUT = "timedOut"
+"""The field of the answer a timed wait returns when its timeout passed first: ``{"timedOut": True}``."""
+
+MAX_SIGNAL_NAME_LENGTH = 255
+"""The longest signal name, in characters (a name, not a message: the data goes in the signal's data)."""
 
 _Model = TypeVar("_Model")
 
@@ -79,7 +91,7 @@ class Park(BaseException):
         self.kind: ParkKind = kind
 
     def __str__(self) -> str:
-        waiting_for = "resume" if self.kind == "interrupt" else "the child flow"
+        waiting_for = {"interrupt": "resume", "signal": "a signal"}.get(self.kind, "the child flow")
         return f"step parked by {self.kind}: waiting for {waiting_for}"
 
 
@@ -96,6 +108,21 @@ def _check_key(key: Any) -> None:
 
 def _clamped_delay(seconds: float) -> float:
     return min(max(seconds, 0.0), _LONGEST_DELAY_SECONDS)
+
+
+def _timeout_seconds(timeout: Duration | None) -> float | None:
+    return None if timeout is None else _clamped_delay(to_seconds(timeout, what="timeout"))
+
+
+def check_signal_name(name: Any) -> str:
+    """``name`` if it can name a signal (a non-empty text of at most 255 characters); BadRequestError
+    otherwise."""
+    if not isinstance(name, str) or not name:
+        raise BadRequestError(f"a signal name must be a non-empty string, not {name!r}")
+    if len(name) > MAX_SIGNAL_NAME_LENGTH:
+        raise BadRequestError(f"a signal name must be at most {MAX_SIGNAL_NAME_LENGTH} characters long")
+    check_text(name, "the signal name")
+    return name
 
 
 class Flow:
@@ -126,9 +153,11 @@ class Flow:
         "_goto_target",
         "_interrupt_payload",
         "_now",
+        "_park_timeout",
         "_resume_data",
         "_retry_asked",
         "_retry_delay",
+        "_signal_wait",
         "_sleep_seconds",
         "_state",
         "_step_created_at",
@@ -137,6 +166,7 @@ class Flow:
         "_subgraph_request",
         "_subgraph_result",
         "_updated_at",
+        "_waited_signal",
     )
 
     def __init__(
@@ -154,6 +184,7 @@ class Flow:
         resume_data: Mapping[str, Any] | None = None,
         subgraph_result: Mapping[str, Any] | None = None,
         subgraph_error: str = "",
+        waited_signal: str = "",
         now: Callable[[], datetime] = _utc_now,
         share_state: bool = False,
     ) -> None:
@@ -182,12 +213,16 @@ class Flow:
             None if subgraph_result is None else json_copy_object(subgraph_result)
         )
         self._subgraph_error = subgraph_error
+        # The signal this step waited for when it parked ("" for an interrupt): whose answer resume_data is.
+        self._waited_signal = waited_signal
         self._goto_target: str | None = None
         self._sleep_seconds = 0.0
         self._retry_delay: float | None = None
         self._retry_asked = False
         self._interrupt_payload: dict[str, Any] | None = None
         self._subgraph_request: tuple[str, dict[str, Any]] | None = None
+        self._signal_wait: str | None = None
+        self._park_timeout: float | None = None
 
     def __repr__(self) -> str:
         return f"Flow(flow_key={self._flow_key!r}, step_key={self._step_key!r}, attempt={self._attempt})"
@@ -461,22 +496,66 @@ class Flow:
         self._retry_delay = delay
         return True
 
-    def interrupt(self, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def interrupt(
+        self, payload: Mapping[str, Any] | None = None, *, timeout: Duration | None = None
+    ) -> dict[str, Any]:
         """Park the flow until ``Engine.resume``, then return the resume data.
 
         On the first run this raises ``Park`` (let it propagate): the flow becomes interrupted with
         ``payload`` for the caller to see. When the step re-runs after a resume the same call returns a
         copy of the resume data, which is not merged into the state. Changes made before interrupting are
         kept. ``payload`` must be a JSON object (BadRequestError otherwise).
+
+        With a ``timeout`` (a timedelta or seconds), an interrupt nobody resumed in time is resumed by the
+        engine with ``{"timedOut": True}``: set a state field from it for a ``when`` to branch on. A
+        resume after that raises ConflictError (docs/waits.md#timed-interrupts).
         """
         if self._resume_data is not None:
+            if self._waited_signal:
+                raise BadRequestError(
+                    f"cannot interrupt: this step already waited for signal {self._waited_signal!r}"
+                )
             return json_copy_object(self._resume_data)
-        if self._subgraph_request is not None or self._subgraph_result is not None or self._subgraph_error:
-            raise BadRequestError("cannot interrupt: this step already parked for a subgraph")
+        self._check_not_parked("interrupt")
         if self._interrupt_payload is not None:
             raise BadRequestError("cannot interrupt: this step already requested an interrupt")
+        seconds = _timeout_seconds(timeout)
         self._interrupt_payload = checked_json_object(payload, "the interrupt payload")
+        self._park_timeout = seconds
         raise Park("interrupt")
+
+    def wait_for_signal(self, name: str, timeout: Duration | None = None) -> dict[str, Any]:
+        """Park the step until ``Engine.signal(flow_key, name, data)``, then return the signal's data.
+
+        On the first run this raises ``Park`` (let it propagate); the flow stays running (a signal is an
+        event, not a person's answer: ``wait`` does not return). A signal sent before the step waits is
+        kept and taken at once; each signal wakes one waiting step, the oldest, anywhere in the flow's
+        tree. When the step re-runs the same call returns a copy of the data. With a ``timeout`` the call
+        returns ``{"timedOut": True}`` when no signal came in time (docs/waits.md#signals).
+        """
+        check_signal_name(name)
+        if self._resume_data is not None:
+            if self._waited_signal == name:
+                return json_copy_object(self._resume_data)
+            if self._waited_signal:
+                raise BadRequestError(
+                    f"cannot wait for signal {name!r}: this step waited for signal {self._waited_signal!r}"
+                )
+            raise BadRequestError("cannot wait for a signal: this step already parked for an interrupt")
+        self._check_not_parked("wait for a signal")
+        if self._interrupt_payload is not None:
+            raise BadRequestError("cannot wait for a signal: this step already requested an interrupt")
+        seconds = _timeout_seconds(timeout)
+        self._signal_wait = name
+        self._park_timeout = seconds
+        raise Park("signal")
+
+    def _check_not_parked(self, what: str) -> None:
+        """BadRequestError if this step parked for a subgraph or a signal already (a step parks once)."""
+        if self._subgraph_request is not None or self._subgraph_result is not None or self._subgraph_error:
+            raise BadRequestError(f"cannot {what}: this step already parked for a subgraph")
+        if self._signal_wait is not None:
+            raise BadRequestError(f"cannot {what}: this step already waits for a signal")
 
     def subgraph(self, workflow_url: str, input: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run the workflow at ``workflow_url`` as a child flow and return its final state.
@@ -490,8 +569,12 @@ class Flow:
             raise SubgraphError(self._subgraph_error)
         if self._subgraph_result is not None:
             return json_copy_object(self._subgraph_result)
-        if self._interrupt_payload is not None or self._resume_data is not None:
+        if self._interrupt_payload is not None or (self._resume_data is not None and not self._waited_signal):
             raise BadRequestError("cannot start a subgraph: this step already parked for an interrupt")
+        if self._signal_wait is not None:
+            raise BadRequestError("cannot start a subgraph: this step already waits for a signal")
+        if self._waited_signal:
+            raise BadRequestError("cannot start a subgraph: this step already waited for a signal")
         if self._subgraph_request is not None:
             raise BadRequestError("cannot start a subgraph: this step already requested one")
         if not isinstance(workflow_url, str) or not workflow_url:
@@ -540,6 +623,16 @@ class Flow:
     def interrupt_payload(self) -> dict[str, Any] | None:
         """The payload of the interrupt that parked the step, or None."""
         return None if self._interrupt_payload is None else json_copy_object(self._interrupt_payload)
+
+    @property
+    def park_timeout(self) -> float | None:
+        """Seconds until the interrupt or signal wait that parked the step times out; None for no timeout."""
+        return self._park_timeout
+
+    @property
+    def signal_wait(self) -> str | None:
+        """The name of the signal the step waits for (``wait_for_signal``), or None."""
+        return self._signal_wait
 
     @property
     def subgraph_request(self) -> tuple[str, dict[str, Any]] | None:

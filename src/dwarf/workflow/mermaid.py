@@ -302,6 +302,8 @@ def _step_label(step: FlowStep) -> list[str]:
         parts.append(f"attempt {step.attempt}")
     status = str(step.status)
     parts.append(f"{status}, parked" if _is_parked(step) else status)
+    if step.waited_signal:
+        parts.append(f"signal {step.waited_signal}")
     return parts
 
 

@@ -33,7 +33,11 @@ class WaitReason(enum.StrEnum):
     RETRYING = "retrying"
     """An attempt failed (``flow.retry``, a ``Retry`` policy): attempt ``attempt`` comes due at ``until``."""
     INTERRUPTED = "interrupted"
-    """The task asked a question (``flow.interrupt``) and waits for ``Engine.resume`` since ``since``."""
+    """The task asked a question (``flow.interrupt``) and waits for ``Engine.resume`` since ``since``;
+    with a timeout, until ``until`` at the latest."""
+    SIGNAL = "signal"
+    """The task waits for signal ``signal_name`` (``flow.wait_for_signal``, ``Engine.signal``) since
+    ``since``; with a timeout, until ``until`` at the latest."""
     CHILD_FLOW = "child_flow"
     """The step started a child flow (``flow.subgraph``) and waits for it to stop."""
     STALLED = "stalled"
@@ -48,7 +52,8 @@ class FlowWait:
     Steps that wait the same way at the same task form one wait (the branches of a fan-out queue as one),
     described by the oldest of them: ``step_key``, ``since`` (when it was created, started, parked or
     interrupted) and, for a child flow, ``child_flow_key``. ``until`` is the earliest time any of them
-    comes due (sleeping, retrying). ``attempt`` is the attempt a retry runs next (1 for the first retry).
+    comes due (sleeping, retrying) or times out (a timed interrupt or signal wait); ``signal_name`` the
+    signal a step waits for. ``attempt`` is the attempt a retry runs next (1 for the first retry).
     ``ahead`` (queued only) is how many due steps a worker takes first: every due step of a better
     priority band and the older due steps of its own band, counted up to ``AHEAD_LIMIT``; inside a band
     the claim mixes fairness keys, so it is an estimate. ``error`` is the last failed attempt's error.
@@ -66,6 +71,7 @@ class FlowWait:
     child_flow_key: str = ""
     child_workflow_name: str = ""
     error: str = ""
+    signal_name: str = ""
     limit: Limit | None = None
 
     def describe(self) -> str:
@@ -89,7 +95,11 @@ class FlowWait:
             text = f"{what} waiting for a retry at {_when(self.until)} (attempt {self.attempt})"
             return text + (f" after: {_first_line(self.error)}" if self.error else "")
         if reason == WaitReason.INTERRUPTED:
-            return f"{what} interrupted since {_when(self.since)}, waiting for a resume"
+            text = f"{what} interrupted since {_when(self.since)}, waiting for a resume"
+            return text + (f" until {_when(self.until)}" if self.until else "")
+        if reason == WaitReason.SIGNAL:
+            text = f"{what} waiting for signal {self.signal_name!r}"
+            return text + (f" until {_when(self.until)}" if self.until else f" since {_when(self.since)}")
         if reason == WaitReason.CHILD_FLOW:
             child = self.child_workflow_name or "a child flow"
             text = f"{what} waiting on child flow {child}"

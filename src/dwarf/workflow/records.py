@@ -17,6 +17,7 @@ from dwarf.workflow.jsonvalue import check_text
 from dwarf.workflow.status import Status
 
 __all__ = [
+    "DEADLINE_REASON",
     "KEEP_FOREVER",
     "FlowOptions",
     "FlowOutcome",
@@ -36,6 +37,10 @@ MAX_TIME_BUDGET = 366 * 86400.0
 """The longest time budget of a step, in seconds (a year: beyond it a budget is a typo, not a plan)."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 """The longest idempotency key, in characters (a request id, a hash, an event's id: never a document)."""
+DEADLINE_REASON = "deadline passed"
+"""The cancel reason of a flow whose deadline passed (``FlowOutcome.cancel_reason``, docs/waits.md)."""
+MAX_DEADLINE = 100 * 365.25 * 86400.0
+"""The furthest a deadline may lie ahead, in seconds (a century: beyond it a deadline is a typo)."""
 MAX_KEYED_URL_BYTES = 1024
 """The longest workflow URL (UTF-8 bytes) a create with an idempotency key accepts: the URL and the key
 are one entry of a unique index, which PostgreSQL caps at 2704 bytes."""
@@ -78,6 +83,9 @@ class FlowOptions:
     ``retain_for`` is how long the flow is kept once it has ended (completed, failed or cancelled) before
     it is purged with its tree: None means the engine default (``Engine.set_retain_for``, itself for ever
     unless set), ``KEEP_FOREVER`` for ever (docs/operations.md#retention).
+    ``deadline`` cancels the flow, its child flows with it, once it passes: a duration from the create
+    (a timedelta or seconds, more than 0) or an aware ``datetime`` still in the future; the outcome is
+    then cancelled with the reason "deadline passed" (docs/waits.md#deadlines).
     """
 
     priority: int = 0
@@ -91,6 +99,7 @@ class FlowOptions:
     idempotency_key: str = ""
     idempotency_policy: IdempotencyPolicy = "return_existing"
     retain_for: timedelta | float | None = None
+    deadline: timedelta | float | datetime | None = None
 
     def check(self) -> None:
         """Raise BadRequestError if a field is out of range or of the wrong type."""
@@ -138,6 +147,31 @@ class FlowOptions:
                 + ", ".join(repr(p) for p in sorted(_IDEMPOTENCY_POLICIES))
             )
         retention_seconds(self.retain_for)
+        self.deadline_in()
+
+    def deadline_in(self, now: datetime | None = None) -> float | None:
+        """Seconds from ``now`` (default: this moment) until the deadline; None without one.
+
+        BadRequestError for a deadline that is not a positive duration or an aware datetime after
+        ``now``, or one more than a century ahead: a deadline already passed at create is refused, not
+        met by a flow cancelled at birth (docs/waits.md#deadlines).
+        """
+        deadline = self.deadline
+        if deadline is None:
+            return None
+        if isinstance(deadline, datetime):
+            if deadline.tzinfo is None or deadline.utcoffset() is None:
+                raise BadRequestError("deadline must be a timezone-aware datetime (or a duration)")
+            seconds = (deadline - (now or datetime.now(UTC))).total_seconds()
+            if seconds <= 0:
+                raise BadRequestError(f"the deadline {deadline.isoformat()} has already passed")
+        else:
+            seconds = to_seconds(deadline, what="deadline")
+            if seconds <= 0:
+                raise BadRequestError("deadline must be a positive duration (or an aware datetime)")
+        if seconds > MAX_DEADLINE:
+            raise BadRequestError("deadline must lie at most a century ahead")
+        return seconds
 
 
 @dataclass
@@ -177,6 +211,10 @@ class FlowStep:
     interrupt_payload: dict[str, Any] = field(default_factory=dict)
     status: Status = Status.PENDING
     parked: bool = False
+    # The signal the step waited for (flow.wait_for_signal), "" for none.
+    waited_signal: str = ""
+    # When its timed interrupt or signal wait times out (or timed out); None without a timeout.
+    timeout_at: datetime | None = None
     error: str = ""
     created_at: datetime = _EPOCH
     started_at: datetime | None = None
