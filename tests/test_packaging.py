@@ -219,12 +219,15 @@ def test_core_install_runs_a_flow_on_sqlite(core_install: CoreInstall) -> None:
             async with Engine(host=host, dsn="sqlite:///flows.db") as engine:
                 _, outcome = await engine.run("greeting", {"name": "Ada"})
                 print(outcome.status, outcome.state["text"])
+                # Schedules' cron expressions need only the core dependencies too.
+                nightly = await engine.schedule("nightly", "greeting", cron="0 3 * * *", timezone="UTC")
+                print(nightly.timing)
 
         asyncio.run(main())
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "completed hello Ada"
+    assert result.stdout.strip().splitlines() == ["completed hello Ada", "cron 0 3 * * * (UTC)"]
 
 
 def test_core_install_has_no_postgres_driver_web_framework_or_cli_library(core_install: CoreInstall) -> None:

@@ -52,6 +52,12 @@ OPERATIONS = [
     "set_workers_per_conn",
     "set_time_budget",
     "set_default_priority",
+    "schedule",
+    "get_schedule",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "delete_schedule",
 ]
 
 
@@ -191,6 +197,19 @@ def test_threads_fingerprints_mermaid_and_shard_info(sqlite_sync: SyncMaker) -> 
     assert engine.fingerprint(first)[1] == "completed"
     assert engine.history_mermaid(first).startswith("flowchart")
     assert [shard.error for shard in engine.shard_info()] == [""]
+
+
+def test_schedules_through_the_blocking_twins(sqlite_sync: SyncMaker) -> None:
+    engine = sqlite_sync(counting_host(), workers=0)
+    created = engine.schedule("hourly", "count", cron="@hourly", state={"n": 10})
+    assert created.timing == "cron @hourly (UTC)" and created.state == {"n": 10}
+    engine.pause_schedule("hourly")
+    assert engine.get_schedule("hourly").paused
+    engine.resume_schedule("hourly")
+    assert [schedule.name for schedule in engine.list_schedules()] == ["hourly"]
+    engine.delete_schedule("hourly")
+    with pytest.raises(NotFoundError):
+        engine.get_schedule("hourly")
 
 
 def test_live_settings_apply_before_and_after_startup(sqlite_sync: SyncMaker) -> None:

@@ -37,6 +37,7 @@ from dwarf.workflow.durations import Duration
 from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
+from dwarf.workflow.schedules import CatchUp, Schedule
 
 __all__ = ["SyncEngine"]
 
@@ -335,6 +336,54 @@ class SyncEngine:
     def deliver_signal(self, op: str, payload: bytes) -> None:
         """Apply a signal a peer replica sent."""
         self._call(lambda: self._engine.deliver_signal(op, payload))
+
+    # --- schedules (docs/schedules.md) ---
+
+    def schedule(
+        self,
+        name: str,
+        workflow_url: str,
+        *,
+        cron: str = "",
+        every: Duration | None = None,
+        state: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        catch_up: CatchUp = "skip",
+        options: FlowOptions | None = None,
+    ) -> Schedule:
+        """Create or change the schedule ``name`` and return it (``Engine.schedule``)."""
+        return self._call(
+            lambda: self._engine.schedule(
+                name,
+                workflow_url,
+                cron=cron,
+                every=every,
+                state=state,
+                timezone=timezone,
+                catch_up=catch_up,
+                options=options,
+            )
+        )
+
+    def get_schedule(self, name: str) -> Schedule:
+        """The schedule ``name``."""
+        return self._call(lambda: self._engine.get_schedule(name))
+
+    def list_schedules(self) -> builtins.list[Schedule]:
+        """Every schedule, by name."""
+        return self._call(self._engine.list_schedules)
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop the schedule's ticks until it is resumed."""
+        self._call(lambda: self._engine.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> None:
+        """Let a paused schedule tick again."""
+        self._call(lambda: self._engine.resume_schedule(name))
+
+    def delete_schedule(self, name: str) -> None:
+        """Remove the schedule (the flows it started stay)."""
+        self._call(lambda: self._engine.delete_schedule(name))
 
 
 def _refuse_inside_event_loop() -> None:

@@ -152,6 +152,22 @@ async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
     await wait_until(holds, timeout, interval=0.01)
 
 
+async def not_refused(cases: dict[str, Any], error: type[Exception]) -> list[str]:
+    """Run each zero-argument coroutine factory; return the cases that did not raise ``error`` (a bad-input
+    test asserts the list is empty)."""
+    accepted = []
+    for case, call in cases.items():
+        try:
+            await call()
+        except error:
+            continue
+        except Exception as other:
+            accepted.append(f"{case}: {type(other).__name__}: {other}")
+        else:
+            accepted.append(f"{case}: no error")
+    return accepted
+
+
 async def steps_named(engine: Engine, flow_key: str, task_name: str) -> list[FlowStep]:
     """The history entries of ``task_name`` in a flow."""
     return [step for step in await engine.history(flow_key) if step.task_name == task_name]

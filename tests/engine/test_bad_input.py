@@ -21,28 +21,13 @@ from dwarf import (
     Status,
 )
 from dwarf.engine import Engine, TestProxy
-from tests.engine.graphs import WAIT, chain, graph_of, noop, proxy_with
+from tests.engine.graphs import WAIT, chain, graph_of, noop, not_refused, proxy_with
 
 
 async def _nothing_written(engine: Engine) -> bool:
     page, cursor = await engine.list(Query(include_subgraphs=True))
     [shard] = await engine.shard_info()
     return page == [] and cursor == "" and (shard.flows, shard.steps) == (0, 0)
-
-
-async def _not_refused(cases: dict[str, Any], error: type[Exception]) -> list[str]:
-    """Run each zero-argument coroutine factory; return the cases that did not raise ``error``."""
-    accepted = []
-    for case, call in cases.items():
-        try:
-            await call()
-        except error:
-            continue
-        except Exception as other:
-            accepted.append(f"{case}: {type(other).__name__}: {other}")
-        else:
-            accepted.append(f"{case}: no error")
-    return accepted
 
 
 def _invalid_graphs() -> dict[str, Graph]:
@@ -85,7 +70,7 @@ async def test_invalid_graph_is_refused_at_create_with_nothing_written(make_engi
         proxy.handle_graph(case, graph)
     engine = await make_engine(proxy)
     cases = {case: (lambda case=case: engine.create(case)) for case in INVALID}
-    assert await _not_refused(cases, InvalidGraphError) == []
+    assert await not_refused(cases, InvalidGraphError) == []
     assert await _nothing_written(engine)
 
 
@@ -111,7 +96,7 @@ async def test_host_returning_something_other_than_a_graph_is_an_invalid_graph(m
 async def test_unknown_workflow_is_not_found_with_nothing_written(make_engine: Any) -> None:
     engine = await make_engine(TestProxy())
     cases = {"create": lambda: engine.create("nowhere"), "run": lambda: engine.run("nowhere", timeout=WAIT)}
-    assert await _not_refused(cases, NotFoundError) == []
+    assert await not_refused(cases, NotFoundError) == []
     assert await _nothing_written(engine)
 
 
@@ -138,7 +123,7 @@ async def test_non_json_initial_state_is_a_bad_request_with_nothing_written(make
         for kind, value in NON_JSON_VALUES.items()
     }
     cases["nested"] = lambda: engine.create("one", {"outer": {"inner": [1, {2, 3}]}})
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await _nothing_written(engine)
 
 
@@ -148,7 +133,7 @@ async def test_initial_state_that_is_not_an_object_is_a_bad_request(make_engine:
         type(state).__name__: (lambda state=state: engine.create("one", state))
         for state in (["a", "list"], "text", 42)
     }
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await _nothing_written(engine)
 
 
@@ -158,7 +143,7 @@ async def test_non_json_baggage_is_a_bad_request_with_nothing_written(make_engin
         kind: (lambda value=value: engine.create("one", options=FlowOptions(baggage={"x": value})))
         for kind, value in NON_JSON_VALUES.items()
     }
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await _nothing_written(engine)
 
 
@@ -182,14 +167,14 @@ async def test_bad_options_are_a_bad_request_with_nothing_written(make_engine: A
         case: (lambda options=options: engine.create("one", options=options))
         for case, options in BAD_OPTIONS.items()
     }
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await _nothing_written(engine)
 
 
 async def test_empty_or_non_string_workflow_url_is_a_bad_request(make_engine: Any) -> None:
     engine = await make_engine(_one())
     cases = {repr(url): (lambda url=url: engine.create(url)) for url in ("", None, 5)}
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await _nothing_written(engine)
 
 
@@ -216,7 +201,7 @@ async def test_non_json_resume_data_is_a_bad_request_and_the_flow_stays_interrup
         for kind, value in NON_JSON_VALUES.items()
     }
     cases["not an object"] = lambda: engine.resume(key, ["yes"])  # type: ignore[arg-type]
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
     assert await engine.fingerprint(key) == before
     assert (await engine.snapshot(key)).status == Status.INTERRUPTED
 
@@ -241,7 +226,7 @@ async def test_malformed_list_query_is_a_bad_request(make_engine: Any) -> None:
         "not a Query": {"status": "completed"},
     }
     cases = {case: (lambda query=query: engine.list(query)) for case, query in queries.items()}
-    assert await _not_refused(cases, BadRequestError) == []
+    assert await not_refused(cases, BadRequestError) == []
 
 
 async def test_task_setting_a_non_json_value_fails_the_flow(make_engine: Any) -> None:
@@ -308,7 +293,7 @@ async def test_every_bad_flow_key_is_not_found_by_every_operation(make_engine: A
         for operation in FLOW_KEY_OPERATIONS
         for kind, bad in _bad_keys(key, steps).items()
     }
-    assert await _not_refused(cases, NotFoundError) == []
+    assert await not_refused(cases, NotFoundError) == []
 
 
 async def test_every_bad_step_key_is_not_found(make_engine: Any) -> None:
@@ -317,7 +302,7 @@ async def test_every_bad_step_key_is_not_found(make_engine: Any) -> None:
     cases = {
         kind: (lambda bad=bad: engine.step(bad)) for kind, bad in _bad_keys(steps[1], [key, steps[0]]).items()
     }
-    assert await _not_refused(cases, NotFoundError) == []
+    assert await not_refused(cases, NotFoundError) == []
 
 
 async def test_every_bad_thread_key_of_continue_thread_is_not_found(make_engine: Any) -> None:
@@ -326,7 +311,7 @@ async def test_every_bad_thread_key_of_continue_thread_is_not_found(make_engine:
     cases = {
         kind: (lambda bad=bad: engine.continue_thread(bad)) for kind, bad in _bad_keys(key, steps).items()
     }
-    assert await _not_refused(cases, NotFoundError) == []
+    assert await not_refused(cases, NotFoundError) == []
 
 
 async def test_bad_flow_keys_are_indistinguishable(make_engine: Any) -> None:

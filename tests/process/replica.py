@@ -3,7 +3,7 @@
 Usage::
 
     python -m tests.process.replica --dsn DSN --markers DIR --workload MODULE:FUNCTION
-        [--workers N] [--lease-period S] [--idle-poll S] [--log FILE]
+        [--workers N] [--lease-period S] [--idle-poll S] [--schedule-poll S] [--log FILE]
         [--create GRAPH_URL [--state JSON] [--time-budget S] [--keyed-creates N [--keyed-seed S]]]
         [--codec MODULE:FUNCTION]
 
@@ -55,7 +55,9 @@ def _file_logger(path: str) -> logging.Logger | None:
 async def run(args: argparse.Namespace) -> None:
     markers = Path(args.markers)
     host = load_workload(args.workload)(markers)
-    tuning = SchedulerTuning(lease_period=args.lease_period, idle_poll=args.idle_poll)
+    tuning = SchedulerTuning(
+        lease_period=args.lease_period, idle_poll=args.idle_poll, schedule_poll=args.schedule_poll
+    )
     engine = Engine(
         host=host,
         dsn=args.dsn,
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--lease-period", type=float, default=1.2)
     parser.add_argument("--idle-poll", type=float, default=0.1)
+    parser.add_argument("--schedule-poll", type=float, default=5.0)
     parser.add_argument("--log", default="")
     parser.add_argument("--create", default="")
     parser.add_argument("--state", default="{}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 import uuid
@@ -160,6 +161,50 @@ def keyed_host(markers: Path) -> TestProxy:
         await asyncio.sleep(flow.get_float("workSeconds"))
 
     return host
+
+
+SCHEDULE_CHAOS = "schedule-chaos"
+"""While this marker exists, a ``dying_schedule_host`` replica SIGKILLs itself right after one of its
+ticks' flows was created, before the schedule moved on to its next tick."""
+
+
+def schedule_host(markers: Path) -> TestProxy:
+    """``ticked``: one task counting its runs, the flows of the schedule-kill test."""
+    host = TestProxy()
+    host.handle_graph("ticked", _one_task_graph("ticked", "ticked/mark"))
+
+    @host.task("ticked/mark")
+    async def mark(flow: Flow) -> None:
+        flow.set("runs", flow.get_int("runs") + 1)
+
+    return host
+
+
+def dying_schedule_host(markers: Path) -> TestProxy:
+    """``schedule_host`` for replica processes only: while ``SCHEDULE_CHAOS`` exists, the process kills
+    itself right after its 2nd to 5th tick's flow was created (committed), before the ticker moves the
+    schedule on: the window in which an engine's death must neither lose the tick nor double it.
+
+    The kill comes from a wrapper around the ticker's ``create_flow``, installed in this process only.
+    """
+    from dwarf.engine import ticker
+
+    create = ticker.create_flow
+    fatal = random.Random(os.getpid()).randint(2, 5)
+    created = 0
+
+    async def create_then_die(*args: Any, **kwargs: Any) -> str:
+        nonlocal created
+        key = await create(*args, **kwargs)
+        if (markers / SCHEDULE_CHAOS).exists():
+            created += 1
+            if created == fatal:
+                (markers / f"self-killed-{os.getpid()}").write_text(key)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return key
+
+    ticker.create_flow = create_then_die  # type: ignore[assignment]
+    return schedule_host(markers)
 
 
 def waits_host(markers: Path) -> TestProxy:

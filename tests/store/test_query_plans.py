@@ -21,6 +21,7 @@ WHOLE_TABLE_ON_PURPOSE = {
     "count_due_steps": "the pending-steps gauge counts every due step (the due index only)",
     "list_limits": "every limit (a handful of rows), when someone lists them",
     "note_limits_changed": "counts the limits (a handful of rows) when one is set or cleared",
+    "list_schedules": "lists every schedule: the application's own handful, not a history that grows",
 }
 
 # Partial indexes whose rows are few at any time, whatever the history: reading one whole is fine.

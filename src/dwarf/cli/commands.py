@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import functools
 import importlib
 import sys
 from collections.abc import Callable
@@ -23,8 +22,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from dwarf.cli import worker
+from dwarf.cli.options import DsnOption, JsonOption, ShardsOption, reporting_command
 from dwarf.cli.parsing import (
-    check_dsn,
     load_graph_reference,
     parse_age,
     parse_json_object,
@@ -43,8 +42,8 @@ from dwarf.cli.render import (
     waits_json,
 )
 from dwarf.cli.reporting import ReportingGroup, refuse
+from dwarf.cli.schedules import schedules_app
 from dwarf.cli.session import DEFAULT_DSN, CommandError, Target, missing_sqlite_files, redact, with_engine
-from dwarf.errors import DwarfError
 from dwarf.workflow.progress import FlowWait
 from dwarf.workflow.records import FlowOutcome, FlowSummary, Query
 
@@ -68,26 +67,16 @@ app = typer.Typer(
 )
 
 
+app.add_typer(schedules_app)
+
+
 def _fail(message: str) -> NoReturn:
     refuse(message)
 
 
 def command(name: str | None = None, **settings: Any) -> Callable[[F], F]:
-    """Register a command whose DwarfErrors and CommandErrors end it with exit code 1 and one line on
-    stderr, never a traceback."""
-
-    def register(function: F) -> F:
-        @functools.wraps(function)
-        def reporting(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except (DwarfError, CommandError) as error:
-                _fail(str(error))
-
-        app.command(name, **settings)(reporting)
-        return function
-
-    return register
+    """Register a command of `dwarf` (see ``options.reporting_command``)."""
+    return reporting_command(app, name, **settings)
 
 
 def _version(show: bool) -> None:
@@ -110,7 +99,8 @@ def _root(
     ] = False,
 ) -> None:
     """Inspect and steer the flows of a dwarf database: list, show, history, resume, signal, cancel, fork,
-    purge; run your application's tasks with `dwarf worker`.
+    purge; list, pause and resume schedules with `dwarf schedules`; run your application's tasks with
+    `dwarf worker`.
 
     Each command takes --dsn (or DWARF_DSN) naming the database; the default is the SQLite file dwarf.db
     in the working directory. Run `dwarf demo` first for some flows to look at.
@@ -118,20 +108,6 @@ def _root(
 
 
 # --- options shared by several commands ---
-
-DsnOption = Annotated[
-    str,
-    typer.Option(
-        "--dsn",
-        envvar="DWARF_DSN",
-        callback=check_dsn,
-        help="The database: sqlite:///path or postgresql://...; %d stands for the shard number.",
-    ),
-]
-ShardsOption = Annotated[
-    int, typer.Option("--shards", envvar="DWARF_SHARDS", min=1, help="How many shards the DSN's %d spans.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 class FlowStatus(enum.StrEnum):

@@ -10,7 +10,7 @@ import enum
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
@@ -23,6 +23,7 @@ from rich.tree import Tree
 from dwarf.workflow.limits import Limit
 from dwarf.workflow.progress import FlowWait
 from dwarf.workflow.records import FlowOutcome, FlowStep, FlowSummary, ShardSummary
+from dwarf.workflow.schedules import Schedule
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "iso",
     "jsonable",
     "outcome_view",
+    "schedule_view",
+    "schedules_table",
     "shards_table",
     "status_text",
     "step_view",
@@ -85,6 +88,8 @@ def jsonable(value: Any) -> Any:
         return value.value
     if isinstance(value, datetime):
         return iso(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -258,6 +263,65 @@ def shards_table(shards: Sequence[ShardSummary]) -> Table:
         else:
             table.add_row(str(shard.shard), str(shard.flows), str(shard.steps), str(shard.latency_ms), "")
     return table
+
+
+def _schedule_state(schedule: Schedule) -> Text:
+    return Text("paused", style="yellow") if schedule.paused else Text("active", style="green")
+
+
+def schedules_table(schedules: Sequence[Schedule]) -> Table:
+    """One row per schedule: name, workflow, timing, whether it is paused, its next and last tick, the last
+    flow it started (its key, to paste into `dwarf show`) or why the last tick started none."""
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("name", overflow="fold")
+    table.add_column("workflow", overflow="fold")
+    table.add_column("timing", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("next tick (UTC)", no_wrap=True, min_width=_TIME_WIDTH)
+    table.add_column("last tick (UTC)", no_wrap=True, min_width=_TIME_WIDTH)
+    table.add_column("last flow", no_wrap=True)
+    for schedule in schedules:
+        last: Text = Text(schedule.last_flow_key)
+        if schedule.last_error:
+            last = Text(f"error: {schedule.last_error}", style="red")
+        table.add_row(
+            Text(schedule.name),
+            Text(schedule.workflow_url),
+            Text(f"{schedule.timing}, catch up {schedule.catch_up}"),
+            _schedule_state(schedule),
+            _short_iso(schedule.next_tick) or "-",
+            _short_iso(schedule.last_tick) or "-",
+            last,
+        )
+    return table
+
+
+def schedule_view(schedule: Schedule) -> RenderableType:
+    """Everything about one schedule: timing, catch-up, state, next and last tick, last flow and error,
+    the initial state and flow options of its flows."""
+    rows: list[tuple[str, RenderableType | str]] = [
+        ("schedule", schedule.name),
+        ("workflow", schedule.workflow_url),
+        ("timing", schedule.timing),
+        ("catch up", schedule.catch_up),
+        ("state", _schedule_state(schedule)),
+        ("next tick", iso(schedule.next_tick) or "-"),
+        ("last tick", iso(schedule.last_tick) or "-"),
+        ("last flow", schedule.last_flow_key or "-"),
+    ]
+    if schedule.last_error:
+        rows.append(("last error", Text(schedule.last_error, style="red")))
+    rows.append(("created", iso(schedule.created_at)))
+    rows.append(("updated", iso(schedule.updated_at)))
+    options = {
+        field.name: value
+        for field in dataclasses.fields(schedule.options)
+        if (value := getattr(schedule.options, field.name)) != field.default
+    }
+    if options:
+        rows.append(("flow options", _json_block(jsonable(options))))
+    rows.append(("flow state", _json_block(schedule.state)))
+    return _fields(rows)
 
 
 def limits_table(limits: Sequence[Limit]) -> Table:

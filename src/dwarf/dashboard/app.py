@@ -103,6 +103,9 @@ def create_app(
         Route("/flows/{key}/resume", pages.resume, methods=["POST"], name="resume"),
         Route("/flows/{key}/cancel", pages.cancel, methods=["POST"], name="cancel"),
         Route("/flows/{key}/fork", pages.fork, methods=["POST"], name="fork"),
+        Route("/schedules", pages.schedules, name="schedules"),
+        Route("/schedules/pause", pages.pause_schedule, methods=["POST"], name="schedule_pause"),
+        Route("/schedules/resume", pages.resume_schedule, methods=["POST"], name="schedule_resume"),
         Mount("/static", StaticFiles(packages=[("dwarf.dashboard", "static")]), name="static"),
     ]
 

@@ -1,4 +1,5 @@
-"""The dashboard's request handlers: the flow list, the flow page and the resume/cancel/fork actions.
+"""The dashboard's request handlers: the flow list, the flow page, the resume/cancel/fork actions, and the
+schedules page with its pause/resume actions.
 
 Every action is a POST answered by a redirect to a GET page (so reloading never repeats it); an action
 the engine refuses re-renders the flow page with the message, the HTTP status of the error, and the
@@ -7,7 +8,7 @@ text the user typed. Keys travel in paths and form fields only; nothing here log
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import FlowStep, FlowSummary, Query
 from dwarf.workflow.status import FLOW_STATUSES, TERMINAL_STATUSES, Status
 
-__all__ = ["NOTICES", "Pages", "path_for"]
+__all__ = ["NOTICES", "SCHEDULE_NOTICES", "Pages", "path_for"]
 
 MAX_DIAGRAM_STEPS = MAX_DIAGRAM_NODES
 """Above this many boxes (a fan-out group is one box) the diagram is not drawn."""
@@ -73,6 +74,15 @@ NOTICES = {
     "forked": "This flow is a fork. The application's workers run it from the chosen step.",
 }
 """What the page says after an action redirected to it (``?done=<name>``); unknown names say nothing."""
+
+SCHEDULE_NOTICES = {
+    "paused": "Schedule paused: its ticks start no flows until it is resumed.",
+    "resumed": "Schedule resumed: it starts flows again from its next tick.",
+}
+"""What the schedules page says after its pause or resume action redirected to it."""
+
+SCHEDULE_REFRESH_SECONDS = 10
+"""How often the schedules page reloads itself (next and last ticks move) while a schedule is active."""
 
 
 def path_for(request: Request, name: str, **params: str) -> str:
@@ -262,6 +272,51 @@ class Pages:
         except DwarfError as error:
             return await self._refused(request, key, error, inputs)
         return self._back_to_flow(request, new_key, "forked")
+
+    # --- schedules ---
+
+    async def schedules(self, request: Request) -> Response:
+        notice = SCHEDULE_NOTICES.get(request.query_params.get("done", ""), "")
+        return await self._render_schedules(request, notice=notice)
+
+    async def pause_schedule(self, request: Request) -> Response:
+        return await self._schedule_action(request, self._engine.pause_schedule, "paused")
+
+    async def resume_schedule(self, request: Request) -> Response:
+        return await self._schedule_action(request, self._engine.resume_schedule, "resumed")
+
+    async def _schedule_action(
+        self, request: Request, action: Callable[[str], Awaitable[None]], done: str
+    ) -> Response:
+        name = _field(await _form(request), "name")
+        try:
+            await action(name)
+        except DwarfError as error:
+            message = (
+                "Not found: there is no schedule of that name."
+                if isinstance(error, NotFoundError)
+                else str(error)
+            )
+            status = error.status_code if 400 <= error.status_code < 600 else 500
+            return await self._render_schedules(request, error=message, status_code=status)
+        return RedirectResponse(path_for(request, "schedules") + f"?done={done}", status_code=303)
+
+    async def _render_schedules(
+        self, request: Request, *, notice: str = "", error: str = "", status_code: int = 200
+    ) -> Response:
+        found = await self._engine.list_schedules()
+        active = any(not schedule.paused for schedule in found)
+        return self.render(
+            request,
+            "schedules.html",
+            {
+                "schedules": found,
+                "notice": notice,
+                "error": error,
+                "refresh_seconds": SCHEDULE_REFRESH_SECONDS if active else 0,
+            },
+            status_code,
+        )
 
     # --- helpers ---
 

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack
 
-from dwarf.engine import limits, listing, operations, progress, serving, waiting
+from dwarf.engine import limits, listing, operations, progress, schedules, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import HostHooks
 from dwarf.engine.keys import parse_key
@@ -23,8 +23,9 @@ from dwarf.engine.runtime import Runtime
 from dwarf.engine.scheduler import Scheduler
 from dwarf.engine.setters import NEW, STARTED, STARTING, STOPPED, EngineSetters, positive_int
 from dwarf.engine.settings import DEFAULT_DRAIN_TIMEOUT, EngineConfig, EngineSettings
-from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, decode_signal
+from dwarf.engine.signals import DOORBELL, FLOW_STOPPED, SCHEDULES, decode_signal
 from dwarf.engine.telemetry import Telemetry
+from dwarf.engine.ticker import ScheduleTicker
 from dwarf.errors import BadRequestError, EngineStateError
 from dwarf.store.base import Store
 from dwarf.store.encoded import ValueCoder, encoded_stores
@@ -41,6 +42,7 @@ from dwarf.workflow.records import (
     Query,
     ShardSummary,
 )
+from dwarf.workflow.schedules import CatchUp, Schedule
 
 __all__ = ["Engine"]
 
@@ -64,6 +66,7 @@ class Engine(EngineSetters):
         self._opened: list[Store] = []  # the stores as opened (the runtime may see them through codecs)
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
+        self._ticker: ScheduleTicker | None = None
         self.drain_timeout = DEFAULT_DRAIN_TIMEOUT
         for name, value in settings.items():
             setter = getattr(self, f"set_{name}", None)
@@ -116,6 +119,9 @@ class Engine(EngineSetters):
         scheduler = self._scheduler = Scheduler(rt, config.workers, config.scheduler_tuning)
         telemetry.attach(stores, lambda: scheduler.busy_workers)
         scheduler.start()
+        if config.workers > 0:  # an operations-only engine starts no flows of its own accord
+            self._ticker = ScheduleTicker(rt, lambda: self._config.scheduler_tuning, self._create_defaults)
+            self._ticker.start()
         self._phase = STARTED
         for store in stores:
             # A purge whose reaper was interrupted by a shutdown is finished by the next engine.
@@ -139,6 +145,8 @@ class Engine(EngineSetters):
         timeout = self.drain_timeout if drain_timeout is None else max(0.0, drain_timeout)
         if self._runtime is not None:
             self._runtime.running = False  # operations in progress (a wait) end; draining steps commit
+        if self._ticker is not None:
+            await self._ticker.stop()
         if self._scheduler is not None:
             await self._scheduler.stop(timeout)
         stopped = self._hooks.engine_stopped
@@ -157,6 +165,8 @@ class Engine(EngineSetters):
         if self._phase != STARTED:
             return
         self._phase = STOPPED
+        if self._ticker is not None:
+            await self._ticker.stop()
         if self._scheduler is not None:
             await self._scheduler.abandon()
         await self._close()
@@ -203,6 +213,8 @@ class Engine(EngineSetters):
                 rt.limits.refresh(rt, rt.stores[signal.shard - 1])
         elif signal.op == FLOW_STOPPED:
             rt.waiters.wake(signal.shard, signal.flow_id)
+        elif signal.op == SCHEDULES:
+            rt.schedule_bell.set()
 
     async def reencode(self, *, batch: int = 200) -> ReencodeReport:
         """Write every stored value that the engine's codecs would store differently again (after a key
@@ -222,11 +234,15 @@ class Engine(EngineSetters):
     ) -> str:
         """Start a flow of the graph at ``workflow_url`` and return its key (or, with an idempotency key,
         maybe that of the flow holding it: docs/flows.md#idempotent-create)."""
+        return await operations.create_flow(
+            self.runtime, workflow_url, initial_state, options, self._create_defaults()
+        )
+
+    def _create_defaults(self) -> operations.CreateDefaults:
         config = self._config
-        defaults = operations.CreateDefaults(
+        return operations.CreateDefaults(
             config.default_priority, config.time_budget, config.retain_for, config.deletion_grace
         )
-        return await operations.create_flow(self.runtime, workflow_url, initial_state, options, defaults)
 
     async def wait(self, flow_key: str, timeout: Duration | None = None) -> FlowOutcome:
         """Wait until the flow stops (completed, failed, cancelled or interrupted) and return its outcome.
@@ -371,3 +387,55 @@ class Engine(EngineSetters):
         costs the call no more than that and its error shows beside the others' figures.
         """
         return await listing.probe_shards(self.runtime)
+
+    # --- schedules (docs/schedules.md) ---
+
+    async def schedule(
+        self,
+        name: str,
+        workflow_url: str,
+        *,
+        cron: str = "",
+        every: Duration | None = None,
+        state: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        catch_up: CatchUp = "skip",
+        options: FlowOptions | None = None,
+    ) -> Schedule:
+        """Create the schedule ``name``, or change it (the same name with a new definition), and return it.
+
+        It starts a flow of ``workflow_url`` with ``state`` at every tick of ``cron`` (in ``timezone``) or
+        of ``every`` (whole multiples of the interval since the epoch): exactly one flow per tick, however
+        many engines run. ``catch_up`` says which due ticks a late engine runs ("skip", "one", "all").
+        """
+        return await schedules.upsert_schedule(
+            self.runtime,
+            name,
+            workflow_url,
+            cron=cron,
+            every=every,
+            state=state,
+            timezone=timezone,
+            catch_up=catch_up,
+            options=options,
+        )
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule ``name``; NotFoundError if there is none."""
+        return await schedules.get_schedule(self.runtime, name)
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        """Every schedule, by name."""
+        return await schedules.list_schedules(self.runtime)
+
+    async def pause_schedule(self, name: str) -> None:
+        """Stop the schedule's ticks until ``resume_schedule``; ticks that fall meanwhile never run."""
+        await schedules.pause_schedule(self.runtime, name)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Let a paused schedule tick again, from its first tick after now."""
+        await schedules.resume_schedule(self.runtime, name)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Remove the schedule; the flows it started stay."""
+        await schedules.delete_schedule(self.runtime, name)

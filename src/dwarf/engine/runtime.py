@@ -29,6 +29,7 @@ from dwarf.engine.retention import Retention
 from dwarf.engine.signals import (
     DOORBELL,
     FLOW_STOPPED,
+    SCHEDULES,
     FlowWaiters,
     Signal,
     encode_signal,
@@ -191,6 +192,8 @@ class Runtime:
         shards = [store.shard for store in stores]
         self.doorbells = Doorbells(shards)
         self.arrivals = CohortArrivals(self.doorbells, shards)
+        # Set when a schedule changed (here, or at a peer that signalled it): the schedule ticker looks again.
+        self.schedule_bell = asyncio.Event()
         self.timers = LocalTimers(self.doorbells)
         # What this engine knows of each shard's limits (docs/limits.md).
         self.limits = LimitsCache()
@@ -334,6 +337,12 @@ class Runtime:
         """The limits of ``shard`` changed here: wake its claimer, and have the peers read them again."""
         self.doorbells.ring(shard)
         self.signal(Signal(DOORBELL, shard, limits=True))
+
+    def schedules_changed(self) -> None:
+        """A schedule was created, changed, paused, resumed or deleted: wake the ticker here and at the
+        peers (the schedules live on shard 1)."""
+        self.schedule_bell.set()
+        self.signal(Signal(SCHEDULES, 1))
 
     def wake(self, shard: int, flow_id: int, outcome: FlowOutcome | None = None) -> None:
         """A flow stopped: return the waits on it, here (with ``outcome`` when known) and at the peers."""

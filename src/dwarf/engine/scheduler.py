@@ -29,7 +29,7 @@ from dwarf.errors import CodecError, StoreError
 from dwarf.store.base import Row, Store
 from dwarf.store.rows import StepRow
 
-__all__ = ["Scheduler"]
+__all__ = ["RELEASE_TIMEOUT", "Scheduler", "failure_level", "reraise_swallowed_cancel"]
 
 RELEASE_TIMEOUT = 2.0
 """Seconds shutdown spends handing unfinished steps back (at once, in parallel) before it gives up and
@@ -43,7 +43,7 @@ class _InFlight:
     lease: Lease
 
 
-def _reraise_swallowed_cancel() -> None:
+def reraise_swallowed_cancel() -> None:
     """Re-raise a cancellation that a driver turned into an ordinary error.
 
     psycopg answers a cancelled query with QueryCanceled (an Exception), consuming the CancelledError;
@@ -54,7 +54,7 @@ def _reraise_swallowed_cancel() -> None:
         raise asyncio.CancelledError
 
 
-def _failure_level(error: BaseException) -> int:
+def failure_level(error: BaseException) -> int:
     """How loudly a failed background statement is logged: a database outage is reported once, by the
     store (one WARNING when it starts, one INFO when it ends), so the retries during it stay at DEBUG."""
     if isinstance(error, StoreError) and error.transient:
@@ -89,8 +89,8 @@ class Scheduler:
         self._runtime.retention.retune(tuning.retention_poll)
 
     def _report(self, error: BaseException, message: str, *args: object, flow: str = "") -> None:
-        """Log a failed background statement at the level ``_failure_level`` gives, with its error."""
-        self._log.log(_failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
+        """Log a failed background statement at the level ``failure_level`` gives, with its error."""
+        self._log.log(failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
 
     def start(self) -> None:
         if self._workers == 0:
@@ -111,7 +111,7 @@ class Scheduler:
     async def stop(self, drain_timeout: float) -> None:
         """Stop claiming, let running steps finish for up to ``drain_timeout``, hand back the rest."""
         self._stopping = True
-        # Ring too: a driver may swallow the cancellation (see _reraise_swallowed_cancel), and a claimer
+        # Ring too: a driver may swallow the cancellation (see reraise_swallowed_cancel), and a claimer
         # that carries on must not then sleep a whole poll interval before it sees it is stopping.
         self._doorbells.ring_all()
         self._slot_free.set()
@@ -169,7 +169,7 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _reraise_swallowed_cancel()
+            reraise_swallowed_cancel()
             self._report(error, "checking cohorts on shard %d failed", store.shard)
             self._runtime.arrivals.put_back(store.shard, pending)  # look again next round
             return
@@ -195,7 +195,7 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _reraise_swallowed_cancel()
+            reraise_swallowed_cancel()
             self._report(
                 error,
                 "joining cohort %s failed (the wedge sweep will retry)",
@@ -230,7 +230,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                _reraise_swallowed_cancel()
+                reraise_swallowed_cancel()
                 store.healthy = False
                 self._report(error, "claiming on shard %d failed", store.shard)
                 await asyncio.sleep(self.tuning.error_backoff)
@@ -256,7 +256,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                _reraise_swallowed_cancel()
+                reraise_swallowed_cancel()
                 self._report(error, "polling shard %d failed", store.shard)
                 delay = self.tuning.error_backoff
             if delay > 0:
@@ -275,7 +275,7 @@ class Scheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
-                    _reraise_swallowed_cancel()
+                    reraise_swallowed_cancel()
                     self._report(error, "the wedge sweep of shard %d failed", store.shard)
 
     async def _heartbeat_loop(self) -> None:
@@ -303,7 +303,7 @@ class Scheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
-                    _reraise_swallowed_cancel()
+                    reraise_swallowed_cancel()
                     self._report(error, "renewing leases on shard %d failed", flights[0].store.shard)
 
     async def _renew(self, flights: list[_InFlight]) -> None:
@@ -346,7 +346,7 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _reraise_swallowed_cancel()
+            reraise_swallowed_cancel()
             self._report(error, "counting pending steps on shard %d failed", store.shard)
             rows = []
         self._telemetry.set_pending(store.shard, rows)
@@ -440,7 +440,7 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _reraise_swallowed_cancel()
+            reraise_swallowed_cancel()
             self._report(error, "firing timers on shard %d failed", store.shard)
             timers.note(store.shard, self.tuning.error_backoff)
             return
@@ -504,7 +504,7 @@ class Scheduler:
                     # The engine itself failed (the database, most likely); the lease expires and the step
                     # runs again elsewhere. An outage was reported by the store already: no traceback.
                     flow = correlation_id(store.shard, current.flow_id)
-                    level = _failure_level(error)
+                    level = failure_level(error)
                     self._log.log(
                         level,
                         "running step %s of flow %s failed: %s",

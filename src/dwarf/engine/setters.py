@@ -197,6 +197,8 @@ class EngineSetters:
         self._config.scheduler_tuning = tuning
         if self._scheduler is not None:
             self._scheduler.retune(tuning)
+        if self._runtime is not None:
+            self._runtime.schedule_bell.set()  # the schedule ticker measures its sleep again
 
     @property
     def scheduler_tuning(self) -> SchedulerTuning:

@@ -1,10 +1,12 @@
 """Wake-ups: local waiters on flows, and the signals replicas exchange through the host.
 
-Two kinds of signal cross replicas. ``doorbell`` says a shard has new due work; ``flow-stopped`` says a
-flow stopped (completed, failed, cancelled or interrupted) so that waiters elsewhere return at once. A
-doorbell with ``limits`` set also says the shard's limits changed (docs/limits.md): the receiver reads
-them again. It is a field of the doorbell, not an op of its own, so that an engine of an older release
-still takes it as a doorbell.
+Three kinds of signal cross replicas. ``doorbell`` says a shard has new due work; ``flow-stopped`` says a
+flow stopped (completed, failed, cancelled or interrupted) so that waiters elsewhere return at once;
+``schedules`` says a schedule was created, changed, paused, resumed or deleted, so that the other
+engines' schedule tickers look again at once instead of at their next poll. A doorbell with
+``limits`` set also says the shard's limits changed (docs/limits.md): the receiver reads them again. It is
+a field of the doorbell, not an op of its own, so that an engine of an older release still takes it as a
+doorbell.
 Payloads carry only shard numbers and token-free ids. Signals are hints: the claimer and ``wait`` both
 fall back to polling with a bounded interval, so a lost signal costs latency, never correctness.
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DOORBELL",
     "FLOW_STOPPED",
+    "SCHEDULES",
     "FlowWaiters",
     "Signal",
     "Waiter",
@@ -39,6 +42,7 @@ __all__ = [
 
 DOORBELL = "doorbell"
 FLOW_STOPPED = "flow-stopped"
+SCHEDULES = "schedules"
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def encode_signal(signal: Signal) -> bytes:
 
 def decode_signal(op: str, payload: bytes) -> Signal:
     """Parse a signal; raises ValueError for an unknown op or a malformed payload."""
-    if op not in (DOORBELL, FLOW_STOPPED):
+    if op not in (DOORBELL, FLOW_STOPPED, SCHEDULES):
         raise ValueError(f"unknown signal op {op!r}")
     body = json.loads(payload)
     if not isinstance(body, dict):

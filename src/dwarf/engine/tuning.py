@@ -41,6 +41,10 @@ class SchedulerTuning:
     """How long a row must have been still before a wedge sweep may call it wedged."""
     max_recoveries: int = 20
     """How many times in a row a step may lose its worker before it fails instead of running again."""
+    schedule_poll: float = 5.0
+    """The longest the schedule ticker sleeps before it asks the database again which schedules are due.
+    It sleeps until the next tick it knows of, and wakes at once when a schedule changes on this engine
+    or at a peer that signals; the poll is how it hears of changes made elsewhere (the CLI, say)."""
     retention_poll: float = 60.0
     """The longest a retention pass sleeps before it asks the database which ended flows are due for
     purging (flows this engine ended wake it when due; this is how it learns of the other engines')."""

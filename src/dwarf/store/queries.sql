@@ -944,6 +944,93 @@ SET limit_count = (SELECT COUNT(*) FROM dwarf_limits), limit_version = limit_ver
 WHERE cursor_id = 1
 RETURNING limit_count, limit_version
 
+-- name: database_now
+-- The database clock (epoch seconds): schedules compute their next tick from it, as the tickers do.
+SELECT {now} AS now
+
+-- name: upsert_schedule
+-- Create a schedule, or change the one of that name (011_schedules.sql). A changed timing (cron, every,
+-- zone) takes :next_tick_ms and drops any claim; an unchanged one keeps its next tick, so that declaring
+-- the same schedule again at every start skips no tick. Nothing is written when nothing changed (no row
+-- returned then). The paused flag is left as it is: a redeploy does not resume what an operator paused.
+INSERT INTO dwarf_schedules (
+    name, workflow_url, cron, every_ms, timezone, catch_up, state, options, next_tick_ms, created_at, updated_at
+) VALUES (
+    :name, :workflow_url, :cron, :every_ms, :timezone, :catch_up, :state, :options, :next_tick_ms, {now}, {now}
+)
+ON CONFLICT (name) DO UPDATE SET
+    workflow_url = excluded.workflow_url, catch_up = excluded.catch_up, state = excluded.state,
+    options = excluded.options, cron = excluded.cron, every_ms = excluded.every_ms, timezone = excluded.timezone,
+    next_tick_ms = CASE WHEN dwarf_schedules.cron = excluded.cron AND dwarf_schedules.every_ms = excluded.every_ms
+        AND dwarf_schedules.timezone = excluded.timezone THEN dwarf_schedules.next_tick_ms
+        ELSE excluded.next_tick_ms END,
+    claim_token = CASE WHEN dwarf_schedules.cron = excluded.cron AND dwarf_schedules.every_ms = excluded.every_ms
+        AND dwarf_schedules.timezone = excluded.timezone THEN dwarf_schedules.claim_token ELSE '' END,
+    claimed_until = CASE WHEN dwarf_schedules.cron = excluded.cron
+        AND dwarf_schedules.every_ms = excluded.every_ms AND dwarf_schedules.timezone = excluded.timezone
+        THEN dwarf_schedules.claimed_until ELSE 0 END,
+    updated_at = {now}
+WHERE dwarf_schedules.workflow_url <> excluded.workflow_url OR dwarf_schedules.cron <> excluded.cron
+    OR dwarf_schedules.every_ms <> excluded.every_ms OR dwarf_schedules.timezone <> excluded.timezone
+    OR dwarf_schedules.catch_up <> excluded.catch_up OR dwarf_schedules.state <> excluded.state
+    OR dwarf_schedules.options <> excluded.options
+RETURNING *
+
+-- name: get_schedule
+-- One schedule by name.
+SELECT * FROM dwarf_schedules WHERE name = :name
+
+-- name: list_schedules
+-- Every schedule, by name (an application defines a handful; the table holds nothing else).
+SELECT * FROM dwarf_schedules ORDER BY name
+
+-- name: due_schedules
+-- A ticker's poll: the unpaused schedules whose next tick comes within :ahead_ms, earliest first, with the
+-- database clock. Paused ones are not in the partial index it reads; none at all costs one index probe.
+SELECT schedule_id, name, workflow_url, cron, every_ms, timezone, catch_up, state, options, next_tick_ms,
+    claim_token, claimed_until, {now} AS now
+FROM dwarf_schedules
+WHERE paused = 0 AND next_tick_ms <= CAST({now} * 1000 AS BIGINT) + :ahead_ms
+ORDER BY next_tick_ms
+LIMIT :limit
+
+-- name: claim_schedule
+-- A ticker takes a due tick for :lease_seconds: only while the tick is still the schedule's next, the
+-- schedule is not paused, and no other ticker's claim is current (its own may be renewed).
+UPDATE dwarf_schedules SET claim_token = :claim_token, claimed_until = {now} + :lease_seconds
+WHERE schedule_id = :schedule_id AND next_tick_ms = :next_tick_ms AND paused = 0
+  AND (claimed_until <= {now} OR claim_token = :claim_token)
+
+-- name: advance_schedule
+-- After a tick's flow was created (or the tick passed over), move the schedule on to :next_tick_ms: a
+-- compare-and-set on the tick and the claim, so that a ticker whose claim lapsed and was taken changes
+-- nothing, and a paused schedule stops a catch-up after the flow being created. :fired_ms > 0 records
+-- the tick acted on, its flow (kept when '') and why it started none; :release = 1 ends the claim, 0
+-- renews it for the next due tick of a catch-up.
+UPDATE dwarf_schedules
+SET next_tick_ms = :next_tick_ms,
+    last_tick_ms = CASE WHEN :fired_ms > 0 THEN :fired_ms ELSE last_tick_ms END,
+    last_flow_key = CASE WHEN :flow_key <> '' THEN :flow_key ELSE last_flow_key END,
+    last_error = CASE WHEN :fired_ms > 0 THEN :error ELSE last_error END,
+    claim_token = CASE WHEN :release = 1 THEN '' ELSE claim_token END,
+    claimed_until = CASE WHEN :release = 1 THEN 0 ELSE {now} + :lease_seconds END
+WHERE schedule_id = :schedule_id AND next_tick_ms = :expected_ms AND claim_token = :claim_token AND paused = 0
+
+-- name: pause_schedule
+-- Stop a schedule's ticks (a tick being created right now may still start its flow).
+UPDATE dwarf_schedules SET paused = 1, updated_at = {now} WHERE name = :name AND paused = 0
+
+-- name: resume_schedule
+-- Let a paused schedule tick again from :next_tick_ms (computed for the timing read, which must still be
+-- the schedule's); ticks that fell while it was paused are never run.
+UPDATE dwarf_schedules
+SET paused = 0, next_tick_ms = :next_tick_ms, claim_token = '', claimed_until = 0, updated_at = {now}
+WHERE name = :name AND paused = 1 AND cron = :cron AND every_ms = :every_ms AND timezone = :timezone
+
+-- name: delete_schedule
+-- Remove a schedule; the flows it started stay.
+DELETE FROM dwarf_schedules WHERE name = :name
+
 -- name: reencode_steps_page
 -- Engine.reencode: the next :limit steps after :after (by id, the primary key), with their JSON columns
 -- as stored, to write them again with the engine's current codecs (store/encoded.py).

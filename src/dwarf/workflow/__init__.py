@@ -23,6 +23,7 @@ from dwarf.workflow.records import (
 )
 from dwarf.workflow.reducers import Reducer
 from dwarf.workflow.retry import Retry
+from dwarf.workflow.schedules import CatchUp, Schedule
 from dwarf.workflow.status import Status
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "END",
     "KEEP_FOREVER",
     "TIMED_OUT",
+    "CatchUp",
     "Flow",
     "FlowActivity",
     "FlowOptions",
@@ -46,6 +48,7 @@ __all__ = [
     "Query",
     "Reducer",
     "Retry",
+    "Schedule",
     "ShardSummary",
     "Status",
     "SubgraphError",
