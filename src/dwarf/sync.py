@@ -34,6 +34,7 @@ from dwarf.engine.reencode import ReencodeReport
 from dwarf.engine.settings import EngineSettings
 from dwarf.errors import EngineStateError
 from dwarf.workflow.durations import Duration
+from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import FlowOptions, FlowOutcome, FlowStep, FlowSummary, Query, ShardSummary
 from dwarf.workflow.schedules import CatchUp, Schedule
@@ -305,6 +306,28 @@ class SyncEngine:
     def fingerprint(self, flow_key: str) -> tuple[str, str]:
         """A token that changes whenever anything observable about the flow changes, and its status."""
         return self._call(lambda: self._engine.fingerprint(flow_key))
+
+    def limit(
+        self,
+        key: str | Callable[..., Any],
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+        scope: LimitScope | str | None = None,
+    ) -> None:
+        """Limit the steps of a fairness key or task URL (``Engine.limit``, docs/limits.md)."""
+        self._call(
+            lambda: self._engine.limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope)
+        )
+
+    def clear_limit(self, key: str | Callable[..., Any], *, scope: LimitScope | str | None = None) -> bool:
+        """Remove the limit of a fairness key or task URL; True if there was one."""
+        return self._call(lambda: self._engine.clear_limit(key, scope=scope))
+
+    def list_limits(self) -> builtins.list[Limit]:
+        """Every limit, per shard, with its running steps and rate tokens now (``Engine.list_limits``)."""
+        return self._call(self._engine.list_limits)
 
     def shard_info(self) -> builtins.list[ShardSummary]:
         """Per shard: latency and counts, or the error."""

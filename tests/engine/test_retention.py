@@ -1,5 +1,5 @@
-"""Retention (docs/flows.md#retention-delete-purge-and-delete_on_completion): removing stopped flows and
-their trees."""
+"""Retention (docs/flows.md#retention-delete-purge-retain_for-and-delete_on_completion): removing stopped
+flows and their trees."""
 
 from __future__ import annotations
 

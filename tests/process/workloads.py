@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,30 @@ def codec_rotated(markers: Path) -> list[Any]:
     from dwarf import AESGCMCodec, ZlibCodec
 
     return [ZlibCodec(), AESGCMCodec({"k1": CODEC_KEY1, "k2": CODEC_KEY2}, current="k2")]
+
+
+def limited_host(markers: Path) -> TestProxy:
+    """One task whose runs a test lines up across processes: each run appends ``enter`` and, when it
+    ends, ``exit`` lines (``EVENT FAIRNESS_KEY PID WALL_TIME STEP_KEY``) to ``limited.log``. A run whose
+    state says ``block`` waits until ``limited-unblock`` exists (a test kills its process meanwhile);
+    every run takes ``holdSeconds`` (from the state) and counts itself in ``runs``."""
+    host = TestProxy()
+    host.handle_graph("limited", _one_task_graph("limited", "limited/hold"))
+
+    def note(event: str, flow: Flow) -> None:
+        line = f"{event} {flow.get_str('key')} {os.getpid()} {time.time():.6f} {flow.step_key}\n"
+        # One write per line on a file opened for appending: lines of several processes do not mix.
+        with (markers / "limited.log").open("a") as log:
+            log.write(line)
+
+    @host.task("limited/hold")
+    async def hold(flow: Flow) -> None:
+        note("enter", flow)
+        flow.set("runs", flow.get_int("runs") + 1)
+        # A marker file of the test's process: nothing to wait on but the file system.
+        while flow.get_bool("block") and not (markers / "limited-unblock").exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(flow.get_float("holdSeconds"))
+        note("exit", flow)
+
+    return host

@@ -46,9 +46,16 @@ def query_file(name: str) -> dict[str, str]:
 
 
 def expand(sql: str, fragments: dict[str, str]) -> str:
-    """What the loader should make of ``sql``: fragments spliced in, then ``{now}`` replaced."""
-    sql = _FRAGMENT.sub(lambda match: fragments[match.group(1)], sql)
-    return sql.replace("{now}", NOW)
+    """What the loader should make of ``sql``: fragments spliced in (and those they splice in), then
+    ``{now}`` replaced."""
+    return _spliced(sql, fragments).replace("{now}", NOW)
+
+
+def _spliced(sql: str, fragments: dict[str, str]) -> str:
+    """``sql`` with its fragments spliced in, nested ones too."""
+    while _FRAGMENT.search(sql):
+        sql = _FRAGMENT.sub(lambda match: fragments[match.group(1)], sql)
+    return sql
 
 
 # --- _parse_query_file ---
@@ -115,7 +122,9 @@ def test_fragments_are_spliced_in_and_not_statements(dialect: str) -> None:
     assert users, "no statement uses a fragment: this test checks nothing"
     for name in users:
         for fragment in _FRAGMENT.findall(raw[name]):
-            assert fragments[fragment].replace("{now}", NOW) in loaded[name], (name, fragment)
+            assert expand(fragments[fragment], fragments) in loaded[name], (name, fragment)
+    nested = [name for name, sql in fragments.items() if _FRAGMENT.search(sql)]
+    assert nested, "no fragment splices in another: nesting is not checked"
     leftovers = sorted(name for name, sql in loaded.items() if "{_" in sql)
     assert leftovers == []
 
@@ -127,10 +136,8 @@ def test_now_is_replaced_everywhere(dialect: str) -> None:
     loaded = load_queries(dialect, NOW)
     assert [name for name, sql in loaded.items() if "{now}" in sql] == []
     for name, sql in loaded.items():
-        # Every {now} of the statement and of the fragments it uses becomes one NOW.
-        expected = raw[name].count("{now}") + sum(
-            fragments[fragment].count("{now}") for fragment in _FRAGMENT.findall(raw[name])
-        )
+        # Every {now} of the statement and of the fragments it uses (nested ones too) becomes one NOW.
+        expected = _spliced(raw[name], fragments).count("{now}")
         assert sql.count(NOW) == expected, name
     assert any(NOW in sql for sql in loaded.values())
 

@@ -19,6 +19,8 @@ from dwarf.store.base import load_queries, split_statements
 WHOLE_TABLE_ON_PURPOSE = {
     "count_rows": "shard_info's row counts",
     "count_due_steps": "the pending-steps gauge counts every due step (the due index only)",
+    "list_limits": "every limit (a handful of rows), when someone lists them",
+    "note_limits_changed": "counts the limits (a handful of rows) when one is set or cleared",
     "list_schedules": "lists every schedule: the application's own handful, not a history that grows",
 }
 
@@ -50,6 +52,10 @@ POSTGRES_LOOKUPS = [
     "latest_step",
     "get_step",
     "flow_holding_idempotency_key",
+    "claim_limited_steps",
+    "limits_of_step",
+    "list_limits",
+    "mark_limit_slots",
     "next_timer",
     "due_deadlines",
     "due_wakeups",

@@ -35,6 +35,7 @@ from dwarf.cli.render import (
     echo_json,
     flows_table,
     history_tree,
+    limits_table,
     outcome_view,
     shards_table,
     step_view,
@@ -326,7 +327,60 @@ def show_shards(as_json: JsonOption = False, dsn: DsnOption = DEFAULT_DSN, shard
     console().print(shards_table(summaries))
 
 
+@command("limits")
+def show_limits(as_json: JsonOption = False, dsn: DsnOption = DEFAULT_DSN, shards: ShardsOption = 1) -> None:
+    """Show the concurrency and rate limits, with each key's running steps and rate tokens now."""
+    limits = with_engine(Target(dsn, shards), lambda engine: engine.list_limits())
+    if as_json:
+        echo_json({"limits": limits})
+        return
+    if not limits:
+        typer.echo("no limits")
+        return
+    console().print(limits_table(limits))
+
+
 # --- acting ---
+
+
+@command("limit")
+def limit_key(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="A fairness key, or with --task-url a task URL.")],
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", help="At most this many of the key's steps running at once."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="At most this many step starts per second.")
+    ] = None,
+    burst: Annotated[
+        int | None, typer.Option("--burst", help="Starts allowed at once (default: a second's worth).")
+    ] = None,
+    task_url: Annotated[
+        bool, typer.Option("--task-url", help="KEY is a task URL, not a fairness key.")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the key's limit instead.")] = False,
+    dsn: DsnOption = DEFAULT_DSN,
+    shards: ShardsOption = 1,
+) -> None:
+    """Set (or replace, or with --clear remove) the limit of a fairness key or task URL.
+
+    Every engine on the database obeys it: at once when it hears of it, at its next idle poll otherwise
+    (it starts nothing past the limit meanwhile). See docs/limits.md.
+    """
+    scope, what = ("task_url", "task URL") if task_url else ("fairness_key", "fairness key")
+    target = Target(dsn, shards)
+    if clear:
+        if concurrency is not None or rate is not None or burst is not None:
+            raise CommandError("--clear takes no --concurrency, --rate or --burst")
+        removed = with_engine(target, lambda engine: engine.clear_limit(key, scope=scope))
+        typer.echo(f"cleared the limit of {what} {key!r}" if removed else f"{what} {key!r} had no limit")
+        return
+    with_engine(
+        target,
+        lambda engine: engine.limit(key, concurrency=concurrency, rate=rate, burst=burst, scope=scope),
+    )
+    typer.echo(f"limited {what} {key!r}")
 
 
 @command("resume")

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from dwarf.workflow.limits import Limit
 from dwarf.workflow.progress import FlowWait
 from dwarf.workflow.records import FlowOutcome, FlowStep, FlowSummary, ShardSummary
 from dwarf.workflow.schedules import Schedule
@@ -321,3 +322,22 @@ def schedule_view(schedule: Schedule) -> RenderableType:
         rows.append(("flow options", _json_block(jsonable(options))))
     rows.append(("flow state", _json_block(schedule.state)))
     return _fields(rows)
+
+
+def limits_table(limits: Sequence[Limit]) -> Table:
+    """One row per limit and shard: what it allows, and how close its key is to it now."""
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("shard", "scope", "key", "concurrency", "running", "rate/s", "burst", "tokens"):
+        table.add_column(column, justify="right" if column not in ("scope", "key") else "left")
+    for limit in limits:
+        table.add_row(
+            str(limit.shard),
+            limit.scope.value,
+            limit.key,
+            "-" if limit.concurrency is None else f"{limit.concurrency:,}",
+            "-" if limit.concurrency is None else f"{limit.running:,}",
+            "-" if limit.rate is None else f"{limit.rate:g}",
+            "-" if limit.burst is None else f"{limit.burst:,}",
+            "-" if limit.rate is None else f"{int(limit.tokens):,}",
+        )
+    return table

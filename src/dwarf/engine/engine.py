@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Unpack
 
-from dwarf.engine import listing, operations, progress, schedules, serving, waiting
+from dwarf.engine import limits, listing, operations, progress, schedules, serving, waiting
 from dwarf.engine.history import build_history, load_outcome, load_step
 from dwarf.engine.host import HostHooks
 from dwarf.engine.keys import parse_key
@@ -31,6 +31,7 @@ from dwarf.store.base import Store
 from dwarf.store.encoded import ValueCoder, encoded_stores
 from dwarf.store.shards import StoreSpec, open_stores, release_stores, resolve_specs
 from dwarf.workflow.durations import Duration, to_seconds
+from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.mermaid import history_mermaid
 from dwarf.workflow.progress import FlowActivity, FlowWait
 from dwarf.workflow.records import (
@@ -208,6 +209,8 @@ class Engine(EngineSetters):
         rt.telemetry.signal_received(signal.op)
         if signal.op == DOORBELL:
             rt.doorbells.ring(signal.shard)
+            if signal.limits and 1 <= signal.shard <= len(rt.stores):
+                rt.limits.refresh(rt, rt.stores[signal.shard - 1])
         elif signal.op == FLOW_STOPPED:
             rt.waiters.wake(signal.shard, signal.flow_id)
         elif signal.op == SCHEDULES:
@@ -351,6 +354,31 @@ class Engine(EngineSetters):
     async def fingerprint(self, flow_key: str) -> tuple[str, str]:
         """A token that changes whenever anything observable about the flow changes, and its status."""
         return await listing.fingerprint(self.runtime, flow_key)
+
+    async def limit(
+        self,
+        key: str | Callable[..., Any],
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+        scope: LimitScope | str | None = None,
+    ) -> None:
+        """Limit the steps of a fairness key (or, with ``scope="task_url"`` or a registered task as ``key``,
+        of a task URL): at most ``concurrency`` running at once, at most ``rate`` starts per second in
+        bursts of up to ``burst`` (default: a second's worth). Replaces the key's limit; every replica's
+        claims obey it. See docs/limits.md."""
+        await limits.apply_limit(self.runtime, key, scope, concurrency, rate, burst)
+
+    async def clear_limit(
+        self, key: str | Callable[..., Any], *, scope: LimitScope | str | None = None
+    ) -> bool:
+        """Remove the limit of a fairness key (or task URL); True if there was one."""
+        return await limits.clear_limit(self.runtime, key, scope)
+
+    async def list_limits(self) -> builtins.list[Limit]:
+        """Every limit, per shard, with how many of its key's steps run and the rate tokens left now."""
+        return await limits.list_limits(self.runtime)
 
     async def shard_info(self) -> builtins.list[ShardSummary]:
         """Per shard: ping latency and the number of flows and steps, or the error.

@@ -18,6 +18,7 @@ from dwarf.engine.clock import utc
 from dwarf.engine.completion import Effects, LeaseLostError, StepCommit
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, format_key, redact_keys
+from dwarf.engine.limits import LimitsCache
 from dwarf.engine.states import load_state
 from dwarf.engine.telemetry import COMPLETED, FAILED, INTERRUPTED, LOST_LEASE, PARKED, RETRIED, TaskRun
 from dwarf.engine.transitions import RoutingError, route_after_success
@@ -370,7 +371,9 @@ async def _commit_outcome(
             # Minted before the transaction (a unit of work may only await its Tx); the child's span
             # nests under this task's span.
             child_span, attempt.child_trace_parent = rt.telemetry.open_flow_span(url, run.span)
-    target = _CommitTarget(store, info, step, lease_token, inline_lease_margin, rt.whole_state_above)
+    target = _CommitTarget(
+        store, info, step, lease_token, inline_lease_margin, rt.whole_state_above, rt.limits
+    )
     try:
         effects, attempt = await _record_attempt(target, attempt)
     except LeaseLostError:
@@ -378,6 +381,10 @@ async def _commit_outcome(
         if run is not None:
             rt.telemetry.step_committed(run, step, LOST_LEASE)
         return None
+    if step.limit_slot or rt.limits.holds_back(store.shard, step.fairness_key, step.task_url):
+        # The step gave its slot back (one it took when its claim leased it, or when a limit of its key
+        # was set while it ran): steps held back by the limit may start now, here or at a peer.
+        effects.new_work = True
     outcome = _outcome_name(attempt)
     node = step.task_name
     if rt.log.isEnabledFor(logging.DEBUG):
@@ -418,6 +425,9 @@ class _CommitTarget:
     lease_token: str
     inline_lease_margin: float | None
     whole_state_above: int
+    # What the engine knows of the shards' limits: a lone successor under a limit is queued for a claim,
+    # never run inline past its limit.
+    limits: LimitsCache
 
 
 async def _record_attempt(target: _CommitTarget, attempt: Attempt) -> tuple[Effects, Attempt]:
@@ -492,6 +502,14 @@ async def _commit_attempt(target: _CommitTarget, attempt: Attempt) -> Effects:
             await commit.commit_success(changes, merged, route, attempt.sleep_seconds)
         return commit.effects
 
+    if (
+        inline_lease_margin is not None
+        and route is not None
+        and target.limits.active(store.shard)
+        and len(route.branches) == 1
+        and target.limits.holds_back(store.shard, info.fairness_key, graph.url_of(route.branches[0].node))
+    ):
+        inline_lease_margin = None
     if route is not None and StepCommit.is_single_statement(
         info, step, route, attempt.sleep_seconds, inline_lease_margin
     ):

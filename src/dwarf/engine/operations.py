@@ -411,6 +411,8 @@ async def cancel_flow(rt: Runtime, flow_key: str, reason: str) -> None:
     # Atomic over the whole tree even while its steps commit (a child flow being created, say): see
     # tree_writes for the lock order and why the write is retried.
     await run_tree_write(store, lambda tx: cancel_tree(tx, flow_id, reason), "cancel")
+    if rt.limits.active(store.shard):
+        rt.ring(store.shard)  # cancelled running steps gave their slots back (docs/limits.md)
     info = await rt.flow_info(store, flow_id)
     if info is not None:
         await rt.flow_stopped(info, Status.CANCELLED)

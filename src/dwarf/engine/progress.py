@@ -20,6 +20,7 @@ from dwarf.errors import BadRequestError
 from dwarf.store.base import Row, Store
 from dwarf.store.rows import PARKED_ON_SIGNAL, FlowRow
 from dwarf.workflow.durations import Duration, to_seconds
+from dwarf.workflow.limits import Limit
 from dwarf.workflow.progress import AHEAD_LIMIT, FlowActivity, FlowWait, WaitReason
 from dwarf.workflow.status import FLOW_STATUSES, Status
 
@@ -38,11 +39,12 @@ async def flow_waits(rt: Runtime, flow_key: str) -> list[FlowWait]:
     """Why the flow is not moving; see ``Engine.why``.
 
     Each ``FlowWait`` is one way of waiting shared by steps at one task: running on a worker, queued
-    behind ``ahead`` due steps, sleeping until ``until``, waiting for a retry (``attempt``) at ``until``,
-    interrupted since ``since`` (until ``until`` with a timeout), waiting for a signal
-    (``signal_name``), or waiting on a child flow (``child_flow_key``); a running flow with
-    nothing to run is ``stalled``. One grouped read of the flow's unfinished steps, a point read per
-    group, and a count bounded by ``AHEAD_LIMIT`` for a queue: call it when someone looks.
+    behind ``ahead`` due steps or held back by its ``limit`` (docs/limits.md), sleeping until ``until``,
+    waiting for a retry (``attempt``) at ``until``, interrupted since ``since`` (until ``until`` with a
+    timeout), waiting for a signal (``signal_name``), or waiting on a child flow (``child_flow_key``); a
+    running flow with nothing to run is ``stalled``. One grouped read of the flow's unfinished steps, a
+    point read per group, and for a queue the limits of its keys and a count bounded by ``AHEAD_LIMIT``:
+    call it when someone looks.
     """
     store, flow = await rt.resolve(flow_key)
     status = Status(flow.status)
@@ -75,7 +77,11 @@ async def _wait_of(store: Store, group: Row) -> FlowWait:
         wait.since = utc(group["started"]) if group["started"] is not None else None
     elif reason == WaitReason.QUEUED:
         wait.since = utc(group["changed"])
-        wait.ahead = await _due_ahead(store, int(group["priority"]), int(group["first_step_id"]))
+        wait.limit = await _limit_holding(store, first) if first else None
+        if wait.limit is not None:
+            wait.reason = WaitReason.LIMITED
+        else:
+            wait.ahead = await _due_ahead(store, int(group["priority"]), int(group["first_step_id"]))
     elif reason in (WaitReason.SLEEPING, WaitReason.RETRYING):
         wait.until = utc(group["due"])
         wait.since = utc(group["changed"])
@@ -98,6 +104,16 @@ async def _wait_of(store: Store, group: Row) -> FlowWait:
     else:
         wait.since = utc(group["changed"])
     return wait
+
+
+async def _limit_holding(store: Store, step: Row) -> Limit | None:
+    """The limit of the step's fairness key or task URL that is at its limit now, if one is (two
+    primary-key lookups, and a count of the key's running steps under the limit)."""
+    rows = await store.read("limits_of_step", fairness_key=step["fairness_key"], task_url=step["task_url"])
+    for limit in (Limit.of(row, store.shard) for row in rows):
+        if limit.at_limit:
+            return limit
+    return None
 
 
 def _reason(group: Row) -> WaitReason:

@@ -23,6 +23,7 @@ from dwarf.engine.flowinfo import FlowInfo, FlowInfoCache, FlowReads, parse_grap
 from dwarf.engine.history import load_outcome
 from dwarf.engine.host import Host, HostHooks
 from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
+from dwarf.engine.limits import LimitsCache
 from dwarf.engine.reaper import Reaper
 from dwarf.engine.retention import Retention
 from dwarf.engine.signals import (
@@ -194,6 +195,8 @@ class Runtime:
         # Set when a schedule changed (here, or at a peer that signalled it): the schedule ticker looks again.
         self.schedule_bell = asyncio.Event()
         self.timers = LocalTimers(self.doorbells)
+        # What this engine knows of each shard's limits (docs/limits.md).
+        self.limits = LimitsCache()
         self.running = True
         self._background: set[asyncio.Task[Any]] = set()
         self.reaper = Reaper(self)
@@ -329,6 +332,11 @@ class Runtime:
         """New due work on ``shard``: wake its claimer here and tell the peers."""
         self.doorbells.ring(shard)
         self.signal(Signal(DOORBELL, shard))
+
+    def limits_changed(self, shard: int) -> None:
+        """The limits of ``shard`` changed here: wake its claimer, and have the peers read them again."""
+        self.doorbells.ring(shard)
+        self.signal(Signal(DOORBELL, shard, limits=True))
 
     def schedules_changed(self) -> None:
         """A schedule was created, changed, paused, resumed or deleted: wake the ticker here and at the

@@ -20,6 +20,7 @@ from dwarf.engine.completion import join_ready_cohorts
 from dwarf.engine.executor import Lease, run_claimed_step
 from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
+from dwarf.engine.limits import claim_under_limits
 from dwarf.engine.runtime import Runtime
 from dwarf.engine.timers import fire_due_timers, next_timer_delay, timer_delay
 from dwarf.engine.tuning import SchedulerTuning
@@ -353,9 +354,18 @@ class Scheduler:
     async def _claim(self, store: Store, limit: int) -> list[StepRow]:
         lease_token = new_token()
         started = time.perf_counter()
-        rows = await store.write(
-            "claim_due_steps", lease_token=lease_token, lease_seconds=self.tuning.lease_period, limit=limit
-        )
+        limits = self._runtime.limits
+        if not limits.known(store.shard):
+            await limits.load(store)  # before the first claim: a failure is retried as the claim's
+        if limits.active(store.shard):
+            rows = await self._claim_under_limits(store, lease_token, limit)
+        else:
+            rows = await store.write(
+                "claim_due_steps",
+                lease_token=lease_token,
+                lease_seconds=self.tuning.lease_period,
+                limit=limit,
+            )
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
         steps = []
@@ -370,6 +380,16 @@ class Scheduler:
             task = asyncio.create_task(self._run(flight))
             self._in_flight[task] = flight
         return steps
+
+    async def _claim_under_limits(self, store: Store, lease_token: str, limit: int) -> list[Row]:
+        """Claim obeying the shard's limits (see engine/limits.py); set a timer for the next rate token a
+        drained limit gets, and notice a change of the limits."""
+        claim = await claim_under_limits(store, lease_token, self.tuning.lease_period, limit)
+        rt = self._runtime
+        if claim.next_token_in is not None:
+            self._doorbells.ring_later(store.shard, claim.next_token_in)
+        rt.limits.observe(rt, store, claim.limit_count, claim.limit_version)
+        return claim.rows
 
     def _unreadable(self, store: Store, row: Row, error: CodecError) -> None:
         """A claimed step whose row this engine cannot decode (it lacks a codec or key that wrote it):
@@ -387,6 +407,7 @@ class Scheduler:
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""
         row = (await store.read("next_wake_time"))[0]
+        self._runtime.limits.observe(self._runtime, store, row["limit_count"], row["limit_version"])
         if int(row["stranded"]):
             await self._join_stranded(store)
         now = float(row["now"])

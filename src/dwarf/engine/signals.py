@@ -3,7 +3,10 @@
 Three kinds of signal cross replicas. ``doorbell`` says a shard has new due work; ``flow-stopped`` says a
 flow stopped (completed, failed, cancelled or interrupted) so that waiters elsewhere return at once;
 ``schedules`` says a schedule was created, changed, paused, resumed or deleted, so that the other
-engines' schedule tickers look again at once instead of at their next poll.
+engines' schedule tickers look again at once instead of at their next poll. A doorbell with
+``limits`` set also says the shard's limits changed (docs/limits.md): the receiver reads them again. It is
+a field of the doorbell, not an op of its own, so that an engine of an older release still takes it as a
+doorbell.
 Payloads carry only shard numbers and token-free ids. Signals are hints: the claimer and ``wait`` both
 fall back to polling with a bounded interval, so a lost signal costs latency, never correctness.
 
@@ -49,6 +52,7 @@ class Signal:
     op: str
     shard: int
     flow_id: int = 0
+    limits: bool = False
 
 
 # Set by the engine only around its own ``signal_peers`` call (a contextvar, so concurrent sends of
@@ -69,6 +73,8 @@ def encode_signal(signal: Signal) -> bytes:
     body: dict[str, int] = {"shard": signal.shard}
     if signal.flow_id:
         body["flow"] = signal.flow_id
+    if signal.limits:
+        body["limits"] = 1
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -81,9 +87,10 @@ def decode_signal(op: str, payload: bytes) -> Signal:
         raise ValueError("signal payload is not an object")
     shard = body.get("shard")
     flow_id = body.get("flow", 0)
+    limits = body.get("limits", 0)
     if not isinstance(shard, int) or not isinstance(flow_id, int) or isinstance(shard, bool):
         raise ValueError("signal payload has malformed fields")
-    return Signal(op, shard, flow_id)
+    return Signal(op, shard, flow_id, limits == 1)
 
 
 class Waiter:

@@ -46,8 +46,15 @@ def load_queries(dialect: str, now_expression: str) -> dict[str, str]:
     package = resources.files("dwarf.store")
     queries = _parse_query_file((package / "queries.sql").read_text(encoding="utf-8"))
     queries.update(_parse_query_file((package / f"queries_{dialect}.sql").read_text(encoding="utf-8")))
-    # Names starting with "_" are fragments shared by several statements, spliced in as {_name}.
+    # Names starting with "_" are fragments shared by several statements, spliced in as {_name}. A fragment
+    # may splice in others; they are resolved first (a few rounds: fragments nest shallowly).
     fragments = {name: sql for name, sql in queries.items() if name.startswith("_")}
+    for _ in range(4):
+        for name, text in fragments.items():
+            for fragment, inner in fragments.items():
+                if fragment != name:
+                    text = text.replace("{" + fragment + "}", inner)
+            fragments[name] = text
     resolved = {}
     for name, sql in queries.items():
         if name.startswith("_"):

@@ -124,13 +124,49 @@ SELECT * FROM dwarf_flows WHERE parent_flow_id = :flow_id AND purge_marked = 0
 -- with an equality PostgreSQL may read it through the primary key in step_id order instead, past every
 -- step claimed since the last vacuum (statistics taken right after a burst of creates make it choose
 -- to); only the due index gives the key order without sorting the whole key.
-claim_pivot(after_key) AS (
-    SELECT COALESCE((SELECT after_key FROM dwarf_claim_cursor WHERE cursor_id = 1), '')
-),
+--
+-- This walk is for a database without limits: it stops at its first row while limits exist (see
+-- _claim_pivot), at no cost but a column of the row it reads anyway. _limited_claim_walk is the other.
+{_claim_pivot},
 claim_walk(n, priority, fairness_key, got) AS (
     SELECT 0, CAST(-1 AS BIGINT), CAST(NULL AS TEXT), CAST(0 AS BIGINT)
     UNION ALL
     SELECT w.n + 1,
+{_claim_walk_next},
+        w.got + CASE WHEN w.fairness_key IS NULL THEN 0 ELSE (
+            SELECT COUNT(*) FROM (
+                SELECT 1 FROM dwarf_steps s
+                WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key >= w.fairness_key
+                  AND s.fairness_key <= w.fairness_key AND s.not_before <= {now}
+                ORDER BY s.fairness_key
+                LIMIT :limit) AS head) END
+    FROM claim_walk AS w, claim_pivot
+    WHERE w.priority IS NOT NULL AND claim_pivot.limit_count = 0
+      AND (w.got < :limit OR (w.fairness_key IS NOT NULL AND w.n <= 32 AND w.got < 256))
+),
+claim_window(priority, fairness_key) AS (
+    SELECT priority, fairness_key FROM claim_walk
+    WHERE fairness_key IS NOT NULL AND (got < :limit OR (n <= 32 AND got < 256))
+),
+claim_cursor_move(after_key) AS (
+    SELECT last.fairness_key FROM claim_walk AS beyond JOIN claim_walk AS last ON last.n = beyond.n - 1
+    WHERE beyond.fairness_key IS NOT NULL
+      AND NOT (beyond.got < :limit OR (beyond.n <= 32 AND beyond.got < 256))
+)
+
+-- name: _claim_pivot
+-- Where a claim's walk starts in each band's key order (see _claim_walk), and how many limits exist
+-- (012_limits.sql): one read of the claim's control row. A claim that expects no limits claims nothing
+-- while there are some (it stops its walk at once); the claim under limits (_limited_claim_walk) does.
+claim_pivot(after_key, limit_count) AS MATERIALIZED (
+    SELECT COALESCE(MAX(after_key), ''), COALESCE(MAX(limit_count), 0) FROM dwarf_claim_cursor
+    WHERE cursor_id = 1
+)
+
+-- name: _claim_walk_next
+-- The (priority, fairness_key) of the walk's next pair after pair w (see _claim_walk): the next key of
+-- w's band in key order from the pivot on, wrapping round, or NULL when the band has no more keys; after
+-- a NULL, the first key of the next band with due steps.
         CASE WHEN w.fairness_key IS NOT NULL THEN w.priority ELSE (
             SELECT s.priority FROM dwarf_steps s
             WHERE s.status = 'pending' AND s.priority > w.priority AND s.not_before <= {now}
@@ -161,38 +197,74 @@ claim_walk(n, priority, fairness_key, got) AS (
             SELECT s.fairness_key FROM dwarf_steps s
             WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key > w.fairness_key
               AND s.fairness_key <= claim_pivot.after_key AND s.not_before <= {now}
-            ORDER BY s.fairness_key LIMIT 1) END,
-        w.got + CASE WHEN w.fairness_key IS NULL THEN 0 ELSE (
-            SELECT COUNT(*) FROM (
+            ORDER BY s.fairness_key LIMIT 1) END
+
+-- name: _limited_claim_walk
+-- _claim_walk for a database with limits (012_limits.sql, docs/limits.md): the same walk over (band, key)
+-- pairs, in which a pair offers only as many steps as its fairness key's limit has room for (a key at
+-- its limit offers none, so the walk goes on to other keys and bands instead of stopping behind it), and
+-- steps of a task URL without room are passed over. A pair's take is its share of got (the next row's
+-- got minus its own). Past 128 pairs the walk stops (most of them may be keys at their limit) and the
+-- cursor moves on to its last key, so that every key still comes round.
+--
+-- claim_url_room is the room of every task URL limit (few: one per limited task): a URL without room is
+-- passed over in the heads; one with some keeps that many of its best turns (see the claims).
+{_claim_pivot},
+claim_url_room(limit_key, room) AS (
+    SELECT l.limit_key, {_limit_room} FROM dwarf_limits AS l WHERE l.scope = 'task_url'
+),
+claim_walk(n, priority, fairness_key, got) AS (
+    SELECT 0, CAST(-1 AS BIGINT), CAST(NULL AS TEXT), CAST(0 AS BIGINT)
+    UNION ALL
+    SELECT w.n + 1,
+{_claim_walk_next},
+        w.got + CASE WHEN w.fairness_key IS NULL THEN 0 ELSE {_least}(
+            (SELECT COUNT(*) FROM (
                 SELECT 1 FROM dwarf_steps s
                 WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key >= w.fairness_key
                   AND s.fairness_key <= w.fairness_key AND s.not_before <= {now}
+                  AND s.task_url NOT IN (SELECT b.limit_key FROM claim_url_room AS b WHERE b.room <= 0)
                 ORDER BY s.fairness_key
-                LIMIT :limit) AS head) END
+                LIMIT :limit) AS head),
+            COALESCE((SELECT {_limit_room} FROM dwarf_limits AS l
+                      WHERE l.scope = 'fairness_key' AND l.limit_key = w.fairness_key), :limit)) END
     FROM claim_walk AS w, claim_pivot
-    WHERE w.priority IS NOT NULL
+    WHERE w.priority IS NOT NULL AND w.n < 128
       AND (w.got < :limit OR (w.fairness_key IS NOT NULL AND w.n <= 32 AND w.got < 256))
 ),
-claim_window(priority, fairness_key) AS (
-    SELECT priority, fairness_key FROM claim_walk
-    WHERE fairness_key IS NOT NULL AND (got < :limit OR (n <= 32 AND got < 256))
+claim_window(priority, fairness_key, take) AS (
+    SELECT w.priority, w.fairness_key, nxt.got - w.got
+    FROM claim_walk AS w JOIN claim_walk AS nxt ON nxt.n = w.n + 1
+    WHERE w.fairness_key IS NOT NULL AND (w.got < :limit OR (w.n <= 32 AND w.got < 256))
+      AND nxt.got > w.got
 ),
 claim_cursor_move(after_key) AS (
     SELECT last.fairness_key FROM claim_walk AS beyond JOIN claim_walk AS last ON last.n = beyond.n - 1
     WHERE beyond.fairness_key IS NOT NULL
-      AND NOT (beyond.got < :limit OR (beyond.n <= 32 AND beyond.got < 256))
+      AND (beyond.n >= 128 OR NOT (beyond.got < :limit OR (beyond.n <= 32 AND beyond.got < 256)))
 )
+
+-- name: _limit_slot
+-- Whether a step claimed under limits holds slots (012_limits.sql): some limit names its fairness key or
+-- its task URL (two primary-key lookups). Steps that held one keep it.
+CASE WHEN limit_slot = 1
+    OR EXISTS (SELECT 1 FROM dwarf_limits AS k WHERE k.scope = 'fairness_key' AND k.limit_key = fairness_key)
+    OR EXISTS (SELECT 1 FROM dwarf_limits AS u WHERE u.scope = 'task_url' AND u.limit_key = task_url)
+    THEN 1 ELSE 0 END
 
 -- name: next_wake_time
 -- When the claimer has something to do again: the earliest not-before of a pending step, the earliest
 -- expiry of a lease, the earliest timer (a deadline, a timed wait's end: see next_timer; each NULL when
 -- there is none), and whether a complete cohort waits for its join (its last member's replica died
--- before looking: see stranded_cohorts).
+-- before looking: see stranded_cohorts). Also how many limits exist and their version (012_limits.sql),
+-- so that an engine that missed a change of limits learns of it here.
 SELECT
     (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
     {_next_timers},
     (SELECT COUNT(*) FROM dwarf_complete_cohorts) AS stranded,
+    (SELECT limit_count FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_count,
+    (SELECT limit_version FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_version,
     {now} AS now
 
 -- name: next_timer
@@ -806,6 +878,71 @@ FROM (
     LIMIT :limit
 ) AS recent
 GROUP BY status, created_slot, updated_slot
+
+-- name: _limit_columns
+-- A limit as Engine.list_limits and Engine.why show it (l is its dwarf_limits row): its settings, its
+-- running steps that hold slots (counted only for a concurrency limit), and the whole tokens its bucket
+-- holds now (for a rate).
+l.scope, l.limit_key, l.concurrency, l.rate, l.burst,
+    CASE WHEN l.concurrency <= 0 THEN 0
+        WHEN l.scope = 'task_url' THEN (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.task_url = l.limit_key)
+        ELSE (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.fairness_key = l.limit_key) END AS running,
+    CASE WHEN l.rate <= 0 THEN 0
+        ELSE {_least}(l.burst, l.tokens + ({now} - l.refilled_at) * l.rate) END AS tokens
+
+-- name: limit_state
+-- How many limits the database has, and their version (see note_limits_changed).
+SELECT limit_count, limit_version FROM dwarf_claim_cursor WHERE cursor_id = 1
+
+-- name: list_limits
+-- Every limit of the database (Engine.list_limits), in scope and key order: a handful of rows, read
+-- whole.
+SELECT {_limit_columns} FROM dwarf_limits AS l ORDER BY l.scope, l.limit_key
+
+-- name: limits_of_step
+-- The limits that apply to a step, by its fairness key and task URL (Engine.why): two primary-key
+-- lookups.
+SELECT {_limit_columns} FROM dwarf_limits AS l
+WHERE (l.scope = 'fairness_key' AND l.limit_key = :fairness_key)
+   OR (l.scope = 'task_url' AND l.limit_key = :task_url)
+
+-- name: put_limit
+-- Set a limit (Engine.limit), replacing the one the key had. A new rate starts with a full bucket;
+-- a changed rate keeps the tokens its bucket holds now, up to the new burst.
+INSERT INTO dwarf_limits (
+    scope, limit_key, concurrency, rate, burst, tokens, refilled_at, created_at, updated_at
+) VALUES (:scope, :limit_key, :concurrency, :rate, :burst, :burst, {now}, {now}, {now})
+ON CONFLICT (scope, limit_key) DO UPDATE
+SET concurrency = excluded.concurrency, rate = excluded.rate, burst = excluded.burst,
+    tokens = CASE WHEN dwarf_limits.rate <= 0 THEN excluded.burst
+        ELSE {_least}(excluded.burst,
+                      dwarf_limits.tokens + ({now} - dwarf_limits.refilled_at) * dwarf_limits.rate) END,
+    refilled_at = {now}, updated_at = {now}
+
+-- name: delete_limit
+-- Remove a limit (Engine.clear_limit); answers its row when there was one.
+DELETE FROM dwarf_limits WHERE scope = :scope AND limit_key = :limit_key
+RETURNING scope
+
+-- name: mark_limit_slots
+-- A new limit counts the steps of its key already running (claimed before it existed, or by an engine
+-- that did not know of it yet): they take slots. Every running step is looked at (through
+-- idx_dwarf_steps_leased: as many as the workers of every replica), once per change of a limit.
+UPDATE dwarf_steps SET limit_slot = 1
+WHERE status = 'running' AND lease_expires > -1 AND limit_slot = 0
+  AND ((:scope = 'fairness_key' AND fairness_key = :limit_key) OR (:scope = 'task_url' AND task_url = :limit_key))
+
+-- name: note_limits_changed
+-- After a change of limits, in its transaction: how many there are now (claims read it: see
+-- _claim_pivot), and a new version, by which engines tell that their copy of the limits is out of date.
+UPDATE dwarf_claim_cursor
+SET limit_count = (SELECT COUNT(*) FROM dwarf_limits), limit_version = limit_version + 1
+WHERE cursor_id = 1
+RETURNING limit_count, limit_version
 
 -- name: database_now
 -- The database clock (epoch seconds): schedules compute their next tick from it, as the tickers do.

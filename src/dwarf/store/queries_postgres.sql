@@ -46,6 +46,98 @@ FROM due
 WHERE s.step_id = due.step_id
 RETURNING s.*
 
+-- name: claim_limited_steps
+-- claim_due_steps for a database with limits (012_limits.sql): the walk of _limited_claim_walk, whose
+-- window pairs offer `take` steps each. A pair's head is its `take` oldest due steps of task URLs with
+-- room; the heads are ranked as in claim_due_steps, a task URL with a limit keeps as many of its best
+-- turns as it has room for, and the best :limit of the rest are leased. A leased step under a limit holds
+-- slots (limit_slot). The claim runs after lock_limits in its transaction: the counts it reads (a
+-- snapshot taken once the lock is held) cannot change before it commits but by steps ending, which only
+-- frees room. Its rate tokens are taken by take_rate_tokens in the same transaction.
+WITH RECURSIVE {_limited_claim_walk},
+heads AS MATERIALIZED (
+    SELECT h.step_id, w.priority, w.fairness_key, h.fairness_weight, h.task_url
+    FROM claim_window AS w CROSS JOIN LATERAL (
+        SELECT s.step_id, s.fairness_weight, s.task_url FROM dwarf_steps AS s
+        WHERE s.status = 'pending' AND s.priority = w.priority AND s.fairness_key >= w.fairness_key
+          AND s.fairness_key <= w.fairness_key AND s.not_before <= {now}
+          AND s.task_url NOT IN (SELECT b.limit_key FROM claim_url_room AS b WHERE b.room <= 0)
+        ORDER BY s.fairness_key, s.step_id LIMIT w.take
+        FOR UPDATE SKIP LOCKED
+    ) AS h
+), ranked AS MATERIALIZED (
+    SELECT step_id, priority, task_url,
+        SUM(-ln(1.0 - random())) OVER fair
+            / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair AS turn
+    FROM heads
+    WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
+), capped AS MATERIALIZED (
+    SELECT step_id, priority, turn, task_url,
+        ROW_NUMBER() OVER (PARTITION BY task_url ORDER BY priority, turn) AS url_place
+    FROM ranked
+), due AS MATERIALIZED (
+    SELECT c.step_id FROM capped AS c
+    WHERE c.url_place <= COALESCE((SELECT u.room FROM claim_url_room AS u WHERE u.limit_key = c.task_url), :limit)
+    ORDER BY c.priority, c.turn LIMIT :limit
+), cursor_row AS MATERIALIZED (
+    SELECT c.cursor_id, m.after_key FROM dwarf_claim_cursor AS c, claim_cursor_move AS m
+    WHERE c.cursor_id = 1
+    FOR UPDATE OF c SKIP LOCKED
+), cursor_moved AS (
+    UPDATE dwarf_claim_cursor AS c SET after_key = r.after_key FROM cursor_row AS r
+    WHERE c.cursor_id = r.cursor_id
+)
+UPDATE dwarf_steps AS s
+SET status = 'running', lease_token = :lease_token,
+    lease_expires = {now} + :lease_seconds,
+    started_at = COALESCE(s.started_at, {now}), updated_at = {now}, version = s.version + 1,
+    limit_slot = {_limit_slot}
+FROM due
+WHERE s.step_id = due.step_id
+RETURNING s.*
+
+-- name: take_rate_tokens
+-- The rate tokens a claim under limits used (012_limits.sql): :used is a JSON array of [scope, key,
+-- steps started] for the keys of the steps it leased. Each limit with a rate is refilled up to now and
+-- charged; the answer is what is left, for the claimer to wake when the next token is due.
+UPDATE dwarf_limits AS l
+SET tokens = LEAST(l.burst, l.tokens + ({now} - l.refilled_at) * l.rate) - t.used, refilled_at = {now}
+FROM (
+    SELECT u.value ->> 0 AS scope, u.value ->> 1 AS limit_key, (u.value ->> 2)::bigint AS used
+    FROM json_array_elements(CAST(:used AS json)) AS u(value)
+) AS t
+WHERE l.scope = t.scope AND l.limit_key = t.limit_key AND l.rate > 0
+RETURNING l.scope, l.limit_key, l.tokens, l.rate
+
+-- name: lock_limits
+-- Serializes the claims under limits, and the changes of limits, of every replica: the first statement
+-- of their transactions, so that the next one reads what the previous holder committed. A transaction
+-- lock (released at commit); the constant (0x64776c696d74, "dwlimt") must never change once deployed.
+-- Answers the limits' count and version (see limit_state) as of before the lock: a hint, one claim late
+-- at worst.
+SELECT c.limit_count, c.limit_version
+FROM dwarf_claim_cursor AS c, (SELECT pg_advisory_xact_lock(110464082734452)) AS lock
+WHERE c.cursor_id = 1
+
+-- name: _least
+LEAST
+
+-- name: _limit_room
+-- How many more steps a limit lets start now (l is its dwarf_limits row; :limit stands for no bound):
+-- its concurrency less its running steps that hold slots, and the whole rate tokens in its bucket once
+-- refilled up to now. The slot counts read idx_dwarf_steps_key_slots or _url_slots, whose rows are the
+-- running steps holding slots (no more than the limit, which claims keep).
+CAST(GREATEST(0, LEAST(
+    CASE WHEN l.concurrency <= 0 THEN CAST(:limit AS BIGINT)
+        WHEN l.scope = 'task_url' THEN l.concurrency - (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.task_url = l.limit_key)
+        ELSE l.concurrency - (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.fairness_key = l.limit_key) END,
+    CASE WHEN l.rate <= 0 THEN CAST(:limit AS DOUBLE PRECISION)
+        ELSE FLOOR(LEAST(l.burst, l.tokens + ({now} - l.refilled_at) * l.rate) + 0.000001) END)) AS BIGINT)
+
 -- name: finish_and_continue
 -- The hot path of a chain in one round trip: complete a step (only under its lease) and insert its lone
 -- successor leased to the same worker. The successor's id is drawn first so the finished step can point

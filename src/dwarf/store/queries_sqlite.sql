@@ -36,6 +36,89 @@ WITH RECURSIVE {_claim_walk}
 UPDATE dwarf_claim_cursor SET after_key = (SELECT after_key FROM claim_cursor_move)
 WHERE cursor_id = 1 AND EXISTS (SELECT 1 FROM claim_cursor_move)
 
+-- name: claim_limited_steps
+-- claim_due_steps for a database with limits (012_limits.sql): the walk of _limited_claim_walk, whose
+-- window pairs offer `take` steps each. A pair's head is its oldest due steps of task URLs with room,
+-- cut to take; the heads are ranked as in claim_due_steps, a task URL with a limit keeps as many of its
+-- best turns as it has room for, and the best :limit of the rest are leased. A leased step under a limit
+-- holds slots (limit_slot). Writers are serialized (BEGIN IMMEDIATE), so the counts the walk reads cannot
+-- change before the lease commits; the claim's rate tokens are taken by take_rate_tokens in the same
+-- transaction.
+UPDATE dwarf_steps
+SET status = 'running', lease_token = :lease_token,
+    lease_expires = {now} + :lease_seconds,
+    started_at = COALESCE(started_at, {now}), updated_at = {now}, version = version + 1,
+    limit_slot = {_limit_slot}
+WHERE step_id IN (
+    WITH RECURSIVE {_limited_claim_walk},
+    heads AS (
+        SELECT s.step_id, s.priority, s.fairness_key, s.fairness_weight, s.task_url,
+            ROW_NUMBER() OVER (PARTITION BY s.priority, s.fairness_key ORDER BY s.step_id) AS place, w.take
+        FROM claim_window AS w JOIN dwarf_steps AS s ON s.step_id IN (
+            SELECT h.step_id FROM dwarf_steps AS h
+            WHERE h.status = 'pending' AND h.priority = w.priority AND h.fairness_key >= w.fairness_key
+              AND h.fairness_key <= w.fairness_key AND h.not_before <= {now}
+              AND h.task_url NOT IN (SELECT b.limit_key FROM claim_url_room AS b WHERE b.room <= 0)
+            ORDER BY h.fairness_key, h.step_id LIMIT :limit)
+    ),
+    ranked AS (
+        SELECT step_id, priority, task_url,
+            SUM(dwarf_random_gap()) OVER fair
+                / FIRST_VALUE(CASE WHEN fairness_weight > 0 THEN fairness_weight ELSE 1.0 END) OVER fair
+                AS turn
+        FROM heads WHERE place <= take
+        WINDOW fair AS (PARTITION BY priority, fairness_key ORDER BY step_id ROWS UNBOUNDED PRECEDING)
+    ),
+    capped AS (
+        SELECT step_id, priority, turn, task_url,
+            ROW_NUMBER() OVER (PARTITION BY task_url ORDER BY priority, turn) AS url_place
+        FROM ranked
+    )
+    SELECT c.step_id FROM capped AS c
+    WHERE c.url_place <= COALESCE((SELECT u.room FROM claim_url_room AS u WHERE u.limit_key = c.task_url), :limit)
+    ORDER BY c.priority, c.turn LIMIT :limit
+) AND status = 'pending'
+RETURNING *;
+WITH RECURSIVE {_limited_claim_walk}
+UPDATE dwarf_claim_cursor SET after_key = (SELECT after_key FROM claim_cursor_move)
+WHERE cursor_id = 1 AND EXISTS (SELECT 1 FROM claim_cursor_move)
+
+-- name: take_rate_tokens
+-- The rate tokens a claim under limits used (012_limits.sql): :used is a JSON array of [scope, key,
+-- steps started] for the keys of the steps it leased. Each limit with a rate is refilled up to now and
+-- charged; the answer is what is left, for the claimer to wake when the next token is due.
+UPDATE dwarf_limits
+SET tokens = MIN(burst, tokens + ({now} - refilled_at) * rate) - json_extract(t.value, '$[2]'),
+    refilled_at = {now}
+FROM json_each(:used) AS t
+WHERE dwarf_limits.scope = json_extract(t.value, '$[0]')
+  AND dwarf_limits.limit_key = json_extract(t.value, '$[1]') AND dwarf_limits.rate > 0
+RETURNING scope, limit_key, tokens, rate
+
+-- name: lock_limits
+-- Serializes the claims under limits and the changes of limits: SQLite's writers already are. Answers
+-- the limits' count and version (see limit_state).
+SELECT limit_count, limit_version FROM dwarf_claim_cursor WHERE cursor_id = 1
+
+-- name: _least
+MIN
+
+-- name: _limit_room
+-- How many more steps a limit lets start now (l is its dwarf_limits row; :limit stands for no bound):
+-- its concurrency less its running steps that hold slots, and the whole rate tokens in its bucket once
+-- refilled up to now. The slot counts read idx_dwarf_steps_key_slots or _url_slots, whose rows are the
+-- running steps holding slots (no more than the limit, which claims keep).
+MAX(0, MIN(
+    CASE WHEN l.concurrency <= 0 THEN :limit
+        WHEN l.scope = 'task_url' THEN l.concurrency - (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.task_url = l.limit_key)
+        ELSE l.concurrency - (
+            SELECT COUNT(*) FROM dwarf_steps AS r
+            WHERE r.status = 'running' AND r.limit_slot = 1 AND r.fairness_key = l.limit_key) END,
+    CASE WHEN l.rate <= 0 THEN :limit
+        ELSE CAST(MIN(l.burst, l.tokens + ({now} - l.refilled_at) * l.rate) + 0.000001 AS INTEGER) END))
+
 -- name: finish_and_continue
 -- The hot path of a chain: complete a step (only under its lease) and insert its lone successor leased
 -- to the same worker. Three statements: each later one acts only if the one before changed a row, so a

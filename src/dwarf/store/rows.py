@@ -218,6 +218,8 @@ class StepRow:
     not_before: float
     version: int
     recoveries: int
+    limit_slot: bool
+    """Whether the step, while it runs, holds a slot of a concurrency limit (012_limits.sql)."""
     created_at: float
     started_at: float | None
     updated_at: float
@@ -271,6 +273,7 @@ class StepRow:
             not_before=float(row["not_before"]),
             version=int(row["version"]),
             recoveries=int(row["recoveries"]),
+            limit_slot=bool(row["limit_slot"]),
             created_at=float(row["created_at"]),
             started_at=_time(row["started_at"]),
             updated_at=float(row["updated_at"]),

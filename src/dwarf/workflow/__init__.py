@@ -8,6 +8,7 @@ from dwarf.errors import SubgraphError
 from dwarf.workflow.baggage import current_baggage
 from dwarf.workflow.flow import TIMED_OUT, Flow, Park
 from dwarf.workflow.graph import END, Graph, Node, Transition
+from dwarf.workflow.limits import Limit, LimitScope
 from dwarf.workflow.progress import FlowActivity, FlowWait, WaitReason
 from dwarf.workflow.records import (
     DEADLINE_REASON,
@@ -40,6 +41,8 @@ __all__ = [
     "FlowWait",
     "Graph",
     "IdempotencyPolicy",
+    "Limit",
+    "LimitScope",
     "Node",
     "Park",
     "Query",

@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from dwarf.workflow.limits import Limit
 from dwarf.workflow.status import FLOW_STATUSES, Status
 
 __all__ = ["AHEAD_LIMIT", "FlowActivity", "FlowWait", "WaitReason"]
@@ -24,6 +25,9 @@ class WaitReason(enum.StrEnum):
     """A worker is running the step right now: the flow is moving."""
     QUEUED = "queued"
     """The step is due and waits for a free worker, behind ``ahead`` other due steps."""
+    LIMITED = "limited"
+    """The step is due but its fairness key or task URL is at its concurrency or rate limit (``limit``,
+    docs/limits.md): it starts when a running step of the key ends, or the rate allows another start."""
     SLEEPING = "sleeping"
     """The task slept (``flow.sleep``): the next step comes due at ``until``."""
     RETRYING = "retrying"
@@ -53,6 +57,7 @@ class FlowWait:
     ``ahead`` (queued only) is how many due steps a worker takes first: every due step of a better
     priority band and the older due steps of its own band, counted up to ``AHEAD_LIMIT``; inside a band
     the claim mixes fairness keys, so it is an estimate. ``error`` is the last failed attempt's error.
+    ``limit`` (limited only) is the limit that holds the steps back, as it stood when asked.
     """
 
     reason: WaitReason
@@ -67,6 +72,7 @@ class FlowWait:
     child_workflow_name: str = ""
     error: str = ""
     signal_name: str = ""
+    limit: Limit | None = None
 
     def describe(self) -> str:
         """One line for people: ``Work (200 steps) queued behind 1,250 due steps``."""
@@ -81,6 +87,8 @@ class FlowWait:
             more = "+" if self.ahead >= AHEAD_LIMIT else ""
             noun = "step" if self.ahead == 1 else "steps"
             return f"{what} queued behind {self.ahead:,}{more} due {noun}, waiting for a free worker"
+        if reason == WaitReason.LIMITED and self.limit is not None:
+            return f"{what} waiting for {_limit_text(self.limit)}"
         if reason == WaitReason.SLEEPING:
             return f"{what} sleeping until {_when(self.until)}"
         if reason == WaitReason.RETRYING:
@@ -125,6 +133,16 @@ class FlowActivity:
     def total(self) -> int:
         """Every flow counted."""
         return sum(self.counts.values())
+
+
+def _limit_text(limit: Limit) -> str:
+    """``the concurrency limit of fairness key 'acme' (5 of 5 running)`` or its rate limit's text."""
+    if limit.concurrency is not None and limit.running >= limit.concurrency:
+        return (
+            f"the concurrency limit of {limit.subject()} ({limit.running:,} of {limit.concurrency:,} running)"
+        )
+    rate = f"{limit.rate:g}" if limit.rate is not None else "?"
+    return f"the rate limit of {limit.subject()} ({rate} starts per second)"
 
 
 def _when(moment: datetime | None) -> str:
