@@ -12,6 +12,7 @@ import lzma
 import os
 import posixpath
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from dwarf.dashboard.bundle import pack, tar_of
+from dwarf.store.base import _parse_query_file, split_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 MERMAID_ARCHIVE = ROOT / "src" / "dwarf" / "dashboard" / "mermaid" / "mermaid.tar.xz"
@@ -358,3 +360,27 @@ def test_core_install_compresses_stored_values(core_install: CoreInstall) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "zlib"
+
+
+def test_the_wheels_sql_without_comments_holds_the_same_statements() -> None:
+    """setup.py strips the SQL files' comment lines in the wheel: every query and migration must load to
+    exactly the statements the repository's commented files load to."""
+    strip = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_for_tests")["strip_sql_comments"]
+    sql_files = sorted((ROOT / "src" / "dwarf" / "store").rglob("*.sql"))
+    assert len(sql_files) > 20
+    for path in sql_files:
+        text = path.read_text(encoding="utf-8")
+        stripped = strip(text)
+        assert len(stripped) < len(text)
+        if "migrations" in path.parts:
+            assert _statements(stripped) == _statements(text), path.name
+            continue
+        named, stripped_named = _parse_query_file(text), _parse_query_file(stripped)
+        assert named.keys() == stripped_named.keys(), path.name
+        for name, sql in named.items():
+            assert _statements(stripped_named[name]) == _statements(sql), (path.name, name)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements the engine runs from ``script``, blank lines aside (they mean nothing to SQL)."""
+    return ["\n".join(line for line in s.splitlines() if line.strip()) for s in split_statements(script)]
