@@ -144,11 +144,12 @@ def test_mermaid_archive_is_byte_stable(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package's wheel, built from a copy of pyproject.toml, README.md and src/."""
+    """The package's wheel, built from a copy of pyproject.toml, setup.py, README.md and src/."""
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
     source.mkdir()
     shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "setup.py", source)
     shutil.copy(ROOT / "README.md", source)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = work / "dist"

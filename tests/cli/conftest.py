@@ -46,7 +46,12 @@ def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = No
 
     Exceptions other than exits propagate, so that a crash never passes for an exit code of 1.
     """
-    return CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+    # Without COLUMNS, piped output is as wide as its content (cli/render.py); pytest-xdist's workers
+    # inherit a COLUMNS of the terminal, which would cut tables to fit it.
+    unset: dict[str, str | None] = {"COLUMNS": None}
+    return CliRunner().invoke(
+        app, list(args), input=input, env={**unset, **(env or {})}, catch_exceptions=False
+    )
 
 
 async def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:

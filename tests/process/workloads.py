@@ -182,7 +182,7 @@ def schedule_host(markers: Path) -> TestProxy:
 
 def dying_schedule_host(markers: Path) -> TestProxy:
     """``schedule_host`` for replica processes only: while ``SCHEDULE_CHAOS`` exists, the process kills
-    itself right after its 2nd to 5th tick's flow was created (committed), before the ticker moves the
+    itself right after its 1st to 3rd tick's flow was created (committed), before the ticker moves the
     schedule on: the window in which an engine's death must neither lose the tick nor double it.
 
     The kill comes from a wrapper around the ticker's ``create_flow``, installed in this process only.
@@ -190,7 +190,7 @@ def dying_schedule_host(markers: Path) -> TestProxy:
     from dwarf.engine import ticker
 
     create = ticker.create_flow
-    fatal = random.Random(os.getpid()).randint(2, 5)
+    fatal = random.Random(os.getpid()).randint(1, 3)
     created = 0
 
     async def create_then_die(*args: Any, **kwargs: Any) -> str:

@@ -11,6 +11,8 @@ with a warning per attempt; that connection then migrates (or checks) the schema
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -128,6 +130,7 @@ class PostgresStore(Store):
         self.pool_size = max(1, pool_size)
         self._queries = {name: to_psycopg_params(sql) for name, sql in load_queries("postgres", _NOW).items()}
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
+        self._pool_check: asyncio.Task[None] | None = None
 
     @property
     def description(self) -> str:
@@ -335,6 +338,23 @@ class PostgresStore(Store):
 
     def is_outage(self, cause: BaseException) -> bool:
         return _is_transient(cause) and not isinstance(cause, (*_CONFLICTS, MemoryError))
+
+    def note_failure(self, error: StoreError) -> None:
+        """Also drop the pool's idle connections when the server seems gone: a connection that sat idle
+        through a restart is dead, and the first operation to take it after the restart would fail
+        (each such connection once) although the server is back."""
+        super().note_failure(error)
+        pool = self._pool
+        cause = error.__cause__
+        if pool is None or not isinstance(cause, psycopg.OperationalError) or not self.is_outage(cause):
+            return
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.ensure_future(self._check_pool(pool))
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]]) -> None:
+        with contextlib.suppress(Exception):
+            await pool.check()
 
     async def resize(self, pool_size: int) -> None:
         self.pool_size = max(1, pool_size)
