@@ -11,7 +11,6 @@ with a warning per attempt; that connection then migrates (or checks) the schema
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -130,7 +129,6 @@ class PostgresStore(Store):
         self.pool_size = max(1, pool_size)
         self._queries = {name: to_psycopg_params(sql) for name, sql in load_queries("postgres", _NOW).items()}
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
-        self._pool_check: asyncio.Task[None] | None = None
 
     @property
     def description(self) -> str:
@@ -296,11 +294,11 @@ class PostgresStore(Store):
             async with pool.connection() as conn, conn.transaction():
                 result = await work(_PostgresTx(self, conn))
         except StoreError as error:
-            self.note_failure(error)
+            await self.note_failure_async(error)
             raise
         except (psycopg.Error, OSError) as error:  # taking a connection, BEGIN, COMMIT
             failure = self.wrap(error)
-            self.note_failure(failure)
+            await self.note_failure_async(failure)
             raise failure from error
         if self._outage:
             self.note_success()
@@ -322,11 +320,11 @@ class PostgresStore(Store):
             async with pool.connection() as conn:
                 rows = await _PostgresTx(self, conn).fetch_all(query, **params)
         except StoreError as error:
-            self.note_failure(error)
+            await self.note_failure_async(error)
             raise
         except (psycopg.Error, OSError) as error:
             failure = self.wrap(error)
-            self.note_failure(failure)
+            await self.note_failure_async(failure)
             raise failure from error
         if self._outage:
             self.note_success()
@@ -339,22 +337,16 @@ class PostgresStore(Store):
     def is_outage(self, cause: BaseException) -> bool:
         return _is_transient(cause) and not isinstance(cause, (*_CONFLICTS, MemoryError))
 
-    def note_failure(self, error: StoreError) -> None:
-        """Also drop the pool's idle connections when the server seems gone: a connection that sat idle
-        through a restart is dead, and the first operation to take it after the restart would fail
-        (each such connection once) although the server is back."""
-        super().note_failure(error)
+    async def note_failure_async(self, error: StoreError) -> None:
+        """note_failure, and when the server seems gone, drop the pool's idle connections before the
+        caller hears of the failure: a connection that sat idle through a restart is dead, and the first
+        operation to take it after the restart would fail although the server is back."""
+        self.note_failure(error)
         pool = self._pool
         cause = error.__cause__
-        if pool is None or not isinstance(cause, psycopg.OperationalError) or not self.is_outage(cause):
-            return
-        if self._pool_check is None or self._pool_check.done():
-            self._pool_check = asyncio.ensure_future(self._check_pool(pool))
-
-    @staticmethod
-    async def _check_pool(pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]]) -> None:
-        with contextlib.suppress(Exception):
-            await pool.check()
+        if pool is not None and isinstance(cause, psycopg.OperationalError) and self.is_outage(cause):
+            with contextlib.suppress(Exception):
+                await pool.check()
 
     async def resize(self, pool_size: int) -> None:
         self.pool_size = max(1, pool_size)
