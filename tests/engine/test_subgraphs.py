@@ -3,13 +3,25 @@ and resume on child keys."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from dwarf import BadRequestError, Flow, FlowOptions, Query, Reducer, Status, SubgraphError, current_baggage
+from dwarf import (
+    END,
+    BadRequestError,
+    ConflictError,
+    Flow,
+    FlowOptions,
+    Query,
+    Reducer,
+    Status,
+    SubgraphError,
+    current_baggage,
+)
 from dwarf.engine import TestProxy
-from tests.engine.graphs import WAIT, Gate, chain, failing, for_each, noop, wait_until
+from tests.engine.graphs import WAIT, Gate, chain, failing, for_each, graph_of, noop, setter, wait_until
 from tests.engine.graphs_parallel import (
     Runs,
     calls_subgraph,
@@ -325,3 +337,125 @@ async def test_a_child_graph_whose_host_fails_to_load_it_fails_the_parent_step_o
     assert outcome.status == Status.FAILED
     assert outcome.error == "the graph service answered 503"
     assert runs.counts["Call"] == 1
+
+
+def _branches_with_a_child(calls: Any, child: Any, grandchild: Any = None) -> TestProxy:
+    """``parent``: one forEach branch per item; ``Work`` runs ``calls`` (item "call") or fails when the
+    test says so (item "fail"). ``child`` runs ``child``; ``grandchild`` runs ``grandchild``."""
+    proxy = TestProxy()
+    proxy.handle_graph("parent", for_each("Branches"))
+    proxy.handle_graph("child", single("ChildFlow", "Child"))
+    proxy.handle_graph("grandchild", single("GrandchildFlow", "Grandchild"))
+    for name, handler in {"Split": noop, "Work": calls, "Join": noop, "Child": child}.items():
+        proxy.handle_task(name, handler)
+    if grandchild is not None:
+        proxy.handle_task("Grandchild", grandchild)
+    return proxy
+
+
+def _call_or_fail(child_gate: Gate, error: str) -> Any:
+    """``Work`` of ``_branches_with_a_child``: item "call" runs the child flow; any other item raises
+    ``error`` once the child's task has started."""
+
+    async def work(flow: Flow) -> None:
+        if flow.get_str("item") == "call":
+            flow.set("result", flow.subgraph("child", {}))
+            return
+        await child_gate.wait_entered()
+        raise RuntimeError(error)
+
+    return work
+
+
+async def test_a_branch_that_fails_the_flow_cancels_the_child_flow_a_sibling_was_waiting_on(
+    make_engine: Any,
+) -> None:
+    """Docs/fan-out-and-subgraphs.md#trees-of-flows: nothing would read the child's result any more, so
+    it is cancelled (not left running, which kept the tree from ever being deleted)."""
+    child_gate = Gate()
+
+    async def child(flow: Flow) -> None:
+        await child_gate.pass_through()
+        flow.set("done", True)
+
+    engine = await make_engine(
+        _branches_with_a_child(_call_or_fail(child_gate, "the other branch broke"), child)
+    )
+    _, outcome = await engine.run("parent", {"items": ["call", "fail"]}, timeout=WAIT)
+    assert outcome.status == Status.FAILED
+    assert "the other branch broke" in outcome.error
+    [summary] = await child_summaries(engine)
+    await wait_for_status(engine, summary.flow_key, Status.CANCELLED)
+    child_gate.open()  # the child's task ends now: its commit is refused, its flow stays cancelled
+    cancelled = await engine.snapshot(summary.flow_key)
+    assert cancelled.status == Status.CANCELLED
+    assert "ended without it" in cancelled.cancel_reason
+
+
+async def test_the_cancel_reaches_an_interrupted_grandchild_and_frees_the_tree_for_delete(
+    make_engine: Any,
+) -> None:
+    """A child waiting on its own child, which waits for an answer: the failure of a sibling branch
+    cancels both generations, and the failed root's tree can be deleted."""
+    fail_now = asyncio.Event()
+
+    async def work(flow: Flow) -> None:
+        if flow.get_str("item") == "call":
+            flow.set("result", flow.subgraph("child", {}))
+            return
+        async with asyncio.timeout(WAIT):
+            await fail_now.wait()
+        raise RuntimeError("the other branch broke")
+
+    async def child(flow: Flow) -> None:
+        flow.set("inner", flow.subgraph("grandchild", {}))
+
+    async def grandchild(flow: Flow) -> None:
+        flow.set("answer", flow.interrupt({"question": "go on?"}))
+
+    engine = await make_engine(_branches_with_a_child(work, child, grandchild))
+    key = await engine.create("parent", {"items": ["call", "fail"]})
+
+    async def grandchild_waits() -> bool:
+        flows = await child_summaries(engine)
+        return any(f.workflow_url == "grandchild" and f.status == Status.INTERRUPTED for f in flows)
+
+    await wait_until(grandchild_waits)
+    assert (await engine.snapshot(key)).status == Status.INTERRUPTED  # the interrupt surfaced at the root
+    fail_now.set()
+    await wait_for_status(engine, key, Status.FAILED)
+    for summary in await child_summaries(engine):
+        await wait_for_status(engine, summary.flow_key, Status.CANCELLED)
+    with pytest.raises(ConflictError):
+        await engine.resume(key, {"answer": "too late"})
+    await engine.delete(key)
+    assert await child_summaries(engine) == []
+
+
+async def test_a_branch_routed_by_on_error_cancels_the_child_flow_of_its_cancelled_sibling(
+    make_engine: Any,
+) -> None:
+    """onError cancels the failing branch's siblings and the flow goes on: the child flow a sibling
+    waited on is cancelled with it."""
+    child_gate = Gate()
+
+    async def child(flow: Flow) -> None:
+        await child_gate.pass_through()
+
+    proxy = _branches_with_a_child(_call_or_fail(child_gate, "handled elsewhere"), child)
+    graph = graph_of("Recovering", "Split", "Work", "Join", "Recover")
+    graph.add_transition_for_each("Split", "Work", "items", "item")
+    graph.add_transition("Work", "Join")
+    graph.add_transition_on_error("Work", "Recover")
+    graph.set_fan_in("Join")
+    graph.add_transition("Join", END)
+    graph.add_transition("Recover", "Join")
+    proxy.handle_graph("parent", graph)
+    proxy.handle_task("Recover", setter(recovered=True))
+    engine = await make_engine(proxy)
+    _, outcome = await engine.run("parent", {"items": ["call", "fail"]}, timeout=WAIT)
+    assert outcome.status == Status.COMPLETED, outcome
+    assert outcome.state["recovered"] is True
+    [summary] = await child_summaries(engine)
+    await wait_for_status(engine, summary.flow_key, Status.CANCELLED)
+    child_gate.open()

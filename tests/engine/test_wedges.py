@@ -16,6 +16,7 @@ import pytest
 
 from dwarf import Flow, Status
 from dwarf.engine import Engine, SchedulerTuning, TestProxy, wedge
+from dwarf.engine.tree_writes import ORPHAN_REASON
 from dwarf.engine.wedge import WEDGED_FLOW_ERROR, sweep_wedges
 from tests.engine.graphs import WAIT, Gate, chain
 
@@ -67,6 +68,13 @@ async def _child_flow_id(dsn: str, parent_key: str) -> int:
     return int(rows[0][0])
 
 
+async def _parent_parked_on_its_child(engine: Engine, dsn: str) -> tuple[str, int]:
+    """A ``parent`` flow parked on its child, which waits for an answer: the parent's key, the child's id."""
+    key = await engine.create("parent")
+    assert (await engine.wait(key, timeout=WAIT)).status == Status.INTERRUPTED
+    return key, await _child_flow_id(dsn, key)
+
+
 async def _fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
     if dsn.startswith("sqlite:///"):
         conn = sqlite3.connect(dsn.removeprefix("sqlite:///"))
@@ -81,9 +89,7 @@ async def _fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
 
 async def test_a_parent_parked_on_a_child_that_ended_unheard_gets_the_childs_result(fresh_dsn: str) -> None:
     async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
-        key = await engine.create("parent")
-        assert (await engine.wait(key, timeout=WAIT)).status == Status.INTERRUPTED
-        child = await _child_flow_id(fresh_dsn, key)
+        key, child = await _parent_parked_on_its_child(engine, fresh_dsn)
         # The child ended, but the wake-up of its parent was lost.
         await _raw(
             fresh_dsn,
@@ -99,9 +105,7 @@ async def test_a_parent_parked_on_a_child_that_ended_unheard_gets_the_childs_res
 
 async def test_a_parent_parked_on_a_vanished_child_fails_with_a_clear_error(fresh_dsn: str) -> None:
     async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
-        key = await engine.create("parent")
-        await engine.wait(key, timeout=WAIT)
-        child = await _child_flow_id(fresh_dsn, key)
+        key, child = await _parent_parked_on_its_child(engine, fresh_dsn)
         await _raw(
             fresh_dsn,
             f"DELETE FROM dwarf_steps WHERE flow_id = {child}",
@@ -242,3 +246,27 @@ async def test_a_complete_cohort_whose_last_arrival_nobody_checked_is_joined_onc
         outcome = await engine.wait(key, timeout=WAIT)
         assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 0
     assert (outcome.status, outcome.state["total"], outcome.state["joined"]) == (Status.COMPLETED, 10, 1)
+
+
+async def test_a_child_left_running_after_its_calling_step_was_cancelled_is_cancelled(fresh_dsn: str) -> None:
+    """The replica that failed the parent died before its follow-up cancelled the child (simulated by
+    failing the parent by hand): the sweep cancels the child, once."""
+    async with Engine(host=_proxy(), dsn=fresh_dsn) as engine:
+        key, child = await _parent_parked_on_its_child(engine, fresh_dsn)
+        await _raw(
+            fresh_dsn,
+            f"UPDATE dwarf_steps SET status = 'cancelled' WHERE flow_id = {_id(key)}",
+            f"UPDATE dwarf_flows SET status = 'failed' WHERE flow_id = {_id(key)}",
+        )
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 1
+        assert await sweep_wedges(engine.runtime, engine.runtime.stores[0], min_age=0) == 0
+        [(status, reason)] = await _fetch(
+            fresh_dsn, f"SELECT status, cancel_reason FROM dwarf_flows WHERE flow_id = {child}"
+        )
+        assert (status, reason) == ("cancelled", ORPHAN_REASON)
+        [(unfinished,)] = await _fetch(
+            fresh_dsn,
+            f"SELECT COUNT(*) FROM dwarf_steps WHERE flow_id = {child} AND status <> 'cancelled'",
+        )
+        assert unfinished == 0
+        await engine.delete(key)

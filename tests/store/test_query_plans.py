@@ -29,7 +29,7 @@ SMALL_PARTIAL_INDEXES = {"idx_dwarf_steps_open_cohorts", "idx_dwarf_steps_parked
 
 # Every flow of one status: all the running flows are the backlog (100,000 queued flows are all running),
 # so a statement that reads them grows with it. stranded_cohorts did once a second; the wedge sweep reads
-# them in windows of flow ids (running_flows_window, then the window's own range).
+# them in windows of flow ids (flows_window, then the window's own range).
 UNBOUNDED_STATUS_SEARCH = re.compile(
     r"SEARCH \w+ USING (?:COVERING )?INDEX idx_dwarf_flows_status \(status=\?\)$"
 )

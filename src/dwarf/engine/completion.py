@@ -78,6 +78,9 @@ class Effects:
     pending_join: int = 0
     # Cohorts this transaction joined (claimed with claim_cohort_join).
     joins: int = 0
+    # Steps of the flow were cancelled: a child flow one of them was parked on must be cancelled too,
+    # right after the commit (tree_writes.cancel_orphans).
+    orphans: bool = False
 
     def absorb(self, later: Effects) -> None:
         """Add the effects of a later transaction of the same step (its deferred cohort join)."""
@@ -90,6 +93,7 @@ class Effects:
         self.timers.extend(later.timers)
         self.merges += later.merges
         self.joins += later.joins
+        self.orphans = self.orphans or later.orphans
 
 
 @dataclass
@@ -313,9 +317,10 @@ class StepCommit:
 
     async def _fail_flow(self, error: str) -> None:
         """Fail the flow and cancel everything else still pending in it."""
-        await self.tx.execute(
+        cancelled = await self.tx.execute(
             "cancel_unfinished_steps", flow_id=self.info.flow_id, keep_step_id=self.step.step_id
         )
+        self.effects.orphans = self.effects.orphans or cancelled > 0
         await self._stop_flow(Status.FAILED, error=error)
 
     # --- outcomes ---
@@ -822,8 +827,8 @@ class StepCommit:
             lineage = int(row["lineage_id"])
             while lineage and lineage != spawn_id:
                 lineage = parents.get(lineage, 0)
-            if lineage == spawn_id:
-                await self.tx.execute("cancel_step", step_id=step_id)
+            if lineage == spawn_id and await self.tx.execute("cancel_step", step_id=step_id):
+                self.effects.orphans = True
 
 
 async def surface_interrupt(

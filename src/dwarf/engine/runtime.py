@@ -37,6 +37,7 @@ from dwarf.engine.signals import (
 )
 from dwarf.engine.states import UNBOUNDED
 from dwarf.engine.telemetry import TaskRun, Telemetry
+from dwarf.engine.tree_writes import cancel_orphans, run_tree_write
 from dwarf.errors import EngineStateError, InvalidGraphError, NotFoundError
 from dwarf.store.base import Store
 from dwarf.store.rows import FlowRow
@@ -327,6 +328,28 @@ class Runtime:
             self.wake(info.shard, flow_id)
         if effects.stopped is not None:
             await self.flow_stopped(info, effects.stopped, effects.final_state)
+        if effects.orphans:
+            self.spawn(self.cancel_orphans(info.shard, info.root_flow_id))
+
+    async def cancel_orphans(self, shard: int, root_flow_id: int) -> int:
+        """Cancel the child flows of a tree whose calling step ended without them (see
+        ``tree_writes.cancel_orphans``); return how many. A failure is logged, not raised: the wedge
+        sweep finds the orphans it left."""
+        store = self.store(shard)
+        flow = correlation_id(shard, root_flow_id)
+        try:
+            count = await run_tree_write(
+                store, lambda tx: cancel_orphans(tx, root_flow_id), "cancelling orphaned child flows"
+            )
+        except Exception as error:
+            what = "flow %s: its orphaned child flows are not cancelled yet: %s"
+            self.log.warning(what, flow, error, extra={"flow": flow})
+            return 0
+        if count:
+            self.log.debug("flow %s: %d orphaned child flows cancelled", flow, count, extra={"flow": flow})
+            if self.limits.active(shard):
+                self.ring(shard)  # their running steps gave their slots back (docs/limits.md)
+        return count
 
     def ring(self, shard: int) -> None:
         """New due work on ``shard``: wake its claimer here and tell the peers."""

@@ -33,7 +33,7 @@ from dwarf.errors import ConflictError, NotFoundError, StoreError
 from dwarf.store.base import Row, Store, Tx, TxFunction
 from dwarf.workflow.status import TERMINAL_STATUSES, Status
 
-__all__ = ["cancel_tree", "delete_tree", "run_tree_write"]
+__all__ = ["ORPHAN_REASON", "cancel_orphans", "cancel_tree", "delete_tree", "run_tree_write"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,8 @@ ATTEMPTS = 10
 BACKOFF = 0.01
 """Seconds of the first backoff between attempts (doubling, jittered, at most MAX_BACKOFF)."""
 MAX_BACKOFF = 0.5
+ORPHAN_REASON = "the step that called this flow ended without it (its flow failed, or a sibling branch did)"
+"""The cancel reason of a child flow cancelled by ``cancel_orphans``."""
 MAX_PASSES = 32
 """Passes after which a tree that still changes is treated as a lock conflict (and the write retried)."""
 
@@ -117,6 +119,31 @@ async def cancel_tree(tx: Tx, root_flow_id: int, reason: str) -> None:
         if not flows and not steps:
             return
     raise _TreeStillChanging(f"flow tree {root_flow_id} kept changing during cancel")
+
+
+async def cancel_orphans(tx: Tx, root_flow_id: int) -> int:
+    """Cancel the child flows of a tree whose calling step ended without them, with their own children
+    and steps; return how many flows were cancelled (0 when the tree is gone).
+
+    A step parked on a child flow is cancelled when its flow fails or a sibling branch fails it; the
+    child then runs on (or waits for an answer) with nobody to read its result, and keeps its tree from
+    being deleted. The commit that cancelled the step runs this right after, in a transaction of its own
+    under the tree-write lock order (a step commit never locks downwards); the wedge sweep runs it for a
+    tree whose follow-up was lost. Each pass cancels one more generation: a grandchild's calling step is
+    cancelled with its flow in the pass before.
+    """
+    try:
+        await _lock_root(tx, root_flow_id)
+    except NotFoundError:
+        return 0
+    cancelled = 0
+    for _ in range(MAX_PASSES):
+        flows = await tx.execute("cancel_orphaned_flows", root_flow_id=root_flow_id, reason=ORPHAN_REASON)
+        steps = await tx.execute("cancel_steps_of_cancelled_flows", root_flow_id=root_flow_id)
+        cancelled += flows
+        if not flows and not steps:
+            return cancelled
+    raise _TreeStillChanging(f"flow tree {root_flow_id} kept changing while its orphans were cancelled")
 
 
 async def delete_tree(tx: Tx, root_flow_id: int) -> None:

@@ -7,12 +7,15 @@ sweep is defence in depth against a bug or a hand-edited database. It looks only
 statements the normal path uses (a concurrent repair by a peer replica changes nothing twice), logs each
 repair as an error and counts it in ``dwarf_wedge_repairs``: a non-zero count points at a bug to find.
 
-Two wedges are known:
+Three wedges are known:
 
 - a parent step parked on a child flow that already ended, or that no longer exists: the parent is woken
   with the child's result, or with its error;
 - a flow still marked running with no step that could move it: it surfaces its parked interrupt if it
-  has one, and otherwise fails with an error saying so (its parent, if any, hears of the failure).
+  has one, and otherwise fails with an error saying so (its parent, if any, hears of the failure);
+- a child flow still running (or interrupted) after its calling step was cancelled, because the replica
+  that cancelled the step died before its follow-up (``Runtime.cancel_orphans``) ran: the child and its
+  own children are cancelled.
 
 A complete cohort that nobody joined (its last member's replica died right after committing) is not a
 wedge: the claimers look for those on every quiet poll (Scheduler._join_stranded).
@@ -21,6 +24,7 @@ wedge: the claimers look for those on every quiet poll (Scheduler._join_stranded
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dwarf.engine.completion import Effects, surface_interrupt
@@ -58,25 +62,50 @@ async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
         if info is not None:
             effects.woken.append(info.flow_id)
             await rt.after_commit(info, effects)
+    for root_flow_id in sorted(await _orphaned_roots(store, min_age)):
+        cancelled = await rt.cancel_orphans(store.shard, root_flow_id)
+        if cancelled:
+            repaired += 1
+            _log(rt, store, root_flow_id, f"{cancelled} child flows ran on after their calling step ended")
     rt.telemetry.wedge_repaired(repaired)
     return repaired
 
 
-async def _wedged_running_flows(store: Store, min_age: float) -> list[Row]:
-    """The running flows that nothing can move, read WEDGE_WINDOW running flows at a time.
+async def _windows(store: Store, status: Status) -> AsyncIterator[tuple[int, int]]:
+    """The flow ids of ``status`` as ranges ``(after, upto]`` of WEDGE_WINDOW flows each.
 
-    Each window is a read of its own, so other work interleaves with a sweep over a large backlog (every
-    queued flow is running) instead of waiting for one long read.
+    The sweep reads each window's flows in a read of its own, so other work interleaves with a sweep over
+    a large backlog (every queued flow is running) instead of waiting for one long read.
     """
-    wedged: list[Row] = []
     after = 0
     while True:
-        window = await store.read("running_flows_window", after=after, batch=WEDGE_WINDOW)
+        window = await store.read("flows_window", status=status.value, after=after, batch=WEDGE_WINDOW)
         upto = window[0]["upto"] if window else None
         if upto is None:
-            return wedged
-        wedged += await store.read("wedged_running_flows", after=after, upto=upto, min_age=min_age)
+            return
+        yield after, int(upto)
         after = int(upto)
+
+
+async def _wedged_running_flows(store: Store, min_age: float) -> list[Row]:
+    """The running flows that nothing can move."""
+    wedged: list[Row] = []
+    async for after, upto in _windows(store, Status.RUNNING):
+        wedged += await store.read("wedged_running_flows", after=after, upto=upto, min_age=min_age)
+    return wedged
+
+
+async def _orphaned_roots(store: Store, min_age: float) -> set[int]:
+    """The trees holding a running or interrupted child flow whose calling step ended ``min_age``
+    seconds ago or more (its commit's follow-up, ``cancel_orphans``, was lost)."""
+    roots: set[int] = set()
+    for status in (Status.RUNNING, Status.INTERRUPTED):
+        async for after, upto in _windows(store, status):
+            rows = await store.read(
+                "orphaned_flow_roots", status=status.value, after=after, upto=upto, min_age=min_age
+            )
+            roots.update(int(row["root_flow_id"]) for row in rows)
+    return roots
 
 
 async def _wake_parked_parent(tx: Tx, park: Row) -> bool:

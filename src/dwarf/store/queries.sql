@@ -429,6 +429,25 @@ SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now
 WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id)
   AND status IN ('created', 'pending', 'running', 'interrupted')
 
+-- name: cancel_orphaned_flows
+-- Cancel the running or interrupted child flows of a tree whose calling step ended without them (it was
+-- cancelled when its flow failed or a sibling branch failed): nothing would ever read their result.
+UPDATE dwarf_flows
+SET status = 'cancelled', cancel_reason = :reason, updated_at = {now}, version = version + 1,
+    purge_after = {now} + retain_for
+WHERE root_flow_id = :root_flow_id AND parent_flow_id > 0 AND status IN ('running', 'interrupted')
+  AND EXISTS (
+      SELECT 1 FROM dwarf_steps s
+      WHERE s.step_id = dwarf_flows.parent_step_id AND s.status IN ('cancelled', 'failed')
+  )
+
+-- name: cancel_steps_of_cancelled_flows
+-- Cancel the unfinished steps of a tree's cancelled flows (those cancel_orphaned_flows just cancelled).
+UPDATE dwarf_steps
+SET status = 'cancelled', lease_token = '', lease_expires = 0, updated_at = {now}, version = version + 1
+WHERE flow_id IN (SELECT flow_id FROM dwarf_flows WHERE root_flow_id = :root_flow_id AND status = 'cancelled')
+  AND status IN ('created', 'pending', 'running', 'interrupted')
+
 -- name: flow_fingerprint
 -- The inputs of the fingerprint: anything observable about a flow changes one of them.
 SELECT f.status, f.version AS flow_version, f.updated_at,
@@ -736,14 +755,23 @@ LEFT JOIN dwarf_flows c ON c.flow_id = s.child_flow_id AND c.purge_marked = 0
 WHERE s.status = 'created' AND s.parked = 1 AND s.child_flow_id > 0 AND s.updated_at < {now} - :min_age
   AND (c.flow_id IS NULL OR c.status IN ('completed', 'failed', 'cancelled'))
 
--- name: running_flows_window
--- Wedge sweep: the last flow id of the next :batch running flows after :after (NULL past the last one).
--- The sweep looks at running flows one such window at a time: a backlog of queued flows is all running,
--- and reading them in one statement held SQLite's only connection for a quarter of a second.
+-- name: flows_window
+-- Wedge sweep: the last flow id of the next :batch flows of :status after :after (NULL past the last
+-- one). The sweep looks at running flows one such window at a time: a backlog of queued flows is all
+-- running, and reading them in one statement held SQLite's only connection for a quarter of a second.
 SELECT MAX(flow_id) AS upto FROM (
-    SELECT flow_id FROM dwarf_flows WHERE status = 'running' AND flow_id > :after
+    SELECT flow_id FROM dwarf_flows WHERE status = :status AND flow_id > :after
     ORDER BY flow_id LIMIT :batch
 ) w
+
+-- name: orphaned_flow_roots
+-- Wedge sweep: the roots of child flows of :status in the window (:after, :upto] whose calling step
+-- ended :min_age seconds ago or more. The step commit that ended it cancels them right after (see
+-- cancel_orphaned_flows); a hit means that follow-up was lost, e.g. its replica died in between.
+SELECT DISTINCT f.root_flow_id
+FROM dwarf_flows f JOIN dwarf_steps s ON s.step_id = f.parent_step_id
+WHERE f.status = :status AND f.flow_id > :after AND f.flow_id <= :upto AND f.parent_flow_id > 0
+  AND s.status IN ('cancelled', 'failed') AND s.updated_at < {now} - :min_age
 
 -- name: wedged_running_flows
 -- Wedge sweep: flows of the window (:after, :upto] still marked running, untouched for :min_age seconds,
