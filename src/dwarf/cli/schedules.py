@@ -2,9 +2,10 @@
 
 ``dwarf schedules`` alone lists them; ``show``, ``pause``, ``resume`` and ``delete`` take a schedule's
 name. Like every command they open an operations-only engine, which ticks nothing: the application's
-engines with workers start the flows, and hear of a pause or resume made here within their poll interval
-(``SchedulerTuning.schedule_poll``, 5 seconds by default). Creating a schedule is the application's job
-(``engine.schedule``), since only its code knows the workflows.
+engines with workers start the flows, and hear of a pause or resume made here at their claimers' next
+idle poll, or within ``SchedulerTuning.schedule_poll`` (5 seconds by default) while they are busy.
+Creating a schedule is the application's job (``engine.schedule``), since only its code knows the
+workflows.
 """
 
 from __future__ import annotations

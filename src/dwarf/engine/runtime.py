@@ -26,6 +26,7 @@ from dwarf.engine.keys import ParsedKey, correlation_id, parse_key, tokens_match
 from dwarf.engine.limits import LimitsCache
 from dwarf.engine.reaper import Reaper
 from dwarf.engine.retention import Retention
+from dwarf.engine.schedule_hints import ScheduleHints
 from dwarf.engine.signals import (
     DOORBELL,
     FLOW_STOPPED,
@@ -195,6 +196,7 @@ class Runtime:
         self.arrivals = CohortArrivals(self.doorbells, shards)
         # Set when a schedule changed (here, or at a peer that signalled it): the schedule ticker looks again.
         self.schedule_bell = asyncio.Event()
+        self.schedule_hints = ScheduleHints(self.schedule_bell)
         self.timers = LocalTimers(self.doorbells)
         # What this engine knows of each shard's limits (docs/limits.md).
         self.limits = LimitsCache()

@@ -22,7 +22,7 @@ from dwarf.engine.flowinfo import FlowInfo
 from dwarf.engine.keys import correlation_id, new_token
 from dwarf.engine.limits import claim_under_limits
 from dwarf.engine.runtime import Runtime
-from dwarf.engine.timers import fire_due_timers, next_timer_delay, timer_delay
+from dwarf.engine.timers import fire_due_timers, timer_delay
 from dwarf.engine.tuning import SchedulerTuning
 from dwarf.engine.wedge import sweep_wedges
 from dwarf.errors import CodecError, StoreError
@@ -407,6 +407,7 @@ class Scheduler:
     async def _idle_delay(self, store: Store) -> float:
         """Seconds until this shard may have work: the next not-before, the next lease expiry, or the poll."""
         row = (await store.read("next_wake_time"))[0]
+        self._runtime.schedule_hints.saw(store.shard, row)
         self._runtime.limits.observe(self._runtime, store, row["limit_count"], row["limit_version"])
         if int(row["stranded"]):
             await self._join_stranded(store)
@@ -436,7 +437,7 @@ class Scheduler:
             if more:
                 timers.note(store.shard, 0.0)
                 return
-            delay = await next_timer_delay(store)
+            delay = await self._next_timer_delay(store)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -452,9 +453,16 @@ class Scheduler:
             delay = self.tuning.idle_poll
         timers.note(store.shard, delay)
 
+    async def _next_timer_delay(self, store: Store) -> float | None:
+        """Seconds until the shard's earliest timer (0 or less when due); None when it has none. The read
+        also brings the next schedule tick, for the ticker (engine/schedule_hints.py)."""
+        row = (await store.read("next_timer"))[0]
+        self._runtime.schedule_hints.saw(store.shard, row)
+        return timer_delay(row)
+
     async def _note_next_timer(self, store: Store) -> None:
         """Read when the shard's earliest timer falls due and have the doorbell rung then."""
-        delay = await next_timer_delay(store)
+        delay = await self._next_timer_delay(store)
         if delay is not None:
             self._runtime.timers.note(store.shard, delay)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from dwarf.engine.clock import utc
 from dwarf.engine.runtime import Runtime
+from dwarf.engine.schedule_hints import SCHEDULE_SHARD
 from dwarf.errors import BadRequestError, ConflictError, NotFoundError
 from dwarf.store.base import Row, Store, Tx, TxFunction
 from dwarf.workflow.durations import Duration
@@ -43,7 +44,6 @@ __all__ = [
     "upsert_schedule",
 ]
 
-SCHEDULE_SHARD = 1
 """The shard whose ``dwarf_schedules`` table holds every schedule."""
 
 _RESUME_ATTEMPTS = 8

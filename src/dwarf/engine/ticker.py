@@ -1,8 +1,10 @@
 """The schedule ticker: an engine with workers starts the flows of the schedules' due ticks.
 
 One task per engine. It asks shard 1 which unpaused schedules tick within the poll interval (one indexed
-query, which is all it does while there are none: once per ``SchedulerTuning.schedule_poll``), then sleeps
-until the earliest of those ticks, or until a schedule changes here or at a peer (``Runtime.schedule_bell``).
+query), then sleeps until the earliest of those ticks, until a schedule changes here or at a peer
+(``Runtime.schedule_bell``), or until the next tick the claimers saw (``Runtime.schedule_hints``). While
+the claimers poll, their reads stand for the ticker's own once per ``SchedulerTuning.schedule_poll``, so an
+engine without schedules adds no statement to its idle poll.
 For a due schedule it
 
 1. claims the tick (``claim_schedule``: a lease on the database clock that only this ticker may renew),
@@ -18,7 +20,6 @@ the same key and is handed the same flow. So each tick has exactly one flow, whi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -92,20 +93,36 @@ class ScheduleTicker:
 
     async def _loop(self) -> None:
         bell = self._runtime.schedule_bell
+        hints = self._runtime.schedule_hints
+        loop = asyncio.get_running_loop()
+        look = True
         while not self._stopping:
             bell.clear()
-            try:
-                delay = await self.run_due_ticks()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                reraise_swallowed_cancel()
-                self._report(error, "polling the schedules failed")
-                delay = self._tuning().error_backoff
+            poll = self._tuning().schedule_poll
+            if look:
+                hints.looked()
+                try:
+                    delay = await self.run_due_ticks()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    reraise_swallowed_cancel()
+                    self._report(error, "polling the schedules failed")
+                    delay = self._tuning().error_backoff
+            else:
+                delay = poll
+            delay = hints.sleep_for(delay, _WAKE_MARGIN)
+            asleep_at = loop.time()
+            rang = True
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(delay):
                         await bell.wait()
+                except TimeoutError:
+                    rang = False
+            # Woken by a bell, or at a tick: look. At the end of a plain poll interval a claimer's read of
+            # the next tick since then stands for this ticker's own (engine/schedule_hints.py).
+            look = rang or delay < poll or not hints.read_since(asleep_at)
 
     async def run_due_ticks(self) -> float:
         """Run the ticks due now; return how many seconds to sleep before looking again."""

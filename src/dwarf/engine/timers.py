@@ -42,7 +42,7 @@ from dwarf.workflow.status import TERMINAL_STATUSES, Status
 if TYPE_CHECKING:
     from dwarf.engine.runtime import Runtime
 
-__all__ = ["TIMER_BATCH", "fire_due_timers", "next_timer_delay", "timer_delay"]
+__all__ = ["TIMER_BATCH", "fire_due_timers", "timer_delay"]
 
 TIMER_BATCH = 32
 """Timers of each kind one pass fires at most; a full batch makes the claimer come back at once."""
@@ -66,11 +66,6 @@ async def fire_due_timers(rt: Runtime, store: Store) -> tuple[int, bool]:
         if await _guarded(rt, store, int(row["root_flow_id"]), _end_timed_wait(rt, store, row)):
             fired += 1
     return fired, len(deadlines) == TIMER_BATCH or len(wakeups) == TIMER_BATCH
-
-
-async def next_timer_delay(store: Store) -> float | None:
-    """Seconds until the shard's earliest timer (0 or less when due); None when it has none."""
-    return timer_delay((await store.read("next_timer"))[0])
 
 
 def timer_delay(row: Row) -> float | None:

@@ -44,7 +44,9 @@ class SchedulerTuning:
     schedule_poll: float = 5.0
     """The longest the schedule ticker sleeps before it asks the database again which schedules are due.
     It sleeps until the next tick it knows of, and wakes at once when a schedule changes on this engine
-    or at a peer that signals; the poll is how it hears of changes made elsewhere (the CLI, say)."""
+    or at a peer that signals. It hears of changes made elsewhere (the CLI, say) from its claimers' idle
+    poll, which reads the next tick too; this poll is for when the claimers are too busy to poll, and is
+    skipped when they did (engine/schedule_hints.py)."""
     retention_poll: float = 60.0
     """The longest a retention pass sleeps before it asks the database which ended flows are due for
     purging (flows this engine ended wake it when due; this is how it learns of the other engines')."""

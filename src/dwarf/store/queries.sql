@@ -255,13 +255,14 @@ CASE WHEN limit_slot = 1
 -- name: next_wake_time
 -- When the claimer has something to do again: the earliest not-before of a pending step, the earliest
 -- expiry of a lease, the earliest timer (a deadline, a timed wait's end: see next_timer; each NULL when
--- there is none), and whether a complete cohort waits for its join (its last member's replica died
--- before looking: see stranded_cohorts). Also how many limits exist and their version (012_limits.sql),
+-- there is none), the next schedule tick (for the ticker: see _next_schedule), and whether a complete
+-- cohort waits for its join (its last member's replica died before looking: see stranded_cohorts). Also how many limits exist and their version (012_limits.sql),
 -- so that an engine that missed a change of limits learns of it here.
 SELECT
     (SELECT MIN(not_before) FROM dwarf_steps WHERE status = 'pending') AS next_due,
     (SELECT MIN(lease_expires) FROM dwarf_steps WHERE status = 'running') AS next_expiry,
     {_next_timers},
+    {_next_schedule},
     (SELECT COUNT(*) FROM dwarf_complete_cohorts) AS stranded,
     (SELECT limit_count FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_count,
     (SELECT limit_version FROM dwarf_claim_cursor WHERE cursor_id = 1) AS limit_version,
@@ -271,7 +272,13 @@ SELECT
 -- The earliest timer of the shard (the dialect files' _next_timers) and the database's clock: a busy
 -- claimer, which never reaches next_wake_time, asks this once per poll interval, and so does an engine
 -- after it fired timers.
-SELECT {_next_timers}, {now} AS now
+SELECT {_next_timers}, {_next_schedule}, {now} AS now
+
+-- name: _next_schedule
+-- The next tick of an unpaused schedule, the first entry of its partial index (011_schedules.sql); NULL
+-- when there is none (always, but on shard 1). The claimers hand it to the schedule ticker, which then
+-- need not read the schedules on its own while they poll (engine/schedule_hints.py).
+(SELECT MIN(next_tick_ms) FROM dwarf_schedules WHERE paused = 0) AS next_schedule_ms
 
 -- name: due_deadlines
 -- Root flows whose deadline passed and that have not stopped, earliest first (cancelled by the caller,
