@@ -292,6 +292,11 @@ async def test_limits_hold_on_each_shard(make_engine: EngineMaker) -> None:
     assert meter.peak["a"] <= 2  # one per shard
 
 
+async def _never_registered(flow: Flow) -> None:
+    """A task function no host registers. (The shared ``noop`` will not do: a test that registered it
+    on a host earlier in the same process leaves it knowing its URL.)"""
+
+
 BAD_LIMITS: list[tuple[Any, dict[str, Any], str]] = [
     ("a", {}, "set a concurrency, a rate or both"),
     ("a", {"concurrency": 0}, "concurrency must be from 1"),
@@ -312,7 +317,7 @@ BAD_LIMITS: list[tuple[Any, dict[str, Any], str]] = [
     (42, {"concurrency": 1}, "a limit's key must be a string"),
     ("a\x00b", {"concurrency": 1}, "a limit's key"),
     ("x" * 1025, {"concurrency": 1}, "at most 1024 bytes"),
-    (noop, {"concurrency": 1}, "is not a task registered under one URL"),
+    (_never_registered, {"concurrency": 1}, "is not a task registered under one URL"),
 ]
 
 

@@ -118,6 +118,7 @@ class Engine(EngineSetters):
         )
         scheduler = self._scheduler = Scheduler(rt, config.workers, config.scheduler_tuning)
         telemetry.attach(stores, lambda: scheduler.busy_workers)
+        await scheduler.prime()
         scheduler.start()
         if config.workers > 0:  # an operations-only engine starts no flows of its own accord
             self._ticker = ScheduleTicker(rt, lambda: self._config.scheduler_tuning, self._create_defaults)

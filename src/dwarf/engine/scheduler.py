@@ -92,6 +92,15 @@ class Scheduler:
         """Log a failed background statement at the level ``failure_level`` gives, with its error."""
         self._log.log(failure_level(error), f"{message}: %s", *args, error, extra={"flow": flow})
 
+    async def prime(self) -> None:
+        """Read each shard's limits before the claimers start (startup's work rather than the first
+        claim's: the claim keeps a lazy read for a shard whose database was down here)."""
+        if self._workers == 0:
+            return
+        for store in self._stores:
+            with contextlib.suppress(Exception):
+                await self._runtime.limits.load(store)
+
     def start(self) -> None:
         if self._workers == 0:
             return  # an operations-only engine claims nothing
