@@ -480,12 +480,20 @@ async def run_growing(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- aged: linear3 on a database holding many completed flows ---
 
+AGED_ROUNDS = 3
+"""Measurements of each database, alternating: one linear3 run takes a second or two, too short to be
+taken alone on a shared machine."""
+
 AGED_METHOD = (
-    "two fresh databases in one process: on the first, linear3 measured at once; on the second, {history:,} "
-    "linear3 flows are first run to completion by one engine ({submitters} concurrent engine.run calls), "
-    "which then stops; a new engine measures linear3 the same way. No VACUUM or ANALYZE is run by the "
-    "bench."
+    "two fresh databases in one process: on the second, {history:,} linear3 flows are first run to "
+    "completion by one engine ({submitters} concurrent engine.run calls), which then stops; then one new "
+    "engine on each database measures linear3 {rounds} times, alternating between the two, and each side "
+    "reports its median run. No VACUUM or ANALYZE is run by the bench."
 )
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda run: float(run["steps_per_s"]))[len(runs) // 2]
 
 
 async def run_aged(args: argparse.Namespace) -> dict[str, Any]:
@@ -493,12 +501,9 @@ async def run_aged(args: argparse.Namespace) -> dict[str, Any]:
     history = args.history or DEFAULT_HISTORY
     flows = args.flows or 1000
     concurrency = args.concurrency or 32
-    async with (
-        fresh_database(args.db, args.dsn) as database,
-        _engine(_host(1), database.url, args.workers) as engine,
-    ):
-        fresh = await linear3_rate(engine, args.db, flows, concurrency, {})
-    async with fresh_database(args.db, args.dsn) as database:
+    fresh_runs: list[dict[str, Any]] = []
+    aged_runs: list[dict[str, Any]] = []
+    async with fresh_database(args.db, args.dsn) as empty, fresh_database(args.db, args.dsn) as database:
         # The history is filled by FILL_SUBMITTERS concurrent engine.run calls, which keep the number of
         # unfinished flows bounded: a backlog of all of them at once drains far more slowly (see the
         # backlog workload), and the completed flows either way leave are the same.
@@ -511,10 +516,16 @@ async def run_aged(args: argparse.Namespace) -> dict[str, Any]:
             size = await probe.size_bytes()
             autovacuum = await probe.autovacuum()
             stats_before = await probe.table_stats()
-            async with _engine(_host(1), database.url, args.workers) as engine:
-                aged = await linear3_rate(engine, args.db, flows, concurrency, {})
+            async with (
+                _engine(_host(1), empty.url, args.workers) as fresh_engine,
+                _engine(_host(1), database.url, args.workers) as engine,
+            ):
+                for _ in range(AGED_ROUNDS):
+                    fresh_runs.append(await linear3_rate(fresh_engine, args.db, flows, concurrency, {}))
+                    aged_runs.append(await linear3_rate(engine, args.db, flows, concurrency, {}))
                 settings = _settings(engine)
             stats_after = await probe.table_stats()
+    fresh, aged = _median_run(fresh_runs), _median_run(aged_runs)
     result: dict[str, Any] = {
         "engine": "dwarf",
         "workload": "aged",
@@ -529,8 +540,10 @@ async def run_aged(args: argparse.Namespace) -> dict[str, Any]:
         "aged_over_fresh": round(aged["steps_per_s"] / fresh["steps_per_s"], 3),
         "fresh": _rate_fields(fresh),
         "aged": _rate_fields(aged),
+        "fresh_runs_steps_per_s": [run["steps_per_s"] for run in fresh_runs],
+        "aged_runs_steps_per_s": [run["steps_per_s"] for run in aged_runs],
         "db_bytes_with_history": size["bytes"],
-        "method": AGED_METHOD.format(history=history, submitters=FILL_SUBMITTERS),
+        "method": AGED_METHOD.format(history=history, submitters=FILL_SUBMITTERS, rounds=AGED_ROUNDS),
         "settings": settings,
     }
     if args.db == "postgres":
