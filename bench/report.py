@@ -410,7 +410,8 @@ def render_markdown(
     if flatcost is not None and flatcost.after:
         parts += [
             "",
-            "The flat-cost targets (backlog, growing, aged, state size) are single runs; their sections "
+            "The flat-cost targets (backlog, growing, aged, state size) come from one run each (an aged "
+            "run measures each database 3 times, alternating, and reports the medians); their sections "
             "below show them next to the engine before issue 14.",
         ]
     parts += ["", "![dwarf, DBOS and LangGraph on SQLite and PostgreSQL](images/benchmarks.png)", ""]
