@@ -363,11 +363,13 @@ async def test_an_idle_engine_without_schedules_adds_no_statement_to_its_claimer
 ) -> None:
     """docs/schedules.md#where-schedules-live-and-what-they-cost: the claimers' idle poll brings the next
     tick, so the ticker's own read is skipped; the idle benchmark's budget of 1 query/s/shard holds."""
-    engine = await make_engine(_proxy(), scheduler_tuning=SchedulerTuning(schedule_poll=0.1, idle_poll=0.05))
-    await asyncio.sleep(0.3)  # the ticker's first read, at startup, is behind us
+    engine = await make_engine(_proxy(), scheduler_tuning=SchedulerTuning(schedule_poll=0.25, idle_poll=0.05))
+    await asyncio.sleep(0.5)  # the ticker's first read, at startup, is behind us
     reads = _count_schedule_reads(engine)
-    await asyncio.sleep(2.0)  # twenty of the ticker's poll intervals
-    assert len(reads) <= 1, f"the ticker read the schedules {len(reads)} times while the claimers polled"
+    await asyncio.sleep(3.0)  # twelve of the ticker's poll intervals
+    # A loaded machine may delay a claimer's poll past the end of an interval once or twice (the ticker
+    # then reads for itself, as it must); without the claimers' reads it would read twelve times.
+    assert len(reads) <= 2, f"the ticker read the schedules {len(reads)} times while the claimers polled"
 
 
 async def test_a_schedule_made_by_a_process_that_signals_nobody_starts_on_the_claimers_poll(
