@@ -74,7 +74,8 @@ JOB_TIMEOUT_S = 900
 # Targets of the issue: (workload, db) -> (metric, bound, "min" = at least / "max" = at most, unit).
 TARGETS: dict[tuple[str, str], tuple[str, float, str, str]] = {
     ("linear3", "sqlite"): ("steps_per_s", 1500, "min", "steps/s"),
-    ("linear3", "postgres"): ("steps_per_s", 1200, "min", "steps/s"),
+    # 1,800: issue 14's bar for PostgreSQL (it was 1,200 before; pgbench TPC-B did 2,823 tps here).
+    ("linear3", "postgres"): ("steps_per_s", 1800, "min", "steps/s"),
     ("fanout", "sqlite"): ("steps_per_s", 2000, "min", "steps/s"),
     ("fanout", "postgres"): ("steps_per_s", 2000, "min", "steps/s"),
     ("latency", "sqlite"): ("p50_ms", 10, "max", "ms p50"),
