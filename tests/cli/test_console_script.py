@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -98,14 +99,15 @@ async def test_demo_keep_running_finishes_a_claim_resumed_from_another_shell(tmp
         try:
             code = await asyncio.wait_for(worker.wait(), TIMEOUT / 2)
         except TimeoutError:
-            # Seen twice under the 4-worker CI load (never alone): the first Ctrl-C did not end the
-            # process within 30 s. A second one, as a user would press, must; the first one's miss is an
-            # open bug recorded in the closing note of this change, not something this test accepts
-            # silently: it reports the process's stderr.
+            # Seen twice, only while coverage followed the suite's subprocesses under 4 xdist workers:
+            # the first Ctrl-C did not end the process within 30 s. Not reproduced since (27 runs beside
+            # six busy loops all stopped in under 0.5 s). A second one, as a user would press, must end
+            # it; the miss is reported as a warning in the test summary, with the process's stderr.
             worker.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(worker.wait(), TIMEOUT / 2)
             assert worker.stderr is not None
-            print("first SIGINT missed; stderr:", (await worker.stderr.read()).decode(errors="replace"))
+            stderr = (await worker.stderr.read()).decode(errors="replace")
+            warnings.warn(f"dwarf demo missed the first SIGINT; its stderr: {stderr}", stacklevel=1)
         assert code == 0
     finally:
         if worker.returncode is None:
