@@ -21,6 +21,7 @@ from dwarf import (
     StoreError,
 )
 from dwarf.engine import Engine, TestProxy
+from dwarf.store.base import Row
 from tests.engine.graphs import WAIT, Gate, chain, for_each, noop, proxy_with
 
 
@@ -450,3 +451,35 @@ def test_engine_settings_name_exactly_the_setters() -> None:
 
     setters = {name.removeprefix("set_") for name in dir(Engine) if name.startswith("set_")}
     assert set(get_type_hints(EngineSettings)) == setters
+
+
+async def test_a_claim_committing_as_the_engine_stops_hands_its_steps_back(fresh_dsn: str) -> None:
+    """The claimer is cancelled by the shutdown after its claim committed but before it took the steps
+    (the claim's answer is held back here): the steps are released, so the next engine runs them at
+    once instead of after the 60-second lease the stopped engine took."""
+    proxy = TestProxy()
+    proxy.handle_graph("one", chain("one", "Only"))
+    proxy.handle_task("Only", noop)
+    committed = asyncio.Event()
+    engine = Engine(host=proxy, dsn=fresh_dsn, scheduler_tuning=SchedulerTuning(lease_period=60.0))
+    await engine.startup()
+    try:
+        store = engine.runtime.stores[0]
+        write = store.write
+
+        async def slow_to_answer(query: Any, **params: Any) -> list[Row]:
+            rows = await write(query, **params)
+            if query == "claim_due_steps" and rows:
+                committed.set()
+                await asyncio.sleep(0.5)  # the shutdown cancels the claimer meanwhile
+            return rows
+
+        store.write = slow_to_answer  # type: ignore[method-assign]
+        key = await engine.create("one")
+        async with asyncio.timeout(WAIT):
+            await committed.wait()
+    finally:
+        await engine.shutdown(drain_timeout=0)
+    async with Engine(host=proxy, dsn=fresh_dsn) as successor:
+        outcome = await successor.wait(key, timeout=5.0)
+    assert outcome.status == Status.COMPLETED

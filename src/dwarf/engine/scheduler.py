@@ -77,6 +77,7 @@ class Scheduler:
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._claimers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._abandoned = False
         self.tuning = tuning
         # Set when the tuning changes, so the heartbeat measures its wait again.
         self._retuned = asyncio.Event()
@@ -157,6 +158,7 @@ class Scheduler:
     async def abandon(self) -> None:
         """Stop at once without releasing leases, as a crashed process would (for tests)."""
         self._stopping = True
+        self._abandoned = True
         for task in [*self._claimers, *self._in_flight]:
             task.cancel()
         for task in [*self._claimers, *self._in_flight]:
@@ -367,14 +369,23 @@ class Scheduler:
         if not limits.known(store.shard):
             await limits.load(store)  # before the first claim: a failure is retried as the claim's
         if limits.active(store.shard):
-            rows = await self._claim_under_limits(store, lease_token, limit)
+            claiming = self._claim_under_limits(store, lease_token, limit)
         else:
-            rows = await store.write(
+            claiming = store.write(
                 "claim_due_steps",
                 lease_token=lease_token,
                 lease_seconds=self.tuning.lease_period,
                 limit=limit,
             )
+        # Shielded: a shutdown that cancels this claimer while the claim is committing would otherwise
+        # leave its steps leased to nobody until the leases lapse (the SQLite store commits a unit of
+        # work whatever happens to its caller). The claim is waited for and its steps handed back.
+        claim = asyncio.ensure_future(claiming)
+        try:
+            rows = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            await self._hand_back(store, claim, lease_token)
+            raise
         self._telemetry.claimed(store.shard, started)
         store.healthy = True
         steps = []
@@ -389,6 +400,20 @@ class Scheduler:
             task = asyncio.create_task(self._run(flight))
             self._in_flight[task] = flight
         return steps
+
+    async def _hand_back(self, store: Store, claim: asyncio.Future[list[Row]], lease_token: str) -> None:
+        """Release the steps of a claim whose claimer was cancelled (the engine is stopping)."""
+        if self._abandoned:
+            return  # a simulated crash keeps every lease
+        try:
+            rows = await asyncio.wait_for(claim, RELEASE_TIMEOUT)
+            for row in rows:
+                await asyncio.wait_for(
+                    store.write("release_lease", step_id=int(row["step_id"]), lease_token=lease_token),
+                    RELEASE_TIMEOUT,
+                )
+        except Exception:
+            pass  # left to lapse: a database that does not answer must not hold the stop
 
     async def _claim_under_limits(self, store: Store, lease_token: str, limit: int) -> list[Row]:
         """Claim obeying the shard's limits (see engine/limits.py); set a timer for the next rate token a
