@@ -127,6 +127,10 @@ class Gate:
             await self._open.wait()
         self.passes += 1
 
+    async def task(self, flow: Flow) -> None:
+        """A task handler that only passes through the gate."""
+        await self.pass_through()
+
     async def wait_entered(self, timeout: float = WAIT) -> None:
         async with asyncio.timeout(timeout):
             await self.entered.wait()

@@ -37,9 +37,13 @@ FAST = SchedulerTuning(retention_poll=0.1)
 """Retention passes look at the database every 0.1 s (the default is a minute)."""
 
 
-def _proxy() -> TestProxy:
-    """``one`` (a task), ``fails``, ``ask`` (interrupts), ``parent`` (runs ``child``), ``blocked``."""
+def _proxy(gate: Gate | None = None) -> TestProxy:
+    """``one`` (a task), ``fails``, ``ask`` (interrupts), ``parent`` (runs ``child``), and with a
+    ``gate`` ``blocked`` (one task that waits at it)."""
     proxy = TestProxy()
+    if gate is not None:
+        proxy.handle_graph("blocked", single("Blocked", "B"))
+        proxy.handle_task("B", gate.task)
     proxy.handle_graph("one", single("One", "A"))
     proxy.handle_graph("fails", single("Fails", "F"))
     proxy.handle_graph("ask", single("Ask", "Q"))
@@ -84,14 +88,7 @@ async def test_a_completed_flow_is_purged_once_its_retention_ran_out(make_engine
 
 async def test_failed_and_cancelled_flows_are_purged_by_their_retention(make_engine: Any) -> None:
     gate = Gate()
-
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
-    proxy = _proxy()
-    proxy.handle_graph("blocked", single("Blocked", "B"))
-    proxy.handle_task("B", blocked)
-    engine = await make_engine(proxy, scheduler_tuning=FAST)
+    engine = await make_engine(_proxy(gate), scheduler_tuning=FAST)
     options = FlowOptions(retain_for=timedelta(seconds=SHORT))
     failed, outcome = await engine.run("fails", options=options, timeout=WAIT)
     assert outcome.status == Status.FAILED
@@ -125,14 +122,7 @@ async def test_without_a_retention_flows_are_kept(make_engine: Any) -> None:
 
 async def test_an_unfinished_flow_is_never_purged(make_engine: Any) -> None:
     gate = Gate()
-
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
-    proxy = _proxy()
-    proxy.handle_graph("blocked", single("Blocked", "B"))
-    proxy.handle_task("B", blocked)
-    engine = await make_engine(proxy, retain_for=0, scheduler_tuning=FAST)
+    engine = await make_engine(_proxy(gate), retain_for=0, scheduler_tuning=FAST)
     interrupted, outcome = await engine.run("ask", timeout=WAIT)
     assert outcome.status == Status.INTERRUPTED
     running = await engine.create("blocked")

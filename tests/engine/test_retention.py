@@ -90,10 +90,7 @@ async def test_every_operation_on_a_deleted_flow_is_not_found(make_engine: Any) 
 async def test_delete_of_a_running_flow_is_a_conflict(make_engine: Any) -> None:
     gate = Gate()
 
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
-    engine = await make_engine(proxy_with("blocked", single("Blocked", "B"), B=blocked))
+    engine = await make_engine(proxy_with("blocked", single("Blocked", "B"), B=gate.task))
     key = await engine.create("blocked")
     try:
         await gate.wait_entered()
@@ -107,11 +104,8 @@ async def test_delete_of_a_running_flow_is_a_conflict(make_engine: Any) -> None:
 async def test_delete_of_a_flow_whose_child_runs_is_a_conflict(make_engine: Any) -> None:
     gate = Gate()
 
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
     proxy = _proxy()
-    proxy.handle_task("Child", blocked)
+    proxy.handle_task("Child", gate.task)
     engine = await make_engine(proxy)
     key = await engine.create("parent")
     try:
@@ -153,12 +147,9 @@ async def test_purge_counts_roots_not_the_children_of_their_trees(make_engine: A
 async def test_purge_never_marks_a_running_flow(make_engine: Any) -> None:
     gate = Gate()
 
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
     proxy = _proxy()
     proxy.handle_graph("blocked", single("Blocked", "B"))
-    proxy.handle_task("B", blocked)
+    proxy.handle_task("B", gate.task)
     engine = await make_engine(proxy)
     done, _ = await engine.run("one", timeout=WAIT)
     running = await engine.create("blocked")
@@ -177,11 +168,8 @@ async def test_purge_never_marks_a_running_flow(make_engine: Any) -> None:
 async def test_purge_never_marks_a_root_whose_child_is_running(make_engine: Any) -> None:
     gate = Gate()
 
-    async def blocked(flow: Flow) -> None:
-        await gate.pass_through()
-
     proxy = _proxy()
-    proxy.handle_task("Child", blocked)
+    proxy.handle_task("Child", gate.task)
     engine = await make_engine(proxy)
     key = await engine.create("parent")
     try:
