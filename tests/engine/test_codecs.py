@@ -303,34 +303,36 @@ async def test_a_task_writing_past_the_size_guard_fails_its_step_once(make_engin
     assert runs == [1]
 
 
-async def test_an_oversized_outcome_is_routed_by_on_error_with_its_status_code(make_engine: Any) -> None:
-    graph = graph_of("Routed", "Bloat", "Handle")
+def _bloat_routed_on_error(name: str) -> Graph:
+    """``Bloat`` (see ``_bloat``) routes its errors to ``Handle``; both then END."""
+    graph = graph_of(name, "Bloat", "Handle")
     graph.add_transition("Bloat", END)
     graph.add_transition_on_error("Bloat", "Handle")
     graph.add_transition("Handle", END)
+    return graph
 
-    async def bloat(flow: Flow) -> None:
-        flow.set("blob", "x" * 5000)
+
+async def _bloat(flow: Flow) -> None:
+    """A task whose change alone is about 5 KB."""
+    flow.set("blob", "x" * 5000)
+
+
+async def test_an_oversized_outcome_is_routed_by_on_error_with_its_status_code(make_engine: Any) -> None:
+    graph = _bloat_routed_on_error("Routed")
 
     async def handle(flow: Flow) -> None:
         flow.set("handled", flow.get("onErr"))
 
-    engine = await make_engine(proxy_with("routed", graph, Bloat=bloat, Handle=handle), max_state_size=2000)
+    engine = await make_engine(proxy_with("routed", graph, Bloat=_bloat, Handle=handle), max_state_size=2000)
     _, outcome = await engine.run("routed", {}, timeout=WAIT)
     assert outcome.status == Status.COMPLETED, outcome.error
     assert outcome.state["handled"]["statusCode"] == 413 and "blob" not in outcome.state
 
 
 async def test_an_error_route_that_itself_exceeds_the_guard_fails_the_flow(make_engine: Any) -> None:
-    graph = graph_of("Tight", "Bloat", "Handle")
-    graph.add_transition("Bloat", END)
-    graph.add_transition_on_error("Bloat", "Handle")
-    graph.add_transition("Handle", END)
+    graph = _bloat_routed_on_error("Tight")
 
-    async def bloat(flow: Flow) -> None:
-        flow.set("blob", "x" * 5000)
-
-    host = proxy_with("tight", graph, Bloat=bloat, Handle=bloat)
+    host = proxy_with("tight", graph, Bloat=_bloat, Handle=_bloat)
     # The input fits; the input plus onErr (its message is long) does not.
     engine = await make_engine(host, max_state_size=200)
     _, outcome = await engine.run("tight", {"pad": "p" * 150}, timeout=WAIT)
