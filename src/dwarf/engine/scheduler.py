@@ -140,20 +140,24 @@ class Scheduler:
         if unfinished:
             # A worker stuck in a database call that ignores the cancel must not hold the shutdown.
             await asyncio.wait([task for task, _ in unfinished], timeout=RELEASE_TIMEOUT)
-        flights = [flight for _, flight in unfinished if flight is not None]
-        if flights:
-            # Hand the steps back at once so another replica need not wait for their leases to lapse.
-            releases = [asyncio.ensure_future(self._release(flight)) for flight in flights]
-            _, late = await asyncio.wait(releases, timeout=RELEASE_TIMEOUT)
-            for release in late:
-                release.cancel()
+        leases = [(f.store, f.step.step_id, f.lease.token) for _, f in unfinished if f is not None]
+        await self._release(leases)
 
     @staticmethod
-    async def _release(flight: _InFlight) -> None:
-        with contextlib.suppress(Exception):
-            await flight.store.write(
-                "release_lease", step_id=flight.step.step_id, lease_token=flight.lease.token
-            )
+    async def _release(leases: list[tuple[Store, int, str]]) -> None:
+        """Hand steps (store, step id, lease token) back at once, in parallel, so another replica need
+        not wait for their leases to lapse; what RELEASE_TIMEOUT does not see done is left to lapse."""
+        if not leases:
+            return
+
+        async def release(store: Store, step_id: int, lease_token: str) -> None:
+            with contextlib.suppress(Exception):
+                await store.write("release_lease", step_id=step_id, lease_token=lease_token)
+
+        releases = [asyncio.ensure_future(release(*lease)) for lease in leases]
+        _, late = await asyncio.wait(releases, timeout=RELEASE_TIMEOUT)
+        for pending in late:
+            pending.cancel()
 
     async def abandon(self) -> None:
         """Stop at once without releasing leases, as a crashed process would (for tests)."""
@@ -407,13 +411,9 @@ class Scheduler:
             return  # a simulated crash keeps every lease
         try:
             rows = await asyncio.wait_for(claim, RELEASE_TIMEOUT)
-            for row in rows:
-                await asyncio.wait_for(
-                    store.write("release_lease", step_id=int(row["step_id"]), lease_token=lease_token),
-                    RELEASE_TIMEOUT,
-                )
         except Exception:
-            pass  # left to lapse: a database that does not answer must not hold the stop
+            return  # left to lapse: a database that does not answer must not hold the stop
+        await self._release([(store, int(row["step_id"]), lease_token) for row in rows])
 
     async def _claim_under_limits(self, store: Store, lease_token: str, limit: int) -> list[Row]:
         """Claim obeying the shard's limits (see engine/limits.py); set a timer for the next rate token a
