@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["sweep_wedges"]
 
 WEDGE_WINDOW = 2000
-"""Running flows the sweep looks at per read (see _wedged_running_flows)."""
+"""Flows the sweep looks at per read (see _scan_flows)."""
 WEDGED_FLOW_ERROR = "the flow could not make progress (no step left to run); the wedge sweep failed it"
 
 
@@ -51,7 +51,8 @@ async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
             repaired += 1
             _log(rt, store, park["flow_id"], "its step was parked on a child flow that had ended")
             rt.ring(store.shard)
-    for flow in await _wedged_running_flows(store, min_age):
+    wedged, orphaned = await _scan_flows(store, min_age)
+    for flow in wedged:
         effects = Effects()
         stopped = await store.run(functools.partial(_unstick_flow, flow=flow, effects=effects))
         if stopped is None:
@@ -62,7 +63,7 @@ async def sweep_wedges(rt: Runtime, store: Store, min_age: float) -> int:
         if info is not None:
             effects.woken.append(info.flow_id)
             await rt.after_commit(info, effects)
-    for root_flow_id in sorted(await _orphaned_roots(store, min_age)):
+    for root_flow_id in sorted(orphaned):
         cancelled = await rt.cancel_orphans(store.shard, root_flow_id)
         if cancelled:
             repaired += 1
@@ -87,25 +88,21 @@ async def _windows(store: Store, status: Status) -> AsyncIterator[tuple[int, int
         after = int(upto)
 
 
-async def _wedged_running_flows(store: Store, min_age: float) -> list[Row]:
-    """The running flows that nothing can move."""
-    wedged: list[Row] = []
-    async for after, upto in _windows(store, Status.RUNNING):
-        wedged += await store.read("wedged_running_flows", after=after, upto=upto, min_age=min_age)
-    return wedged
-
-
-async def _orphaned_roots(store: Store, min_age: float) -> set[int]:
-    """The trees holding a running or interrupted child flow whose calling step ended ``min_age``
+async def _scan_flows(store: Store, min_age: float) -> tuple[list[Row], set[int]]:
+    """One pass over the running flows, then the interrupted ones, window by window: the running flows
+    that nothing can move, and the trees holding a child flow whose calling step ended ``min_age``
     seconds ago or more (its commit's follow-up, ``cancel_orphans``, was lost)."""
+    wedged: list[Row] = []
     roots: set[int] = set()
     for status in (Status.RUNNING, Status.INTERRUPTED):
         async for after, upto in _windows(store, status):
+            if status == Status.RUNNING:
+                wedged += await store.read("wedged_running_flows", after=after, upto=upto, min_age=min_age)
             rows = await store.read(
                 "orphaned_flow_roots", status=status.value, after=after, upto=upto, min_age=min_age
             )
             roots.update(int(row["root_flow_id"]) for row in rows)
-    return roots
+    return wedged, roots
 
 
 async def _wake_parked_parent(tx: Tx, park: Row) -> bool:
